@@ -1,0 +1,46 @@
+"""The error hierarchy: one root, specific subclasses, messages that name the input and the fix."""
+
+from __future__ import annotations
+
+
+class NpcfaceError(Exception):
+    """Root of every error npcface raises on purpose."""
+
+
+class ImageError(NpcfaceError, ValueError):
+    """An input could not be used as an image (unreadable, empty, truncated, too large, bad dtype)."""
+
+
+class NoFaceError(NpcfaceError):
+    """No face was found in an image where one was required."""
+
+
+class MultipleFacesError(NpcfaceError):
+    """Several faces were found where the policy ``single`` required exactly one."""
+
+
+class ModelError(NpcfaceError):
+    """A model could not be found, verified (SHA-256) or loaded."""
+
+
+class ProviderError(NpcfaceError):
+    """A requested execution provider (GPU, TensorRT) is not available; never silently replaced."""
+
+
+class GalleryError(NpcfaceError):
+    """A gallery operation failed (missing gallery, wrong dimension, unknown identity)."""
+
+
+class GalleryCorruptError(GalleryError):
+    """A gallery's files are corrupt or of an incompatible schema version."""
+
+
+class MissingExtraError(NpcfaceError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{what} needs the optional dependency '{module}': pip install 'npcface[{extra}]'"
+        )
+        self.extra = extra
+        self.module = module

@@ -1,0 +1,89 @@
+"""Result types. Frozen dataclasses with documented units and orders.
+
+Coordinates are pixels in the original image. Colour order inside npcface is BGR uint8
+(OpenCV's); conversion to a model's colour order happens in the embedder only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+"""Order of the five landmarks, as seen in the image (left = smaller x for an upright face)."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face.
+
+    Attributes:
+        box: (x1, y1, x2, y2) float32 pixels in the original image.
+        landmarks: (5, 2) float32 pixels, order :data:`LANDMARK_NAMES`.
+        score: detector confidence in [0, 1].
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of a 1:1 verification.
+
+    Attributes:
+        verified: ``similarity >= threshold``.
+        similarity: cosine similarity of the two embeddings, in [-1, 1]; higher is more alike.
+        threshold: the decision threshold that was applied.
+        face1, face2: the faces that were compared (``None`` when an embedding was given).
+        model: name of the recogniser that produced the embeddings.
+    """
+
+    verified: bool
+    similarity: float
+    threshold: float
+    face1: Face | None
+    face2: Face | None
+    model: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verified": self.verified,
+            "similarity": round(self.similarity, 6),
+            "threshold": round(self.threshold, 6),
+            "face1": self.face1.to_dict() if self.face1 else None,
+            "face2": self.face2.to_dict() if self.face2 else None,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True)
+class Match:
+    """One gallery match: an identity and how similar the query is to its best template."""
+
+    identity: str
+    similarity: float
+    template_id: int
+    metadata: dict[str, Any] | None = field(default=None)

@@ -1,0 +1,30 @@
+"""Shared fixtures. Real data comes from NPCFACE_DATA (default ../shared/data next to the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("NPCFACE_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared face data not found at {root} (set NPCFACE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(data_dir: Path) -> Path:
+    lfw = data_dir / "lfw"
+    if not (lfw / "pairs.txt").is_file():
+        pytest.skip(f"LFW not found at {lfw} (set NPCFACE_DATA)")
+    return lfw
