@@ -1,0 +1,59 @@
+"""npcface: face detection, alignment, embedding, verification and identification.
+
+>>> from npcface import FaceRecognizer
+>>> FaceRecognizer().verify("a.jpg", "b.jpg").verified  # doctest: +SKIP
+
+Nothing is loaded at import time: models load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    GalleryCorruptError,
+    GalleryError,
+    ImageError,
+    MissingExtraError,
+    ModelError,
+    MultipleFacesError,
+    NoFaceError,
+    NpcfaceError,
+    ProviderError,
+)
+from .image import load_image
+from .modelinfo import RecognizerInfo
+from .recognizer import FaceRecognizer, cosine_similarity
+from .results import Face, Match, VerifyResult
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The gallery pulls in FAISS; import it only when asked for.
+    if name == "Gallery":
+        from .gallery import Gallery
+
+        return Gallery
+    raise AttributeError(f"module 'npcface' has no attribute {name!r}")
+
+
+__all__ = [
+    "Face",
+    "FaceRecognizer",
+    "Gallery",
+    "GalleryCorruptError",
+    "GalleryError",
+    "ImageError",
+    "Match",
+    "MissingExtraError",
+    "ModelError",
+    "MultipleFacesError",
+    "NoFaceError",
+    "NpcfaceError",
+    "ProviderError",
+    "RecognizerInfo",
+    "VerifyResult",
+    "cosine_similarity",
+    "load_image",
+]

@@ -28,3 +28,22 @@ def lfw_dir(data_dir: Path) -> Path:
     if not (lfw / "pairs.txt").is_file():
         pytest.skip(f"LFW not found at {lfw} (set NPCFACE_DATA)")
     return lfw
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Prepared models and autotune results go to a fresh cache for the test session."""
+    if "NPCFACE_TEST_KEEP_HOME" not in os.environ:
+        os.environ["NPCFACE_HOME"] = str(tmp_path_factory.mktemp("npcface_home"))
+
+
+@pytest.fixture(scope="session")
+def recognizer():
+    """The default pipeline (YuNet + SFace), loaded once."""
+    from npcface import FaceRecognizer
+
+    return FaceRecognizer()
+
+
+def lfw_image(lfw: Path, name: str, n: int) -> Path:
+    return lfw / "images" / name / f"{name}_{n:04d}.jpg"

@@ -1,0 +1,89 @@
+"""``npcface verify`` and ``npcface detect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    v = sub.add_parser(
+        "verify",
+        help="are two images the same person? exit 0 yes, 1 no, 2 error",
+        description="Compare the faces of two images. Exit status: 0 same person, "
+        "1 different people, 2 error (message on stderr).",
+    )
+    v.add_argument("image1")
+    v.add_argument("image2")
+    v.add_argument(
+        "--threshold", type=float, default=None, help="cosine threshold (higher = stricter)"
+    )
+    v.add_argument(
+        "--far", type=float, default=None, help="use the threshold calibrated for this FAR"
+    )
+    _model_args(v)
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.set_defaults(func=_verify)
+
+    d = sub.add_parser("detect", help="list the faces in an image (box, landmarks, score)")
+    d.add_argument("image")
+    d.add_argument("--detector", default="yunet")
+    d.add_argument("--score-threshold", type=float, default=None)
+    d.add_argument("--providers", default=None)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--draw", metavar="OUT.png", help="write the image with boxes and landmarks")
+    d.set_defaults(func=_detect)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", default="yunet")
+    p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
+    p.add_argument("--policy", default="largest", help="largest, center, best_score or single")
+    p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
+    p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .recognizer import FaceRecognizer
+
+    rec = FaceRecognizer(
+        detector=args.detector,
+        recognizer=args.recognizer,
+        providers=args.providers,
+        face_policy=args.policy,
+        flip=args.flip,
+    )
+    result = rec.verify(args.image1, args.image2, threshold=args.threshold, far=args.far)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        verdict = "same person" if result.verified else "different people"
+        print(
+            f"{verdict}: similarity {result.similarity:.4f} "
+            f"(threshold {result.threshold:.4f}, model {result.model})"
+        )
+    return 0 if result.verified else 1
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .detect import get_detector
+    from .image import load_image
+
+    opts = {"providers": args.providers}
+    if args.score_threshold is not None:
+        opts["score_threshold"] = args.score_threshold
+    img = load_image(args.image)
+    faces = get_detector(args.detector, **opts).detect(img)
+    if args.json:
+        print(json.dumps([f.to_dict() for f in faces], indent=2))
+    else:
+        print(f"{len(faces)} face(s) in {args.image}")
+        for i, f in enumerate(faces):
+            x1, y1, x2, y2 = (round(float(v)) for v in f.box)
+            print(f"  {i}: box ({x1}, {y1}, {x2}, {y2}) score {f.score:.3f}")
+    if args.draw:
+        from .draw import draw_faces, save_image
+
+        save_image(args.draw, draw_faces(img, faces))
+    return 0

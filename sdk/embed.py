@@ -1,0 +1,137 @@
+"""Aligned crops -> L2-normalised embeddings, batched, with optional flip fusion.
+
+Preprocessing facts (input size, colour order, mean/std) come from the model's
+:class:`~npcface.modelinfo.RecognizerInfo`: the ONNX metadata for models we export, the
+registry entry for third-party ones. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .modelinfo import RecognizerInfo, read_onnx_info
+from .runtime import Runner, load_runner
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """Runs a recognition model on aligned crops.
+
+    Args:
+        model: registry name (e.g. ``"sface"``) or path to an ``.onnx`` / ``.engine`` file.
+        providers: ONNX Runtime providers (None = auto).
+        threads: intra-op threads (None = all cores).
+        batch_size: crops per inference call.
+        backend: "auto" (fastest measured on this machine), "onnxruntime", "opencv", "tensorrt".
+        info: override the model facts (needed for an ONNX file without npcface metadata).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "sface",
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+        backend: str = "auto",
+        info: RecognizerInfo | None = None,
+    ) -> None:
+        from .models import _REGISTRY, resolve_model_file
+
+        key = os.fspath(model)
+        spec = _REGISTRY.get(key)
+        self.path: Path = resolve_model_file(key)
+        info = info or (spec.info if spec else None)
+        if info is None and self.path.suffix == ".onnx":
+            info = read_onnx_info(str(self.path))
+        if info is None:
+            raise ModelError(
+                f"{self.path} carries no npcface metadata (input size, normalisation); export it "
+                "with npcface export, or pass info=RecognizerInfo(...)"
+            )
+        self.info = _with_calibration(info)
+        self.batch_size = int(batch_size)
+        s = self.info.input_size
+        candidates = spec.backends if spec else ("onnxruntime",)
+        self.runner: Runner = load_runner(
+            self.path,
+            providers=providers,
+            threads=threads,
+            backend=backend,
+            candidates=candidates,
+            sample_shape=(1, 3, s, s),
+        )
+        self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1)
+        self._inv_std = 1.0 / np.asarray(self.info.std, np.float32).reshape(1, 3, 1, 1)
+        self._identity_norm = self.info.mean == (0.0, 0.0, 0.0) and self.info.std == (1.0, 1.0, 1.0)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 BGR -> (N, 3, S, S) float32 in the model's order and scale."""
+        if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(
+                f"{self.name} expects crops of shape (N, {self.input_size}, {self.input_size}, 3), "
+                f"got {crops.shape}"
+            )
+        x = crops[..., ::-1] if self.info.channel_order == "RGB" else crops
+        x = x.transpose(0, 3, 1, 2).astype(np.float32)
+        if not self._identity_norm:
+            x -= self._mean
+            x *= self._inv_std
+        return x
+
+    def embed(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
+        """Unit-norm embeddings (N, d) float32 of aligned crops.
+
+        Args:
+            crops: (N, S, S, 3) uint8 BGR aligned crops.
+            flip: fuse with the mirrored crop (sum of the two unit embeddings, normalised);
+                costs a second forward pass, usually gains a little accuracy.
+        """
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        if len(crops) == 0:
+            return np.zeros((0, self.info.embedding_size), np.float32)
+        feats = _l2(self._forward(crops))
+        if flip:
+            feats = _l2(feats + _l2(self._forward(np.ascontiguousarray(crops[:, :, ::-1]))))
+        return feats
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = self.preprocess(crops[i : i + self.batch_size])
+            out.append(np.asarray(self.runner.run(x)[0], np.float32).reshape(len(x), -1))
+        return np.concatenate(out)
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _with_calibration(info: RecognizerInfo) -> RecognizerInfo:
+    """Fill in calibrated thresholds for known models that ship without them."""
+    if info.thresholds:
+        return info
+    from .calibration import CALIBRATED
+
+    cal = CALIBRATED.get(info.name)
+    if cal is None:
+        return info
+    from dataclasses import replace
+
+    return replace(info, thresholds=dict(cal["thresholds"]), threshold_source=cal["source"])

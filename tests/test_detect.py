@@ -1,0 +1,123 @@
+"""YuNet through our own pre/post-processing, checked on real faces and against OpenCV's."""
+
+import cv2
+import numpy as np
+import pytest
+from conftest import lfw_image
+from npcface.detect import get_detector, list_detectors, nms
+from npcface.errors import ModelError
+from npcface.models import get_model_spec, original_file
+from npcface.recognizer import select_face
+
+NAMES = [
+    ("Aaron_Eckhart", 1),
+    ("George_W_Bush", 1),
+    ("Serena_Williams", 2),
+    ("Colin_Powell", 5),
+    ("Gwyneth_Paltrow", 3),
+    ("Hugo_Chavez", 10),
+    ("Tony_Blair", 20),
+    ("Laura_Bush", 4),
+]
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return get_detector("yunet")
+
+
+def test_finds_the_centred_face_on_lfw(lfw_dir, yunet):
+    from npcface import load_image
+
+    for name, n in NAMES:
+        img = load_image(lfw_image(lfw_dir, name, n))
+        faces = yunet.detect(img)
+        assert faces, name
+        f = select_face(faces, img.shape, "center")  # "largest" picks a bystander at times
+        x1, y1, x2, y2 = f.box
+        assert x1 < 125 < x2 and y1 < 125 < y2, (name, f.box)  # deep-funneled: face centred
+        le, re, nose, lm, rm = f.landmarks
+        assert le[0] < re[0] and lm[0] < rm[0], name  # left/right as seen in the image
+        assert max(le[1], re[1]) < nose[1] < min(lm[1], rm[1]), name  # eyes, nose, mouth
+        assert all(x1 - 5 <= x <= x2 + 5 and y1 - 5 <= y <= y2 + 5 for x, y in f.landmarks)
+
+
+@pytest.mark.parametrize("shape", [(250, 250), (97, 333), (480, 640)])
+def test_matches_opencv_face_detector_yn(lfw_dir, yunet, shape):
+    """OpenCV's own YuNet implementation on the same weights is the independent reference."""
+    from npcface import load_image
+
+    img = cv2.resize(load_image(lfw_image(lfw_dir, "Colin_Powell", 5)), shape[::-1])
+    ref = cv2.FaceDetectorYN.create(
+        str(original_file(get_model_spec("yunet"))), "", shape[::-1], 0.6, 0.3, 5000
+    )
+    _, expected = ref.detect(img)
+    faces = yunet.detect(img)
+    expected = np.zeros((0, 15)) if expected is None else expected
+    assert len(faces) == len(expected)
+    for f, e in zip(
+        sorted(faces, key=lambda f: -f.score), expected[np.argsort(-expected[:, 14])], strict=True
+    ):
+        np.testing.assert_allclose(f.box, [e[0], e[1], e[0] + e[2], e[1] + e[3]], atol=0.5)
+        np.testing.assert_allclose(f.landmarks.ravel(), e[4:14], atol=0.5)
+        assert abs(f.score - e[14]) < 1e-3
+
+
+def test_no_face_in_a_blank_image(yunet):
+    assert yunet.detect(np.full((200, 300, 3), 127, np.uint8)) == []
+
+
+def test_large_image_is_downscaled_and_mapped_back(lfw_dir):
+    from npcface import load_image
+
+    big = cv2.resize(load_image(lfw_image(lfw_dir, "Tony_Blair", 20)), (2000, 1500))
+    small = cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA)
+    capped = get_detector("yunet", max_side=640).detect(big)
+    plain = get_detector("yunet", max_side=None).detect(small)
+    assert len(capped) == len(plain) >= 1
+    for a, b in zip(capped, plain, strict=True):
+        np.testing.assert_allclose(a.box, b.box * 2000 / 640, rtol=1e-4, atol=1e-2)
+        np.testing.assert_allclose(a.landmarks, b.landmarks * 2000 / 640, rtol=1e-4, atol=1e-2)
+
+
+def test_group_photo_six_faces():
+    import importlib.util
+    from pathlib import Path
+
+    from npcface import load_image
+
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(
+            "insightface's sample photos are not installed (pip install --no-deps insightface)"
+        )
+    t1 = Path(spec.submodule_search_locations[0]) / "data" / "images" / "t1.jpg"
+    faces = get_detector("yunet").detect(load_image(t1))
+    assert len(faces) == 6
+
+
+def test_nms_against_brute_force():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 100, (60, 2))
+    wh = rng.uniform(5, 40, (60, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    scores = rng.uniform(size=60)
+    keep = nms(boxes, scores, 0.3, 1000)
+
+    def iou(a, b):
+        w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+    expected = []
+    for i in sorted(range(60), key=lambda i: -scores[i]):
+        if all(iou(boxes[i], boxes[j]) <= 0.3 for j in expected):
+            expected.append(i)
+    assert keep.tolist() == expected
+
+
+def test_unknown_detector_lists_valid_ones():
+    with pytest.raises(ModelError, match="yunet"):
+        get_detector("nope")
+    assert "yunet" in list_detectors()

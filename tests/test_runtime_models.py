@@ -1,0 +1,117 @@
+"""Provider choice (pure logic, testable without a GPU), the model registry, prepared files."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from npcface.errors import ModelError, ProviderError
+from npcface.models import (
+    get_model_spec,
+    list_models,
+    npcface_home,
+    original_file,
+    resolve_model_file,
+    sha256_file,
+)
+from npcface.runtime import choose_providers
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TRT = "TensorrtExecutionProvider"
+
+
+def test_auto_prefers_tensorrt_then_cuda_then_cpu():
+    assert choose_providers(None, [CPU]) == [CPU]
+    assert choose_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert choose_providers(None, [CPU, TRT, CUDA]) == [TRT, CUDA, CPU]
+
+
+def test_explicit_gpu_request_never_falls_back_silently():
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider"):
+        choose_providers("cuda", [CPU])
+    with pytest.raises(ProviderError, match="npcface\\[gpu\\]"):
+        choose_providers(["tensorrt", "cuda"], [CUDA, CPU])
+    assert choose_providers("cuda", [CUDA, CPU]) == [CUDA]
+    assert choose_providers("cpu", [CUDA, CPU]) == [CPU]
+
+
+def test_gpu_request_fails_on_this_cpu_machine():
+    import onnxruntime as ort
+    from npcface import FaceRecognizer
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA build of ONNX Runtime is installed")
+    rec = FaceRecognizer(providers="cuda")
+    with pytest.raises(ProviderError):
+        _ = rec.embedder
+
+
+def test_registry_lists_and_rejects():
+    assert {"yunet", "sface"} <= set(list_models())
+    assert list_models(kind="recognizer") == [
+        n for n in list_models() if get_model_spec(n).kind == "recognizer"
+    ]
+    with pytest.raises(ModelError) as info:
+        get_model_spec("arcface-nonexistent")
+    assert "sface" in str(info.value) and "yunet" in str(info.value)
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model_file("/no/such/model.onnx")
+
+
+def test_files_come_from_the_package_and_match_sha256():
+    for name in ("yunet", "sface"):
+        spec = get_model_spec(name)
+        path = original_file(spec, allow_download=False)
+        assert sha256_file(path) == spec.sha256
+
+
+def test_a_tampered_cache_copy_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path))
+    spec = get_model_spec("sface")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / spec.filename).write_bytes(b"not the model")
+    path = original_file(spec, allow_download=False)  # falls through to the package copy
+    assert sha256_file(path) == spec.sha256 and tmp_path not in path.parents
+
+
+def test_cache_dir_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path / "h"))
+    assert npcface_home() == tmp_path / "h"
+
+
+def test_prepared_sface_is_clean_dynamic_and_equivalent():
+    """The prepared fp32 file must load in ONNX Runtime, take any batch, and give the same
+    embeddings as OpenCV's DNN running the shipped int8 weights (an independent engine)."""
+    import cv2
+    import onnxruntime as ort
+    from npcface.modelprep import drop_dangling_inputs
+
+    path = resolve_model_file("sface")
+    assert resolve_model_file("sface") == path  # cached, not re-prepared
+    model = onnx.load(str(path))
+    assert [i.name for i in model.graph.input] == ["data"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(0, 255, (7, 3, 112, 112)).astype(np.float32)
+    ours = sess.run(None, {"data": x})[0]
+    assert ours.shape == (7, 128)
+
+    raw = onnx.load(str(original_file(get_model_spec("sface"))))
+    drop_dangling_inputs(raw)  # OpenCV 5 also refuses the dangling inputs
+    net = cv2.dnn.readNetFromONNX(raw.SerializeToString() and _save(raw))
+    net.setInput(x)
+    ref = net.forward()
+    cos = (ours * ref).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.9999
+
+
+def _save(model):
+    import tempfile
+
+    fd, name = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    onnx.save(model, name)
+    return name
