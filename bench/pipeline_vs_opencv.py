@@ -1,0 +1,135 @@
+"""Our pipeline vs OpenCV's own FaceDetectorYN + FaceRecognizerSF, same weights, same images.
+
+    python bench/pipeline_vs_opencv.py --data ../shared/data/lfw [--limit N] [--flip]
+
+Both run in one process, image by image, alternating which goes first, so that load on the
+machine hits both alike. Prints per-image time of each (decode + detect + align + embed),
+their ratio, and each one's 10-fold LFW accuracy (pairs.txt; with --limit, pairs whose
+images were all processed). Face choice is the same for both ("center" policy), so the
+comparison is of the pipelines, not of the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from npcface import FaceRecognizer
+from npcface.eval import evaluate_verification, read_lfw_pairs
+from npcface.modelprep import drop_dangling_inputs
+from npcface.models import get_model_spec, original_file
+from npcface.recognizer import select_face
+
+
+class OpenCVPipeline:
+    """OpenCV's reference pipeline, as its samples use it."""
+
+    def __init__(self) -> None:
+        det_path = original_file(get_model_spec("yunet"))
+        rec_model = onnx.load(str(original_file(get_model_spec("sface"))))
+        # OpenCV 5 refuses the shipped file's 29 dangling graph inputs, like ONNX Runtime.
+        drop_dangling_inputs(rec_model)
+        self._tmp = tempfile.TemporaryDirectory()
+        rec_path = str(Path(self._tmp.name) / "sface.onnx")
+        onnx.save(rec_model, rec_path)
+        self.det = cv2.FaceDetectorYN.create(str(det_path), "", (320, 320), 0.6, 0.3, 5000)
+        self.rec = cv2.FaceRecognizerSF.create(rec_path, "")
+
+    def embed(self, path: Path) -> np.ndarray | None:
+        img = cv2.imread(str(path))
+        h, w = img.shape[:2]
+        self.det.setInputSize((w, h))
+        _, faces = self.det.detect(img)
+        if faces is None:
+            return None
+        centres = (faces[:, 0] + faces[:, 2] / 2 - w / 2) ** 2 + (
+            faces[:, 1] + faces[:, 3] / 2 - h / 2
+        ) ** 2
+        areas = faces[:, 2] * faces[:, 3]
+        centres[areas < 0.25 * areas.max()] = np.inf
+        face = faces[int(np.argmin(centres))]
+        feat = self.rec.feature(self.rec.alignCrop(img, face)).ravel()
+        return feat / np.linalg.norm(feat)
+
+
+class OurPipeline:
+    def __init__(self, flip: bool) -> None:
+        self.rec = FaceRecognizer(flip=flip, face_policy="center")
+        _ = self.rec.embedder, self.rec.detector  # load models before timing
+
+    def embed(self, path: Path) -> np.ndarray | None:
+        img = self.rec.load(path)
+        faces = self.rec.detector.detect(img)
+        if not faces:
+            return None
+        face = select_face(faces, img.shape, "center")
+        return self.rec.embed_crops(self.rec.align(img, face))[0]
+
+
+def accuracy(pairs, feats: dict[Path, np.ndarray | None]) -> tuple[float, float, int]:
+    usable = [p for p in pairs if p.path1 in feats and p.path2 in feats]
+    scores = np.array(
+        [
+            -1.0
+            if feats[p.path1] is None or feats[p.path2] is None
+            else float(feats[p.path1] @ feats[p.path2])
+            for p in usable
+        ]
+    )
+    labels = np.array([p.same for p in usable])
+    folds = np.array([p.fold for p in usable])
+    rep = evaluate_verification(scores, labels, folds, fars=(1e-3,))
+    return rep.accuracy_mean, rep.accuracy_std, len(usable)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/lfw")
+    ap.add_argument("--limit", type=int, default=None, help="first N images only")
+    ap.add_argument("--flip", action="store_true", help="flip fusion in our pipeline")
+    args = ap.parse_args()
+
+    pairs = read_lfw_pairs(args.data)
+    paths = sorted({p.path1 for p in pairs} | {p.path2 for p in pairs})[: args.limit]
+    ours, ref = OurPipeline(args.flip), OpenCVPipeline()
+    t_ours = t_ref = 0.0
+    f_ours: dict[Path, np.ndarray | None] = {}
+    f_ref: dict[Path, np.ndarray | None] = {}
+    for i, path in enumerate(tqdm(paths, unit="img")):
+        order = [(ours, f_ours), (ref, f_ref)] if i % 2 == 0 else [(ref, f_ref), (ours, f_ours)]
+        for pipe, store in order:
+            t0 = time.perf_counter()
+            store[path] = pipe.embed(path)
+            dt = time.perf_counter() - t0
+            if pipe is ours:
+                t_ours += dt
+            else:
+                t_ref += dt
+    n = len(paths)
+    a_ours, s_ours, np_ours = accuracy(pairs, f_ours)
+    a_ref, s_ref, _ = accuracy(pairs, f_ref)
+    miss_ours = sum(v is None for v in f_ours.values())
+    miss_ref = sum(v is None for v in f_ref.values())
+    engine = ours.rec.embedder.runner.backend
+    print(f"images: {n}, pairs evaluated: {np_ours}")
+    print(f"{'pipeline':<44} {'ms/image':>9} {'LFW acc':>15} {'no face':>8}")
+    print(
+        f"{'npcface (YuNet+SFace, recogniser on ' + engine + ')':<44} {1000 * t_ours / n:9.2f} "
+        f"{100 * a_ours:8.2f} +-{100 * s_ours:4.2f} {miss_ours:8d}"
+    )
+    print(
+        f"{'OpenCV FaceDetectorYN + FaceRecognizerSF':<44} {1000 * t_ref / n:9.2f} "
+        f"{100 * a_ref:8.2f} +-{100 * s_ref:4.2f} {miss_ref:8d}"
+    )
+    print(f"time ratio npcface / OpenCV: {t_ours / t_ref:.3f}")
+
+
+if __name__ == "__main__":
+    main()

