@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+
 from npcface.align import align_faces, reference_landmarks, similarity_transforms
 
 

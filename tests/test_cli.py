@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from conftest import lfw_image
+
 from npcface.cli import main
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from npcface.errors import MissingExtraError
 from npcface.eval import (
     KFoldResult,

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from npcface.errors import NpcfaceError
 from npcface.eval import Pair, PairsFormatError, read_lfw_pairs, read_pairs_csv
 

@@ -6,8 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
-from npcface import ImageError, NpcfaceError, load_image
 from PIL import Image
+
+from npcface import ImageError, NpcfaceError, load_image
 
 
 def _jpeg(arr_rgb, **kw):

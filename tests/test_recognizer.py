@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from conftest import lfw_image
+
 from npcface import (
     Face,
     FaceRecognizer,

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import onnx
 import pytest
+
 from npcface.errors import ModelError, ProviderError
 from npcface.models import (
     get_model_spec,
@@ -38,6 +39,7 @@ def test_explicit_gpu_request_never_falls_back_silently():
 
 def test_gpu_request_fails_on_this_cpu_machine():
     import onnxruntime as ort
+
     from npcface import FaceRecognizer
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
@@ -85,6 +87,7 @@ def test_prepared_sface_is_clean_dynamic_and_equivalent():
     embeddings as OpenCV's DNN running the shipped int8 weights (an independent engine)."""
     import cv2
     import onnxruntime as ort
+
     from npcface.modelprep import drop_dangling_inputs
 
     path = resolve_model_file("sface")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from npcface.errors import MissingExtraError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def plot_roc(
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     smallest = np.inf
+    lowest_tar = 1.0
     for label, curve in curves.items():
         far = np.asarray(curve[0], dtype=np.float64)
         tar = np.asarray(curve[1], dtype=np.float64)
@@ -62,10 +64,14 @@ def plot_roc(
         if keep.any():
             smallest = min(smallest, float(far[keep].min()))
         axes.plot(far[keep], tar[keep], label=str(label), linewidth=1.5)
+        if keep.any():
+            lowest_tar = min(lowest_tar, float(tar[keep].min()))
     axes.set_xscale("log")
     left = min_far if min_far is not None else (smallest if np.isfinite(smallest) else 1e-6)
     axes.set_xlim(left, 1.0)
-    axes.set_ylim(0.0, 1.005)
+    # zoom on the part of the TAR axis the curves use: strong models live near 1.0
+    bottom = max(0.0, np.floor((lowest_tar - 0.02) * 50) / 50)
+    axes.set_ylim(bottom, 1.002)
     axes.set_xlabel("False accept rate (FAR)")
     axes.set_ylabel("True accept rate (TAR)")
     axes.set_title(title)
