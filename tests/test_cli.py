@@ -63,3 +63,17 @@ def test_unknown_subcommand_is_a_usage_error():
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_bench_reports_every_stage(lfw_dir, capsys):
+    folder = lfw_dir / "images" / "Colin_Powell"
+    assert main(["bench", str(folder), "--limit", "3", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 images, 3 with a face")
+    for stage in ("decode", "detect", "align", "embed", "total"):
+        assert stage in out
+
+
+def test_bench_without_images_is_an_error(tmp_path, capsys):
+    assert main(["bench", str(tmp_path)]) == 2
+    assert "no images" in capsys.readouterr().err

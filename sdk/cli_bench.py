@@ -1,0 +1,89 @@
+"""``npcface bench``: where the time goes, stage by stage, on your own images and machine."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time decode / detect / align / embed on given images",
+        description="Time each pipeline stage on the given images (files or folders). "
+        "For comparisons against other pipelines see bench/ in the repository.",
+    )
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--limit", type=int, default=200, help="at most this many images")
+    p.add_argument("--repeat", type=int, default=1, help="passes over the images")
+    p.add_argument("--detector", default="yunet")
+    p.add_argument("--recognizer", default="sface")
+    p.add_argument("--backend", default="auto", help="recogniser engine")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1, help="crops per recogniser call")
+    p.set_defaults(func=_bench)
+
+
+def _images(inputs: list[str], limit: int) -> list[Path]:
+    out: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            out.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(item)
+    return out[:limit]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .errors import NpcfaceError
+    from .recognizer import FaceRecognizer, select_face
+
+    paths = _images(args.inputs, args.limit)
+    if not paths:
+        raise NpcfaceError("no images found in " + ", ".join(args.inputs))
+    rec = FaceRecognizer(
+        detector=args.detector,
+        recognizer=args.recognizer,
+        backend=args.backend,
+        threads=args.threads,
+    )
+    _ = rec.detector, rec.embedder  # load before timing
+    totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
+    faces_found = 0
+    pending = []
+    for _ in range(args.repeat):
+        for path in paths:
+            t0 = time.perf_counter()
+            img = rec.load(path)
+            t1 = time.perf_counter()
+            faces = rec.detector.detect(img)
+            t2 = time.perf_counter()
+            totals["decode"] += t1 - t0
+            totals["detect"] += t2 - t1
+            if not faces:
+                continue
+            faces_found += 1
+            crop = rec.align(img, select_face(faces, img.shape, rec.face_policy))
+            t3 = time.perf_counter()
+            totals["align"] += t3 - t2
+            pending.append(crop[0])
+            if len(pending) >= args.batch:
+                rec.embed_crops(np.stack(pending))
+                pending.clear()
+                totals["embed"] += time.perf_counter() - t3
+    if pending:
+        t3 = time.perf_counter()
+        rec.embed_crops(np.stack(pending))
+        totals["embed"] += time.perf_counter() - t3
+    n = len(paths) * args.repeat
+    print(f"{n} images, {faces_found} with a face; recogniser on {rec.embedder.runner.backend}")
+    for stage, seconds in totals.items():
+        print(f"  {stage:<7} {1000 * seconds / n:8.2f} ms/image")
+    print(f"  {'total':<7} {1000 * sum(totals.values()) / n:8.2f} ms/image")
+    return 0
