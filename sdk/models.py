@@ -36,9 +36,12 @@ class ModelSpec:
         name: registry name.
         kind: "detector" or "recognizer".
         filename: file name in the cache and inside ``package``.
-        sha256: expected SHA-256 of the original file.
+        sha256: expected SHA-256 of the original file; None for files only a user can
+            supply (insightface packs), which are then used as found.
         package: a pip package that ships the file (``package_path`` inside it).
         url: a download URL (used only when no local copy exists).
+        user_path: a path under the insightface model root (``$INSIGHTFACE_HOME`` or
+            ``~/.insightface``), e.g. ``models/buffalo_l/w600k_r50.onnx``.
         prepare: a :mod:`npcface.modelprep` recipe applied once, cached by hash.
         info: preprocessing and threshold facts (recognisers).
         input_multiple: detectors whose graph needs sides that are a multiple of this.
@@ -49,10 +52,11 @@ class ModelSpec:
     name: str
     kind: str
     filename: str
-    sha256: str
+    sha256: str | None
     package: str | None = None
     package_path: str | None = None
     url: str | None = None
+    user_path: str | None = None
     prepare: str | None = None
     info: RecognizerInfo | None = None
     input_multiple: int = 1
@@ -144,21 +148,35 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
     return dest
 
 
+def insightface_root() -> Path:
+    """Where insightface keeps its model packs: ``$INSIGHTFACE_HOME`` or ``~/.insightface``."""
+    env = os.environ.get("INSIGHTFACE_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".insightface"
+
+
 def original_file(spec: ModelSpec, allow_download: bool = True) -> Path:
-    """The verified original file of a registered model (cache, package, then download)."""
+    """The verified original file of a registered model (cache, package, user dir, download)."""
     cached = npcface_home() / "models" / spec.filename
     candidates = [cached, _package_file(spec)]
+    if spec.user_path:
+        candidates.append(insightface_root() / spec.user_path)
     for path in candidates:
-        if path is not None and path.is_file():
-            digest = sha256_file(path)
-            if digest == spec.sha256:
-                return path
-            log.warning("%s has SHA-256 %s, expected %s; ignoring it", path, digest, spec.sha256)
-    if spec.url and allow_download:
+        if path is None or not path.is_file():
+            continue
+        if spec.sha256 is None:
+            return path
+        digest = sha256_file(path)
+        if digest == spec.sha256:
+            return path
+        log.warning("%s has SHA-256 %s, expected %s; ignoring it", path, digest, spec.sha256)
+    if spec.url and spec.sha256 and allow_download:
         return _download(spec.url, cached, spec.sha256)
-    hint = (
-        f"pip install {spec.package}" if spec.package else f"put {spec.filename} in {cached.parent}"
-    )
+    if spec.package:
+        hint = f"pip install {spec.package}"
+    elif spec.user_path:
+        hint = f"put it at {insightface_root() / spec.user_path} (insightface model pack)"
+    else:
+        hint = f"put {spec.filename} in {cached.parent}"
     raise ModelError(f"model {spec.name!r} not found: {hint}")
 
 
@@ -176,7 +194,7 @@ def resolve_model_file(name_or_path: str | os.PathLike[str], allow_download: boo
     src = original_file(spec, allow_download=allow_download)
     if not spec.prepare:
         return src
-    return prepared_file(src, spec.prepare, spec.sha256)
+    return prepared_file(src, spec.prepare, spec.sha256 or sha256_file(src))
 
 
 _RECIPES: dict[str, Callable[[str, str], object]] = {}
@@ -276,3 +294,26 @@ register_model(
         notes="RetinaFace MobileNet-0.25, dynamic input, standard 5 landmarks",
     )
 )
+
+# ArcFace recognisers from insightface model packs: no package ships them (non-commercial
+# licence), so they are used only when the user has the pack on disk.
+_ARCFACE_INFO = dict(
+    input_size=112, channel_order="RGB", mean=(127.5,) * 3, std=(127.5,) * 3, embedding_size=512
+)
+for _name, _pack, _file in (
+    ("arcface-r50", "buffalo_l", "w600k_r50.onnx"),
+    ("arcface-mbf", "buffalo_s", "w600k_mbf.onnx"),
+    ("arcface-r100-glint", "antelopev2", "glintr100.onnx"),
+):
+    register_model(
+        ModelSpec(
+            name=_name,
+            kind="recognizer",
+            filename=f"{_pack}-{_file}",
+            sha256=None,
+            user_path=f"models/{_pack}/{_file}",
+            licence="insightface packs: non-commercial research use",
+            info=RecognizerInfo(name=_name, **_ARCFACE_INFO),
+            notes=f"ArcFace from insightface's {_pack} pack, 112x112 RGB, 512-d",
+        )
+    )

@@ -118,3 +118,43 @@ def _save(model):
     os.close(fd)
     onnx.save(model, name)
     return name
+
+
+def _tiny_recognizer(path, dim=512, size=112):
+    """An ONNX 'recogniser': global average pool per channel, then a fixed linear map."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(3).normal(size=(3, dim)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["data"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["fc1"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, ["batch", dim])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return w
+
+
+def test_insightface_pack_recogniser_is_found_and_normalised(tmp_path, monkeypatch):
+    """A pack under $INSIGHTFACE_HOME is used as found, with ArcFace's RGB (x-127.5)/127.5."""
+    from npcface.embed import Embedder
+
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path))
+    with pytest.raises(ModelError, match="insightface model pack"):
+        Embedder("arcface-r50")
+    w = _tiny_recognizer(tmp_path / "models" / "buffalo_l" / "w600k_r50.onnx")
+    emb = Embedder("arcface-r50")
+    assert emb.input_size == 112 and emb.info.embedding_size == 512
+    crops = np.random.default_rng(4).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    got = emb.embed(crops)
+    rgb = crops[..., ::-1].astype(np.float64)
+    expected = ((rgb - 127.5) / 127.5).mean(axis=(1, 2)) @ w
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
