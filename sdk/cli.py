@@ -26,7 +26,10 @@ _GROUPS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="npcface", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="npcface",
+        description="Face detection, verification, identification, training and export.",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
