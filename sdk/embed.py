@@ -29,7 +29,8 @@ class Embedder:
         providers: ONNX Runtime providers (None = auto).
         threads: intra-op threads (None = all cores).
         batch_size: crops per inference call.
-        backend: "auto" (fastest measured on this machine), "onnxruntime", "opencv", "tensorrt".
+        backend: "auto" (fastest measured on this machine), "onnxruntime", "opencv",
+            "openvino" or "tensorrt".
         info: override the model facts (needed for an ONNX file without npcface metadata).
     """
 
@@ -58,7 +59,7 @@ class Embedder:
         self.info = _with_calibration(info)
         self.batch_size = int(batch_size)
         s = self.info.input_size
-        candidates = spec.backends if spec else ("onnxruntime",)
+        candidates = spec.backends if spec else ("onnxruntime", "openvino")
         self.runner: Runner = load_runner(
             self.path,
             providers=providers,

@@ -61,7 +61,7 @@ class ModelSpec:
     info: RecognizerInfo | None = None
     input_multiple: int = 1
     licence: str = ""
-    backends: tuple[str, ...] = ("onnxruntime",)
+    backends: tuple[str, ...] = ("onnxruntime", "openvino")
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -265,7 +265,7 @@ register_model(
         url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
         prepare="recognizer-fp32",
         licence="Apache-2.0",
-        backends=("onnxruntime", "opencv"),
+        backends=("onnxruntime", "opencv", "openvino"),
         info=RecognizerInfo(
             name="sface",
             input_size=112,

@@ -158,3 +158,39 @@ def test_insightface_pack_recogniser_is_found_and_normalised(tmp_path, monkeypat
     expected = ((rgb - 127.5) / 127.5).mean(axis=(1, 2)) @ w
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv", "openvino"])
+def test_every_cpu_engine_gives_the_same_embeddings(backend):
+    """Three independent engines run the same prepared file; they must agree."""
+    from npcface.embed import Embedder
+
+    crops = np.random.default_rng(5).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    ref = Embedder("sface", backend="onnxruntime").embed(crops)
+    got = Embedder("sface", backend=backend).embed(crops)
+    assert got.shape == (3, 128)
+    assert (ref * got).sum(axis=1).min() > 0.9999
+
+
+def test_autotune_remembers_its_choice(tmp_path, monkeypatch):
+    import json
+
+    from npcface.embed import Embedder
+
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path))
+    first = Embedder("sface").runner.backend
+    cache = json.loads((tmp_path / "autotune.json").read_text())
+    assert list(cache.values()) == [first]
+    assert first in ("onnxruntime", "opencv", "openvino")
+    # a planted choice is obeyed: the measurement is not repeated
+    key = next(iter(cache))
+    other = "openvino" if first != "openvino" else "opencv"
+    (tmp_path / "autotune.json").write_text(json.dumps({key: other}))
+    assert Embedder("sface").runner.backend == other
+
+
+def test_unknown_backend():
+    from npcface.embed import Embedder
+
+    with pytest.raises(ModelError, match="unknown backend"):
+        Embedder("sface", backend="cuda-magic")
