@@ -36,6 +36,10 @@ class YuNetDetector:
         top_k: boxes kept before NMS.
         max_side: images whose longer side exceeds this are downscaled for detection only
             (coordinates are mapped back); None keeps the original size.
+        min_side: images whose longer side is below this are upscaled (bicubic) for
+            detection only. Small faces then get more precise landmarks: on LFW's 250x250
+            images, 500 raised 10-fold accuracy from 99.38 to 99.43 % (99.43 to 99.50 % with
+            flip fusion), at about four times the detection cost. None (default) keeps the size.
         providers, threads: passed to the runtime.
     """
 
@@ -48,6 +52,7 @@ class YuNetDetector:
         nms_threshold: float = 0.3,
         top_k: int = 5000,
         max_side: int | None = 1280,
+        min_side: int | None = None,
         providers: str | Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
@@ -59,6 +64,7 @@ class YuNetDetector:
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)
         self.max_side = max_side
+        self.min_side = min_side
         self._grids: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -69,6 +75,11 @@ class YuNetDetector:
             scale = self.max_side / max(h, w)
             image = cv2.resize(
                 image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+            )
+        elif self.min_side and max(h, w) < self.min_side:
+            scale = self.min_side / max(h, w)
+            image = cv2.resize(
+                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC
             )
         blob, (ph, pw) = self._preprocess(image)
         outputs = self.runner.run(blob)

@@ -28,6 +28,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", default="yunet")
     p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
     p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
+    p.add_argument(
+        "--det-min-side",
+        type=int,
+        default=None,
+        help="upscale smaller images to this side for detection (more precise landmarks)",
+    )
     p.add_argument("--policy", default="center", help="face policy (default: center)")
     p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -43,6 +49,7 @@ def _recognizer(args: argparse.Namespace) -> Any:
         providers=args.providers,
         flip=args.flip,
         face_policy=args.policy,
+        detector_options={"min_side": args.det_min_side} if args.det_min_side else None,
     )
 
 
