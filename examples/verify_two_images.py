@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import cv2
+
 from npcface import FaceRecognizer, load_image
 
 

@@ -1,0 +1,9 @@
+"""Galleries for 1:N identification: SQLite as the source of truth, a FAISS index for speed.
+
+See :class:`Gallery`; bulk enrolment from image folders is :mod:`npcface.gallery.enroll`,
+and the recogniser integration (images in, matches out) is :mod:`npcface.gallery.facade`.
+"""
+
+from npcface.gallery.gallery import ConsistencyReport, Gallery, GalleryInfo
+
+__all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]

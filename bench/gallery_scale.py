@@ -1,0 +1,348 @@
+"""Gallery index choices at scale: build time, memory, queries/s and recall@1 vs exact search.
+
+Data: clustered synthetic unit vectors. ``N / templates`` identity centres are spread
+uniformly on the unit sphere; each identity gets ``templates`` noisy templates
+``normalize(centre + noise * g / sqrt(D))``; every query is a fresh noisy sample of a random
+identity. With ``--noise 0.6`` a query and a template of the same identity have cosine ~0.74
+and different identities ~0 +- 1/sqrt(D): a stand-in for face embeddings (whose real
+structure makes indexing easier, not harder).
+
+Recall@1 is measured against exact search on the same vectors: ``tmpl`` = the top template
+is the exact top template; ``id`` = the top identity is the exact top identity (what a
+gallery returns). Memory is the size of the serialised index per vector: FAISS keeps the same
+arrays in memory (``IDMap2`` adds a hash map of ~40 B/vector in memory only). Timings are the
+best of ``--repeats`` batched runs; on a shared machine they move with the load average,
+which is printed.
+
+Examples::
+
+    python bench/gallery_scale.py --n 20000 --dim 128
+    python bench/gallery_scale.py --n 1000000 --dim 512 --index auto --index "HNSW32,SQ4"
+    python bench/gallery_scale.py --n 10000000 --dim 128 --index "IVF16384_HNSW32,SQ8" \\
+        --nprobe 64,256 --no-exact-single
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+from npcface.gallery import index as ix
+
+DEFAULT_INDEXES = ("auto", "HNSW32,Flat", "HNSW32,SQ8", "HNSW32,SQ4", "PQ64", "IVF1024,SQ8")
+
+
+@dataclass
+class Row:
+    index: str
+    params: str
+    build_s: float
+    bytes_per_vector: float
+    single_qps: float
+    batched_qps: float
+    speedup_single: float
+    speedup_batched: float
+    recall_template: float
+    recall_identity: float
+
+
+def make_data(n: int, dim: int, templates: int, noise: float, num_queries: int, seed: int):
+    """Templates (n, dim) float32, their identity ids, queries and the queries' identities."""
+    num_ids = n // templates
+    n = num_ids * templates
+    xb = np.empty((n, dim), dtype=np.float32)
+    scale = np.float32(noise / np.sqrt(dim))
+    rng_q = np.random.default_rng(seed + 1)
+    query_ids = np.sort(rng_q.integers(0, num_ids, num_queries))
+    queries = np.empty((num_queries, dim), dtype=np.float32)
+    chunk = 100_000
+    for c0 in range(0, num_ids, chunk):
+        c1 = min(num_ids, c0 + chunk)
+        rng = np.random.default_rng([seed, c0])
+        centres = rng.standard_normal((c1 - c0, dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        for t in range(templates):
+            block = centres + scale * rng.standard_normal((c1 - c0, dim), dtype=np.float32)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            xb[c0 * templates + t : c1 * templates : templates] = block
+        sel = np.flatnonzero((query_ids >= c0) & (query_ids < c1))
+        if sel.size:
+            q = centres[query_ids[sel] - c0] + scale * rng_q.standard_normal(
+                (sel.size, dim), dtype=np.float32
+            )
+            queries[sel] = q / np.linalg.norm(q, axis=1, keepdims=True)
+    owner = np.arange(n, dtype=np.int64) // templates
+    perm = np.random.default_rng(seed + 2).permutation(num_queries)
+    return xb, owner, queries[perm], query_ids[perm]
+
+
+def timed_single(search, queries: np.ndarray, limit: int, budget_s: float) -> float:
+    """Queries/s answering one query at a time (at most ``limit`` queries or ``budget_s``).
+
+    One OpenMP thread, as the gallery does for single queries: FAISS parallelises over
+    queries, so a second thread only adds start-up cost to a one-query search.
+    """
+    with ix.single_thread():
+        done = 0
+        t0 = time.perf_counter()
+        for i in range(min(limit, len(queries))):
+            search(queries[i : i + 1])
+            done += 1
+            if time.perf_counter() - t0 > budget_s:
+                break
+        return done / (time.perf_counter() - t0)
+
+
+def timed_batched(index, queries: np.ndarray, repeats: int) -> tuple[np.ndarray, float]:
+    """Top-1 labels and the best queries/s of ``repeats`` batched searches."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        _, labels = index.search(queries, 1)
+        best = min(best, time.perf_counter() - t0)
+    return labels, len(queries) / best
+
+
+class _Exact:
+    """Exact inner-product search over an array without copying it into an index."""
+
+    def __init__(self, xb: np.ndarray) -> None:
+        self.xb = xb
+
+    def search(self, q: np.ndarray, k: int):
+        return faiss.knn(q, self.xb, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def build(factory: str, xb: np.ndarray, seed: int, log) -> tuple[faiss.Index, float]:
+    n, dim = xb.shape
+    t0 = time.perf_counter()
+    index = ix.create_index(factory, dim)
+    size = ix.training_sample_size(factory, dim, n)
+    if size:
+        pick = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+        sample = xb[pick]
+        log(f"  training on {size} vectors")
+        ix.train_index(index, sample)
+        del sample, pick
+    step = max(100_000, n // 20)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        index.add_with_ids(xb[start:stop], np.arange(start, stop, dtype=np.int64))
+        if n > 2 * step:
+            log(f"  added {stop}/{n} ({time.perf_counter() - t0:.0f} s)")
+    return index, time.perf_counter() - t0
+
+
+def file_size(index: faiss.Index) -> int:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        path = os.path.join(tmp, "x.faiss")
+        faiss.write_index(index, path)
+        return os.path.getsize(path)
+
+
+def param_grid(factory: str, dim: int, n: int, args) -> list[dict[str, int]]:
+    traits = ix.traits(factory, dim)
+    default = ix.default_search_params(factory, n, dim)
+    grid: list[dict[str, int]] = []
+    if traits.ivf:
+        for p in args.nprobe:
+            if p <= traits.nlist:
+                g = {"nprobe": p}
+                if traits.hnsw:
+                    g["efSearch"] = max(64, 2 * p)
+                grid.append(g)
+    elif traits.hnsw:
+        grid = [{"efSearch": e} for e in args.ef]
+    if "k_factor" in traits.params:
+        grid = [{**g, "k_factor": kf} for g in (grid or [{}]) for kf in args.k_factor]
+    if default and default not in grid:
+        grid.append(default)
+    return grid or [{}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20_000, help="templates in the gallery")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--templates", type=int, default=2, help="templates per identity")
+    ap.add_argument("--noise", type=float, default=0.6, help="template/query noise level")
+    ap.add_argument("--queries", type=int, default=1000, help="queries for batched search")
+    ap.add_argument("--single", type=int, default=300, help="queries timed one at a time")
+    ap.add_argument("--single-budget", type=float, default=20.0, help="seconds per single run")
+    ap.add_argument(
+        "--index",
+        action="append",
+        help=f"factory string or 'auto' (repeatable); default {DEFAULT_INDEXES}",
+    )
+    ap.add_argument("--ef", default="64,128,256,512", help="efSearch values for HNSW")
+    ap.add_argument("--nprobe", default="16,64,256", help="nprobe values for IVF")
+    ap.add_argument("--k-factor", default="4,16", help="k_factor values for refine indexes")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--ef-construction",
+        type=int,
+        default=ix.HNSW_EF_CONSTRUCTION,
+        help="HNSW build quality (the gallery uses npcface.gallery.index.HNSW_EF_CONSTRUCTION)",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="batched timings (best is kept)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--no-exact-single",
+        action="store_true",
+        help="skip timing exact search one query at a time",
+    )
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+    args.ef = [int(v) for v in args.ef.split(",") if v]
+    args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
+    args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
+    indexes = args.index or list(DEFAULT_INDEXES)
+    ix.HNSW_EF_CONSTRUCTION = args.ef_construction
+    faiss.omp_set_num_threads(args.threads)
+    t_start = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t_start:7.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    log(
+        f"faiss {faiss.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    xb, owner, queries, query_ids = make_data(
+        args.n, args.dim, args.templates, args.noise, args.queries, args.seed
+    )
+    n = len(xb)
+    log(f"data: {n} x {args.dim} ({xb.nbytes / 1e9:.2f} GB), {n // args.templates} identities")
+
+    exact = _Exact(xb)
+    labels, exact_batched = timed_batched(exact, queries, args.repeats)
+    truth = labels[:, 0]
+    exact_single = float("nan")
+    if not args.no_exact_single:
+        exact_single = timed_single(
+            lambda q: exact.search(q, 1), queries, args.single, args.single_budget
+        )
+    genuine = float(np.mean(np.sum(queries * xb[truth], axis=1)))
+    correct = float(np.mean(owner[truth] == query_ids))
+    log(
+        f"exact: {exact_single:.1f} q/s single, {exact_batched:.1f} q/s batched; "
+        f"top-1 is the query's own identity for {correct:.4f}; mean top-1 cosine {genuine:.3f}"
+    )
+    rows = [
+        Row(
+            "exact (IDMap2,Flat)",
+            "",
+            0.0,
+            4 * args.dim + 8,
+            exact_single,
+            exact_batched,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+        )
+    ]
+
+    # one build per factory: "auto" and an explicit sweep of the same factory share it
+    plan: dict[str, list[tuple[str, dict[str, int]]]] = {}
+    for spec in indexes:
+        if spec == "auto":
+            factory = ix.auto_factory(n, args.dim)
+            if factory == ix.FLAT_FACTORY:
+                log("auto is exact search at this size: see the first row")
+                continue
+            plan.setdefault(factory, []).append(
+                (f"auto={factory}", ix.default_search_params(factory, n, args.dim))
+            )
+        else:
+            factory = ix.canonical_factory(spec, args.dim)
+            for params in param_grid(factory, args.dim, n, args):
+                plan.setdefault(factory, []).append((factory, params))
+
+    for factory, runs in plan.items():
+        log(f"building {factory}")
+        try:
+            index, build_s = build(factory, xb, args.seed, log)
+        except MemoryError:
+            log(f"{factory}: out of memory, skipped")
+            continue
+        fbytes = file_size(index)
+        log(f"  built in {build_s:.0f} s, {fbytes / n:.0f} B/vector")
+        seen = set()
+        for label, params in runs:
+            key = (label, tuple(sorted(params.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            if params:
+                ix.apply_search_params(index, params)
+            labels, batched = timed_batched(index, queries, args.repeats)
+            single = timed_single(
+                lambda q, _ix=index: _ix.search(q, 1), queries, args.single, args.single_budget
+            )
+            top = labels[:, 0]
+            ok = top >= 0
+            r_t = float(np.mean(top == truth))
+            r_i = float(np.mean(ok & (owner[np.where(ok, top, 0)] == owner[truth])))
+            p = ",".join(f"{k}={v}" for k, v in params.items())
+            rows.append(
+                Row(
+                    label,
+                    p,
+                    build_s,
+                    fbytes / n,
+                    single,
+                    batched,
+                    single / exact_single if exact_single == exact_single else float("nan"),
+                    batched / exact_batched,
+                    r_t,
+                    r_i,
+                )
+            )
+            log(
+                f"  {label} {p or '-'}: single {single:.0f} q/s, batched {batched:.0f} q/s, "
+                f"recall@1 tmpl {r_t:.4f} id {r_i:.4f}"
+            )
+        index = None
+        gc.collect()
+
+    print(
+        f"\nN={n} D={args.dim} templates/identity={args.templates} noise={args.noise} "
+        f"queries={len(queries)} threads={args.threads} efConstruction={args.ef_construction} "
+        f"faiss={faiss.__version__} "
+        f"load-average-now={os.getloadavg()[0]:.1f}"
+    )
+    head = (
+        f"{'index':<28} {'params':<22} {'build s':>8} {'B/vec':>7} "
+        f"{'1-q q/s':>8} {'batch q/s':>9} {'x exact':>11} {'R@1 tmpl':>8} {'R@1 id':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(
+            f"{r.index:<28} {r.params:<22} {r.build_s:>8.0f} {r.bytes_per_vector:>7.0f} "
+            f"{r.single_qps:>8.1f} {r.batched_qps:>9.1f} "
+            f"{r.speedup_single:>5.1f}/{r.speedup_batched:<5.1f} {r.recall_template:>8.4f} "
+            f"{r.recall_identity:>7.4f}"
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {"args": vars(args), "exact_correct": correct, "rows": [asdict(r) for r in rows]},
+                fh,
+                indent=1,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Real aligned face crops for parity checks and INT8 calibration, and model-side preprocessing.
+
+Crops are made exactly as the SDK makes them at inference time: the SDK's detector
+(YuNet by default), the ``largest`` face policy, and :func:`npcface.align.align_faces` at
+the model's input size. Images that already are ``size`` x ``size`` are taken as aligned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from npcface.errors import NoFaceError, NpcfaceError
+from npcface.modelinfo import RecognizerInfo
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def preprocess_crops(crops: np.ndarray, info: RecognizerInfo) -> np.ndarray:
+    """(N, S, S, 3) uint8 BGR crops -> (N, 3, S, S) float32 as ``info`` prescribes.
+
+    The same arithmetic as :meth:`npcface.embed.Embedder.preprocess`, written out so that
+    a reference (torch, or a third-party ONNX file) can be fed without an embedder.
+    """
+    crops = np.asarray(crops)
+    s = info.input_size
+    if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        raise ValueError(f"{info.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
+    x = crops[..., ::-1] if info.channel_order == "RGB" else crops
+    x = x.transpose(0, 3, 1, 2).astype(np.float32)
+    mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NpcfaceError(f"image folder {root} does not exist")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def spread(items: Sequence[Path], limit: int | None) -> list[Path]:
+    """``limit`` items spread evenly over ``items`` (all when ``limit`` is None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, num=limit).round().astype(int)
+    return [items[i] for i in dict.fromkeys(idx.tolist())]
+
+
+def aligned_crops(
+    images: Sequence[str | os.PathLike[str]],
+    size: int,
+    detector: object | str = "yunet",
+) -> tuple[np.ndarray, list[Path]]:
+    """Detect the largest face of each image and align it to ``size`` x ``size``.
+
+    Args:
+        images: image files. Files already ``size`` x ``size`` are used as they are.
+        size: crop side S (the model's input size).
+        detector: a detector name or object (see :func:`npcface.detect.get_detector`).
+
+    Returns:
+        ``(crops, used)``: (N, S, S, 3) uint8 BGR crops and the files they came from
+        (images without a face are skipped and logged).
+    """
+    from npcface.align import align_faces
+    from npcface.detect import get_detector
+    from npcface.image import load_image
+    from npcface.recognizer import select_face
+
+    det = None
+    crops: list[np.ndarray] = []
+    used: list[Path] = []
+    for path in map(Path, images):
+        img = load_image(path)
+        if img.shape[:2] == (size, size):
+            crops.append(img)
+            used.append(path)
+            continue
+        if det is None:
+            det = get_detector(detector) if isinstance(detector, str) else detector
+        try:
+            face = select_face(det.detect(img), img.shape, "largest", str(path))
+        except NoFaceError:
+            log.info("no face in %s; skipped", path)
+            continue
+        crops.append(align_faces(img, face.landmarks, size)[0])
+        used.append(path)
+    if not crops:
+        return np.zeros((0, size, size, 3), np.uint8), used
+    return np.stack(crops), used
+
+
+def crops_from_folder(
+    folder: str | os.PathLike[str],
+    size: int,
+    limit: int | None = 64,
+    detector: object | str = "yunet",
+) -> np.ndarray:
+    """Up to ``limit`` aligned crops from the images under ``folder`` (spread over the folder).
+
+    Raises:
+        NpcfaceError: the folder holds no image with a detectable face.
+    """
+    files = list_images(folder)
+    crops, _ = aligned_crops(spread(files, limit), size, detector)
+    if len(crops) == 0:
+        raise NpcfaceError(
+            f"no usable face in {folder} ({len(files)} image files); point it at face photos "
+            "or at aligned crops of the model's input size"
+        )
+    log.info("%d aligned %dx%d crops from %s", len(crops), size, size, folder)
+    return crops
+
+
+def default_face_folder() -> Path | None:
+    """LFW images in the shared data folder, when present.
+
+    ``$NPCFACE_DATA/lfw/images`` if ``NPCFACE_DATA`` is set, else ``../shared/data/lfw/images``
+    relative to the working directory.
+    """
+    root = Path(os.environ.get("NPCFACE_DATA", "../shared/data"))
+    folder = root / "lfw" / "images"
+    return folder if folder.is_dir() else None

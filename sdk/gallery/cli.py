@@ -1,0 +1,279 @@
+"""``npcface enroll``, ``npcface identify`` and ``npcface gallery create|info|list|remove|rebuild|compact``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    e = sub.add_parser(
+        "enroll",
+        help="bulk-enroll a folder (one sub-folder per identity) or a CSV of path,identity",
+        description="Enroll images into a gallery (created if missing). Resumable: files "
+        "already enrolled (same content) are skipped. Per-file failures go to a CSV report.",
+    )
+    e.add_argument("gallery", metavar="GALLERY_DIR")
+    e.add_argument("images", metavar="IMAGES", help="folder of identity sub-folders, or a CSV")
+    e.add_argument("--workers", type=int, default=None, help="decoding processes (default 4)")
+    e.add_argument("--batch-size", type=int, default=32, help="faces embedded per batch")
+    e.add_argument(
+        "--report", default=None, help="failure report (default GALLERY/enroll-report.csv)"
+    )
+    e.add_argument(
+        "--index", default="auto", help="index for a new gallery: auto or a FAISS factory string"
+    )
+    e.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16"),
+        help="vector storage of a new gallery",
+    )
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _model_args(e)
+    e.set_defaults(func=_enroll)
+
+    i = sub.add_parser(
+        "identify",
+        help="who is this? the most similar identities in a gallery",
+        description="Search a gallery for the face in an image. Exit status: 0 a match (at or "
+        "above --threshold when given), 1 none, 2 error.",
+    )
+    i.add_argument("gallery", metavar="GALLERY_DIR")
+    i.add_argument("image", metavar="IMG")
+    i.add_argument("--top-k", type=int, default=5, help="identities to list")
+    i.add_argument(
+        "--threshold", type=float, default=None, help="only matches with similarity >= this"
+    )
+    i.add_argument("--json", action="store_true", help="print the matches as JSON")
+    _model_args(i)
+    i.set_defaults(func=_identify)
+
+    g = sub.add_parser("gallery", help="create, inspect and maintain galleries")
+    gsub = g.add_subparsers(dest="gallery_command", metavar="ACTION")
+    gsub.required = True
+
+    c = gsub.add_parser("create", help="create an empty gallery")
+    c.add_argument("path", metavar="GALLERY_DIR")
+    c.add_argument("--dim", type=int, required=True, help="embedding dimension (SFace: 128)")
+    c.add_argument("--metric", default="cosine", choices=("cosine", "ip"))
+    c.add_argument(
+        "--index", default="auto", help="auto, or a FAISS factory string e.g. 'HNSW32,SQ8'"
+    )
+    c.add_argument("--dtype", default="float32", choices=("float32", "float16"))
+    c.add_argument("--model", default=None, help="name of the embedding model (checked on use)")
+    c.set_defaults(func=_create)
+
+    n = gsub.add_parser("info", help="settings and size of a gallery")
+    n.add_argument("path", metavar="GALLERY_DIR")
+    n.add_argument("--check", action="store_true", help="also compare index and database (O(n))")
+    n.add_argument("--json", action="store_true")
+    n.set_defaults(func=_info)
+
+    ls = gsub.add_parser("list", help="enrolled identities and their template counts")
+    ls.add_argument("path", metavar="GALLERY_DIR")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+    r = gsub.add_parser("remove", help="delete identities and all their templates")
+    r.add_argument("path", metavar="GALLERY_DIR")
+    r.add_argument("identities", nargs="+", metavar="IDENTITY")
+    r.set_defaults(func=_remove)
+
+    b = gsub.add_parser("rebuild", help="rebuild the index from the database")
+    b.add_argument("path", metavar="GALLERY_DIR")
+    b.add_argument("--index", default=None, help="switch to auto or another FAISS factory string")
+    b.set_defaults(func=_rebuild)
+
+    k = gsub.add_parser(
+        "compact", help="drop deleted templates from the index, shrink the database"
+    )
+    k.add_argument("path", metavar="GALLERY_DIR")
+    k.add_argument("--no-vacuum", action="store_true", help="do not rewrite the database file")
+    k.set_defaults(func=_compact)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", default="yunet")
+    p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
+    p.add_argument("--policy", default="largest", help="largest, center, best_score or single")
+    p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
+    p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
+
+
+def _recognizer(args: argparse.Namespace) -> Any:
+    from ..recognizer import FaceRecognizer
+
+    return FaceRecognizer(
+        detector=args.detector,
+        recognizer=args.recognizer,
+        providers=args.providers,
+        face_policy=args.policy,
+        flip=args.flip,
+    )
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from . import Gallery
+    from .enroll import enroll_images, list_images
+
+    items = list_images(args.images)
+    rec = _recognizer(args)
+    path = Path(args.gallery)
+    if (path / "gallery.db").exists():
+        gallery = Gallery.open(path)
+    else:
+        gallery = Gallery.create(
+            path,
+            dim=rec.info.embedding_size,
+            index=args.index,
+            dtype=args.dtype,
+            model=rec.info.name,
+        )
+    with gallery:
+        summary = enroll_images(
+            gallery,
+            rec,
+            items,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            report=args.report,
+            progress=not args.no_progress,
+        )
+        info = gallery.info()
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "gallery": info.to_dict()}, indent=2))
+    else:
+        print(
+            f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), "
+            f"failed {summary.failed} of {summary.total} images in {summary.seconds:.1f} s "
+            f"({summary.images_per_second:.1f} images/s)"
+        )
+        print(
+            f"gallery {info.path}: {info.identities} identities, {info.templates} templates, index {info.factory}"
+        )
+        if summary.failed:
+            print(f"failures: {summary.report}")
+    return 0
+
+
+def _identify(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    rec = _recognizer(args)
+    with Gallery.open(args.gallery, readonly=True) as gallery:
+        matches = rec.identify(gallery, args.image, k=args.top_k, threshold=args.threshold)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "identity": m.identity,
+                        "similarity": round(m.similarity, 6),
+                        "template_id": m.template_id,
+                        "metadata": m.metadata,
+                    }
+                    for m in matches
+                ],
+                indent=2,
+            )
+        )
+    elif not matches:
+        print("no match" + (f" at or above {args.threshold}" if args.threshold is not None else ""))
+    else:
+        for rank, m in enumerate(matches, 1):
+            print(f"{rank:>3}  {m.similarity:.4f}  {m.identity}")
+    return 0 if matches else 1
+
+
+def _create(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.create(
+        args.path,
+        dim=args.dim,
+        metric=args.metric,
+        index=args.index,
+        dtype=args.dtype,
+        model=args.model,
+    ) as g:
+        print(
+            f"created {g.path}: dim {g.dim}, {g.metric}, index {g.info().index_spec} ({g.factory})"
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.open(args.path, readonly=True) as g:
+        info = g.info()
+        report = g.check() if args.check else None
+    if args.json:
+        d = info.to_dict()
+        if report is not None:
+            d["check"] = {
+                "ok": report.ok,
+                "missing": len(report.missing),
+                "unexpected": len(report.unexpected),
+                "duplicates": report.duplicates,
+            }
+        print(json.dumps(d, indent=2))
+    else:
+        width = max(len(k) for k in info.to_dict())
+        for key, value in info.to_dict().items():
+            print(f"{key:<{width}}  {value}")
+        if report is not None:
+            print(f"{'check':<{width}}  {'ok' if report.ok else 'INCONSISTENT'}")
+    if report is not None and not report.ok:
+        print(
+            f"index and database disagree: run `npcface gallery rebuild {args.path}`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.open(args.path, readonly=True) as g:
+        rows = list(g.template_counts().items())
+    if args.json:
+        print(json.dumps([{"identity": n, "templates": c} for n, c in rows], indent=2))
+    else:
+        for name, count in rows:
+            print(f"{count:>5}  {name}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.open(args.path) as g:
+        for identity in args.identities:
+            print(f"removed {identity}: {g.remove(identity)} templates")
+    return 0
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.open(args.path) as g:
+        g.rebuild(args.index)
+        print(f"rebuilt {g.path}: index {g.factory} over {g.info().templates} templates")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from . import Gallery
+
+    with Gallery.open(args.path) as g:
+        before = g.tombstones
+        g.compact(vacuum=not args.no_vacuum)
+        print(f"compacted {g.path}: dropped {before} deleted templates; index {g.factory}")
+    return 0

@@ -1,0 +1,355 @@
+"""Bulk enrolment: a folder (one sub-folder per identity) or a CSV of ``path,identity``.
+
+* Files are read, hashed (SHA-256 of the bytes) and decoded in worker processes.
+* Faces are detected and aligned in this process, embedded in batches, and each batch is
+  committed to the gallery in one transaction: a template is acknowledged (``on_commit``)
+  only once it is durable.
+* Resumable: files whose content hash is already in the gallery are skipped, so re-running
+  the same command after an interruption (even SIGKILL) continues where it stopped.
+* Per-file failures (unreadable, no face, ...) go to a CSV report and never stop the run.
+* The index is saved every ``save_interval`` seconds and at the end; after a crash the
+  gallery catches the index up from the database when it is reopened.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GalleryError, ImageError
+from ..image import load_image
+from .facade import check_model, crop_face, failure_of
+from .gallery import Gallery
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
+REPORT_NAME = "enroll-report.csv"
+IN_FLIGHT_PER_WORKER = 8
+"""Decoded images waiting per worker: bounds memory while keeping workers busy."""
+
+
+@dataclass(frozen=True)
+class EnrollItem:
+    """One image to enroll: its path and the identity it belongs to."""
+
+    path: str
+    identity: str
+
+
+@dataclass(frozen=True)
+class EnrollSummary:
+    """Outcome of a bulk enrolment.
+
+    Attributes:
+        total: images listed.
+        enrolled: templates added by this run.
+        skipped: images already in the gallery (same content hash) or repeated in the input.
+        failed: images that gave no template (see the report).
+        seconds: wall time.
+        report: path of the CSV report of failures.
+    """
+
+    total: int
+    enrolled: int
+    skipped: int
+    failed: int
+    seconds: float
+    report: str | None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["images_per_second"] = round(self.images_per_second, 2)
+        return d
+
+
+# ------------------------------------------------------------------- listing
+def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
+    """The images to enroll from a folder or a CSV file.
+
+    Args:
+        source: a directory with one sub-directory per identity (the sub-directory's name is
+            the identity; images anywhere below it belong to it), or a ``.csv`` file with
+            rows ``path,identity`` (an optional header row ``path,identity``; relative paths
+            are relative to the CSV's directory).
+
+    Returns:
+        Items sorted by identity then path (deterministic order, so resumed runs agree).
+
+    Raises:
+        GalleryError: the source does not exist or is malformed.
+    """
+    src = Path(source)
+    if src.is_dir():
+        items = []
+        loose = 0
+        for child in sorted(src.iterdir()):
+            if child.is_dir():
+                for f in sorted(child.rglob("*")):
+                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                        items.append(EnrollItem(str(f), child.name))
+            elif child.suffix.lower() in IMAGE_EXTENSIONS:
+                loose += 1
+        if loose:
+            log.warning(
+                "%s: %d images directly in the folder are ignored (put each identity's images "
+                "in a sub-folder named after it)",
+                src,
+                loose,
+            )
+        return items
+    if src.is_file():
+        return _read_csv(src)
+    raise GalleryError(f"{src}: no such folder or CSV file")
+
+
+def _read_csv(path: Path) -> list[EnrollItem]:
+    items = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+                continue
+            if lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise GalleryError(f"{path}:{lineno}: expected 'path,identity', got {row!r}")
+            p = Path(row[0].strip())
+            if not p.is_absolute():
+                p = path.parent / p
+            items.append(EnrollItem(str(p), row[1].strip()))
+    return items
+
+
+# ------------------------------------------------------------------- workers
+_known_prefixes = np.zeros(0, dtype=np.uint64)
+
+
+def _init_worker(prefixes: np.ndarray) -> None:
+    global _known_prefixes
+    _known_prefixes = prefixes
+    try:  # one decoding thread per worker process
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _prefix(digest: str) -> np.uint64:
+    return np.uint64(int(digest[:16], 16))
+
+
+def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, str | None, Any]:
+    """Read, hash and decode one file: (status, item, sha256, image or message).
+
+    ``status`` is ``ok``, ``known`` (hash probably enrolled: not decoded) or ``unreadable``.
+    """
+    try:
+        data = Path(item.path).read_bytes()
+    except OSError as exc:
+        return "unreadable", item, None, f"{item.path}: cannot read: {exc.strerror or exc}"
+    digest = hashlib.sha256(data).hexdigest()
+    if skip_known and _known_prefixes.size:
+        pos = np.searchsorted(_known_prefixes, _prefix(digest))
+        if pos < _known_prefixes.size and _known_prefixes[pos] == _prefix(digest):
+            return "known", item, digest, None
+    try:
+        image = load_image(data)
+    except ImageError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        return "unreadable", item, digest, f"{item.path}: {reason}"
+    return "ok", item, digest, image
+
+
+def _decoded(
+    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray
+) -> Iterator[tuple[str, EnrollItem, str | None, Any]]:
+    """Decoded items in input order; at most ``workers * IN_FLIGHT_PER_WORKER`` in flight."""
+    if workers <= 0:
+        _init_worker(prefixes)
+        for item in items:
+            yield _load(item)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs ONNX/OpenMP threads
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(prefixes,)
+    ) as pool:
+        window: deque[Future] = deque()
+        it = iter(items)
+        for item in it:
+            window.append(pool.submit(_load, item))
+            if len(window) >= workers * IN_FLIGHT_PER_WORKER:
+                break
+        while window:
+            try:
+                result = window.popleft().result()
+            except BrokenProcessPool as exc:
+                raise GalleryError(
+                    "an image-decoding worker process died; when enroll_images runs from a "
+                    "script, guard the script's entry point with `if __name__ == '__main__':` "
+                    "(workers are spawned and import it), or pass workers=0"
+                ) from exc
+            nxt = next(it, None)
+            if nxt is not None:
+                window.append(pool.submit(_load, nxt))
+            yield result
+
+
+# --------------------------------------------------------------------- enrol
+def enroll_images(
+    gallery: Gallery,
+    recognizer: Any,
+    items: Iterable[EnrollItem],
+    *,
+    workers: int | None = None,
+    batch_size: int = 32,
+    report: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    save_interval: float = 120.0,
+    on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None = None,
+) -> EnrollSummary:
+    """Enroll many images into ``gallery``, resumably.
+
+    Args:
+        gallery: an open, writable gallery for the recogniser's model.
+        recognizer: the :class:`~npcface.FaceRecognizer` to embed with.
+        items: images and identities (see :func:`list_images`).
+        workers: decoding processes (default: min(4, CPUs); 0 decodes in this process).
+        batch_size: faces embedded and committed together.
+        report: CSV file for per-file failures (default ``GALLERY/enroll-report.csv``).
+        progress: show a tqdm progress bar (images/s).
+        save_interval: seconds between index saves (at least 10x the last save's duration,
+            so saving a large index never takes more than ~10% of the run).
+        on_commit: called after each committed batch with (template ids, items, hashes).
+
+    Returns:
+        Counts of enrolled, skipped and failed images.
+    """
+    items = list(items)
+    if batch_size < 1:
+        raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
+    check_model(recognizer, gallery)
+    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    report_path = Path(report) if report is not None else gallery.path / REPORT_NAME
+    known = gallery.content_hashes()
+    prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
+    seen: dict[str, str] = {}
+    counts = {"enrolled": 0, "skipped": 0, "failed": 0}
+    batch: list[tuple[EnrollItem, str, np.ndarray]] = []
+    t0 = last_save = time.monotonic()
+    save_cost = 0.0
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
+
+    def commit() -> None:
+        nonlocal last_save, save_cost
+        if not batch:
+            return
+        embs = recognizer.embed_crops(np.stack([c for _, _, c in batch]))
+        done_items = [it for it, _, _ in batch]
+        digests = [d for _, d, _ in batch]
+        ids = gallery.add_many(
+            [it.identity for it in done_items],
+            embs,
+            sources=[it.path for it in done_items],
+            content_hashes=digests,
+        )
+        counts["enrolled"] += len(ids)
+        batch.clear()
+        if on_commit is not None:
+            on_commit(ids, done_items, digests)
+        if time.monotonic() - last_save >= max(save_interval, 10 * save_cost):
+            started = time.monotonic()
+            gallery.save()
+            last_save = time.monotonic()
+            save_cost = last_save - started  # large indexes: keep saving under ~10% of the time
+
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(report_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "identity", "kind", "reason"])
+
+        def fail(item: EnrollItem, kind: str, reason: str) -> None:
+            counts["failed"] += 1
+            writer.writerow([item.path, item.identity, kind, reason])
+            fh.flush()
+
+        try:
+            for status, item, digest, payload in _decoded(items, workers, prefixes):
+                bar.update(1)
+                if status == "known":
+                    if digest in known:
+                        counts["skipped"] += 1
+                        continue
+                    status, item, digest, payload = _load(item, skip_known=False)
+                if status == "unreadable":
+                    fail(item, "unreadable", str(payload))
+                    continue
+                if digest in known:
+                    counts["skipped"] += 1
+                    continue
+                if digest in seen:
+                    counts["skipped"] += 1
+                    writer.writerow(
+                        [item.path, item.identity, "duplicate", f"same as {seen[digest]}"]
+                    )
+                    continue
+                seen[digest] = item.path
+                try:
+                    _, crop = crop_face(recognizer, payload, item.path)
+                except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                    f = failure_of(0, exc, item.path)
+                    fail(item, f.kind, f.reason)
+                    continue
+                batch.append((item, digest, crop))
+                if len(batch) >= batch_size:
+                    commit()
+                    bar.set_postfix(counts, refresh=False)
+            commit()
+        except KeyboardInterrupt:
+            log.warning("interrupted: committing the faces already embedded")
+            commit()
+            gallery.save()
+            raise
+        finally:
+            bar.set_postfix(counts, refresh=False)
+            bar.close()
+    gallery.save()
+    summary = EnrollSummary(
+        total=len(items),
+        enrolled=counts["enrolled"],
+        skipped=counts["skipped"],
+        failed=counts["failed"],
+        seconds=time.monotonic() - t0,
+        report=str(report_path),
+    )
+    log.info(
+        "enrolled %d, skipped %d, failed %d of %d images in %.1f s",
+        summary.enrolled,
+        summary.skipped,
+        summary.failed,
+        summary.total,
+        summary.seconds,
+    )
+    return summary

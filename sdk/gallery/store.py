@@ -1,0 +1,602 @@
+"""The gallery's source of truth: one SQLite database holding identities, templates and vectors.
+
+Everything a gallery knows is here; the FAISS index next to it is a cache that can always be
+rebuilt from this file. Rules:
+
+* WAL journal, ``synchronous=FULL``: a method that writes returns only after its transaction
+  has committed, so an acknowledged template survives a crash of the process (or machine).
+* Vectors are stored as raw little-endian ``float32`` or ``float16`` blobs and read back with
+  ``np.frombuffer``; metadata as JSON text. Nothing is ever pickled.
+* Template and identity ids come from ``AUTOINCREMENT`` and are never reused, so "the index
+  covers every template up to id L" is a meaningful statement even after deletions.
+* Every deletion of a template is logged in ``deletions`` with an increasing sequence number,
+  so an index saved before the deletion can be caught up.
+* The schema carries a version; a database written by a newer npcface is refused, not guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GalleryCorruptError, GalleryError
+from .fsutil import fsync_dir, fsync_file
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+"""Version of the tables below. Bump it (and add a migration) whenever they change."""
+
+VECTOR_DTYPES = ("float32", "float16")
+"""How vectors may be stored. float16 halves the database; search uses float32 either way."""
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    metadata TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id INTEGER NOT NULL REFERENCES identities(id),
+    vector BLOB NOT NULL,
+    source TEXT,
+    content_hash TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX templates_by_identity ON templates(identity_id);
+CREATE INDEX templates_by_hash ON templates(content_hash) WHERE content_hash IS NOT NULL;
+CREATE TABLE deletions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    template_id INTEGER NOT NULL
+);
+"""
+
+_READ_CHUNK = 65_536
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Sizes of a store: live identities and templates, and the high-water marks of the ids."""
+
+    identities: int
+    templates: int
+    max_template_id: int
+    max_deletion_seq: int
+
+
+class Store:
+    """A gallery's SQLite database. Use :meth:`create` or :meth:`open`, not the constructor.
+
+    Not safe for concurrent use from several threads; :class:`~npcface.gallery.Gallery`
+    serialises access with a lock. Several processes may read while one writes (WAL).
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+        self.path = path
+        self._conn = conn
+        self.readonly = readonly
+        self._meta: dict[str, Any] = {}
+        self._load_meta()
+        self.dim = int(self._meta["dim"])
+        self.dtype = np.dtype(self._meta["dtype"]).newbyteorder("<")
+        self._row_bytes = self.dim * self.dtype.itemsize
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, path: str | Path, meta: Mapping[str, Any]) -> Store:
+        """Create a new database at ``path`` with the given metadata.
+
+        Args:
+            path: file to create; must not exist.
+            meta: JSON-serialisable settings; must contain ``dim`` and ``dtype``.
+
+        Raises:
+            GalleryError: the file exists or the settings are invalid.
+        """
+        path = Path(path)
+        if path.exists():
+            raise GalleryError(f"{path}: already exists; open it instead of creating it")
+        if meta.get("dtype") not in VECTOR_DTYPES:
+            raise GalleryError(
+                f"vector dtype must be one of {', '.join(VECTOR_DTYPES)}, not {meta.get('dtype')!r}"
+            )
+        # build the database under a temporary name and rename it into place, so a crash
+        # during creation never leaves a half-made gallery behind
+        tmp = path.with_name(f".{path.name}.creating")
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+        conn = _connect(tmp, readonly=False)
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            with _transaction(conn, tmp):
+                conn.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
+                conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in meta.items()],
+                )
+        finally:
+            conn.close()
+        fsync_file(tmp)
+        tmp.replace(path)
+        fsync_dir(path.parent)
+        conn = _connect(path, readonly=False)
+        return cls(path, conn, readonly=False)
+
+    @classmethod
+    def open(cls, path: str | Path, readonly: bool = False) -> Store:
+        """Open an existing database and check its schema version.
+
+        Raises:
+            GalleryError: the file does not exist.
+            GalleryCorruptError: the file is not a gallery database, is damaged, or was
+                written by a newer npcface.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"{path}: no gallery database here")
+        conn = _connect(path, readonly=readonly)
+        try:
+            version = _schema_version(conn, path)
+            if version > SCHEMA_VERSION:
+                raise GalleryCorruptError(
+                    f"{path}: gallery schema version {version} was written by a newer npcface "
+                    f"(this one reads up to {SCHEMA_VERSION}); upgrade npcface to open it"
+                )
+            if version < 1:
+                raise GalleryCorruptError(f"{path}: invalid gallery schema version {version}")
+            return cls(path, conn, readonly=readonly)
+        except BaseException:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    # --------------------------------------------------------------------- meta
+    def _load_meta(self) -> None:
+        rows = self._query("SELECT key, value FROM meta")
+        try:
+            self._meta = {k: json.loads(v) for k, v in rows}
+        except json.JSONDecodeError as exc:
+            raise GalleryCorruptError(f"{self.path}: unreadable gallery settings: {exc}") from exc
+        for key in ("dim", "dtype"):
+            if key not in self._meta:
+                raise GalleryCorruptError(f"{self.path}: gallery settings lack {key!r}")
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """A stored setting (JSON value), or ``default``."""
+        return self._meta.get(key, default)
+
+    def set_meta(self, **values: Any) -> None:
+        """Store settings (JSON-serialisable values) in one transaction."""
+        self._writable()
+        with _transaction(self._conn, self.path):
+            self._conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+        self._meta.update(values)
+
+    # ------------------------------------------------------------------- writes
+    def add_templates(
+        self,
+        identities: Sequence[str],
+        vectors: np.ndarray,
+        sources: Sequence[str | None] | None = None,
+        content_hashes: Sequence[str | None] | None = None,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Insert templates (and their identities when new) in one transaction.
+
+        Args:
+            identities: (n,) identity name of each vector.
+            vectors: (n, dim) vectors, already in the form to store (normalised if needed).
+            sources: optional (n,) free text per template, e.g. the image path.
+            content_hashes: optional (n,) content hash per template, for resumable enrolment.
+            metadata: identity name -> dict merged into that identity's metadata.
+
+        Returns:
+            ``(template_ids, identity_ids)``, both (n,) int64; template ids increase in input
+            order. They exist once this method returns (the transaction has committed).
+        """
+        self._writable()
+        n = len(identities)
+        if vectors.shape != (n, self.dim):
+            raise GalleryError(f"expected {n} vectors of dimension {self.dim}, got {vectors.shape}")
+        sources = list(sources) if sources is not None else [None] * n
+        content_hashes = list(content_hashes) if content_hashes is not None else [None] * n
+        if len(sources) != n or len(content_hashes) != n:
+            raise GalleryError("sources and content_hashes must have one entry per vector")
+        blobs = np.ascontiguousarray(vectors, dtype=self.dtype)
+        now = time.time()
+        conn = self._conn
+        with _transaction(conn, self.path):
+            names = list(dict.fromkeys(identities))
+            ident_ids = self._ensure_identities(names, now)
+            for name, extra in (metadata or {}).items():
+                self._merge_metadata(ident_ids[name], name, extra)
+            start = self._sequence("templates")
+            ids = np.arange(start + 1, start + 1 + n, dtype=np.int64)
+            conn.executemany(
+                "INSERT INTO templates(id, identity_id, vector, source, content_hash, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        int(ids[i]),
+                        ident_ids[identities[i]],
+                        blobs[i].tobytes(),
+                        sources[i],
+                        content_hashes[i],
+                        now,
+                    )
+                    for i in range(n)
+                ),
+            )
+        return ids, np.array([ident_ids[name] for name in identities], dtype=np.int64)
+
+    def _ensure_identities(self, names: Sequence[str], now: float) -> dict[str, int]:
+        conn = self._conn
+        conn.executemany(
+            "INSERT OR IGNORE INTO identities(name, metadata, created) VALUES (?, NULL, ?)",
+            ((name, now) for name in names),
+        )
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(names), 500):
+            marks = ",".join("?" * len(chunk))
+            for row_id, name in conn.execute(
+                f"SELECT id, name FROM identities WHERE name IN ({marks})", chunk
+            ):
+                found[name] = int(row_id)
+        return found
+
+    def _merge_metadata(self, identity_id: int, name: str, extra: Mapping[str, Any]) -> None:
+        row = self._conn.execute(
+            "SELECT metadata FROM identities WHERE id = ?", (identity_id,)
+        ).fetchone()
+        current = json.loads(row[0]) if row and row[0] else {}
+        current.update(extra)
+        try:
+            text = json.dumps(current, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise GalleryError(
+                f"metadata of identity {name!r} must be JSON-serialisable: {exc}"
+            ) from exc
+        self._conn.execute("UPDATE identities SET metadata = ? WHERE id = ?", (text, identity_id))
+
+    def remove_identities(self, names: Sequence[str]) -> np.ndarray:
+        """Delete identities and all their templates in one transaction; log the deletions.
+
+        Returns:
+            The deleted template ids.
+
+        Raises:
+            GalleryError: a name is unknown (nothing is deleted then).
+        """
+        self._writable()
+        conn = self._conn
+        with _transaction(conn, self.path):
+            rows = []
+            for name in dict.fromkeys(names):
+                row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    raise GalleryError(f"{self.path.parent}: no identity named {name!r}")
+                rows.append(row)
+            ids = np.array(
+                [
+                    r[0]
+                    for row in rows
+                    for r in conn.execute("SELECT id FROM templates WHERE identity_id = ?", row)
+                ],
+                dtype=np.int64,
+            )
+            self._log_deletions(ids)
+            conn.executemany("DELETE FROM templates WHERE identity_id = ?", rows)
+            conn.executemany("DELETE FROM identities WHERE id = ?", rows)
+        return ids
+
+    def remove_templates(self, template_ids: Sequence[int]) -> np.ndarray:
+        """Delete templates by id (identities left without templates are deleted too).
+
+        Returns:
+            The ids that existed and were deleted.
+        """
+        self._writable()
+        conn = self._conn
+        wanted = [int(t) for t in template_ids]
+        with _transaction(conn, self.path):
+            existing: list[int] = []
+            owners: set[int] = set()
+            for chunk in _chunks(wanted, 500):
+                marks = ",".join("?" * len(chunk))
+                for tid, owner in conn.execute(
+                    f"SELECT id, identity_id FROM templates WHERE id IN ({marks})", chunk
+                ):
+                    existing.append(int(tid))
+                    owners.add(int(owner))
+            ids = np.array(sorted(existing), dtype=np.int64)
+            self._log_deletions(ids)
+            for chunk in _chunks([int(i) for i in ids], 500):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM templates WHERE id IN ({marks})", chunk)
+            for owner in owners:
+                conn.execute(
+                    "DELETE FROM identities WHERE id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM templates WHERE identity_id = ?)",
+                    (owner, owner),
+                )
+        return ids
+
+    def _log_deletions(self, ids: np.ndarray) -> None:
+        self._conn.executemany(
+            "INSERT INTO deletions(template_id) VALUES (?)", ((int(i),) for i in ids)
+        )
+
+    def prune_deletions(self, up_to_seq: int) -> None:
+        """Forget logged deletions with ``seq <= up_to_seq`` (the index has absorbed them)."""
+        self._writable()
+        with _transaction(self._conn, self.path):
+            self._conn.execute("DELETE FROM deletions WHERE seq <= ?", (int(up_to_seq),))
+
+    def vacuum(self) -> None:
+        """Rewrite the database file to give the space of deleted rows back to the disk."""
+        self._writable()
+        try:
+            self._conn.execute("VACUUM")
+        except sqlite3.DatabaseError as exc:
+            raise _wrap(exc, self.path) from exc
+
+    # -------------------------------------------------------------------- reads
+    def counts(self) -> StoreCounts:
+        """Numbers of live identities and templates and the id high-water marks."""
+        (identities,) = self._query("SELECT COUNT(*) FROM identities")[0]
+        (templates,) = self._query("SELECT COUNT(*) FROM templates")[0]
+        return StoreCounts(
+            identities=int(identities),
+            templates=int(templates),
+            max_template_id=self._sequence("templates"),
+            max_deletion_seq=self._sequence("deletions"),
+        )
+
+    def high_water(self) -> tuple[int, int]:
+        """(highest template id ever assigned, highest deletion sequence number): cheap."""
+        return self._sequence("templates"), self._sequence("deletions")
+
+    def template_owners(self) -> tuple[np.ndarray, np.ndarray]:
+        """(template ids, identity ids) of every live template, both int64, by template id."""
+        parts = []
+        try:
+            cur = self._conn.execute("SELECT id, identity_id FROM templates ORDER BY id")
+            while rows := cur.fetchmany(_READ_CHUNK):
+                parts.append(np.array(rows, dtype=np.int64))
+        except sqlite3.DatabaseError as exc:
+            raise _wrap(exc, self.path) from exc
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        arr = np.concatenate(parts)
+        return arr[:, 0].copy(), arr[:, 1].copy()
+
+    def iter_vectors(
+        self, after_id: int = 0, upto: int | None = None, chunk: int = _READ_CHUNK
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Live templates with ``after_id < id <= upto`` in id order, ``chunk`` at a time, as
+        (template ids int64, identity ids int64, vectors float32)."""
+        last = int(after_id)
+        upto = (1 << 62) if upto is None else int(upto)
+        while True:
+            rows = self._query(
+                "SELECT id, identity_id, vector FROM templates WHERE id > ? AND id <= ? "
+                "ORDER BY id LIMIT ?",
+                (last, upto, chunk),
+            )
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, owners, self._decode([r[2] for r in rows], ids)
+            last = int(ids[-1])
+
+    def vectors(self, template_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Vectors of the given live template ids, float32, in the order given."""
+        wanted = [int(t) for t in template_ids]
+        found: dict[int, bytes] = {}
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            for tid, blob in self._query(
+                f"SELECT id, vector FROM templates WHERE id IN ({marks})", chunk
+            ):
+                found[int(tid)] = blob
+        missing = [t for t in wanted if t not in found]
+        if missing:
+            raise GalleryError(f"{self.path}: no template with id {missing[0]}")
+        ids = np.array(wanted, dtype=np.int64)
+        return self._decode([found[t] for t in wanted], ids)
+
+    def _decode(self, blobs: list[bytes], ids: np.ndarray) -> np.ndarray:
+        bad = [int(ids[i]) for i, b in enumerate(blobs) if len(b) != self._row_bytes]
+        if bad:
+            raise GalleryCorruptError(
+                f"{self.path}: template {bad[0]} has a vector of the wrong size "
+                f"(expected {self.dim} x {self.dtype.name}); the database is damaged"
+            )
+        flat = np.frombuffer(b"".join(blobs), dtype=self.dtype)
+        return flat.reshape(len(blobs), self.dim).astype(np.float32)
+
+    def deletions_after(self, seq: int) -> np.ndarray:
+        """Template ids deleted after deletion sequence number ``seq``."""
+        rows = self._query("SELECT template_id FROM deletions WHERE seq > ? ORDER BY seq", (seq,))
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def identity_records(self, identity_ids: Sequence[int]) -> dict[int, tuple[str, dict | None]]:
+        """identity id -> (name, metadata dict or None) for the ids that exist."""
+        out: dict[int, tuple[str, dict | None]] = {}
+        for chunk in _chunks([int(i) for i in identity_ids], 500):
+            marks = ",".join("?" * len(chunk))
+            for row_id, name, meta in self._query(
+                f"SELECT id, name, metadata FROM identities WHERE id IN ({marks})", chunk
+            ):
+                out[int(row_id)] = (name, json.loads(meta) if meta else None)
+        return out
+
+    def identity_names(self) -> list[str]:
+        """Every identity name, in enrolment order."""
+        return [r[0] for r in self._query("SELECT name FROM identities ORDER BY id")]
+
+    def template_counts(self) -> list[tuple[str, int]]:
+        """(identity name, number of templates) for every identity, in enrolment order."""
+        return [
+            (name, int(n))
+            for name, n in self._query(
+                "SELECT i.name, COUNT(t.id) FROM identities i "
+                "LEFT JOIN templates t ON t.identity_id = i.id GROUP BY i.id ORDER BY i.id"
+            )
+        ]
+
+    def has_identity(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM identities WHERE name = ?", (name,)))
+
+    def identity_templates(self, name: str) -> list[tuple[int, str | None, str | None]]:
+        """(template id, source, content hash) of an identity's templates; [] if unknown."""
+        return [
+            (int(t), s, h)
+            for t, s, h in self._query(
+                "SELECT t.id, t.source, t.content_hash FROM templates t "
+                "JOIN identities i ON i.id = t.identity_id WHERE i.name = ? ORDER BY t.id",
+                (name,),
+            )
+        ]
+
+    def content_hashes(self) -> set[str]:
+        """Every content hash recorded with a live template."""
+        return {
+            r[0]
+            for r in self._query(
+                "SELECT content_hash FROM templates WHERE content_hash IS NOT NULL"
+            )
+        }
+
+    def sample_ids(self, n: int, seed: int = 0) -> np.ndarray:
+        """Up to ``n`` live template ids drawn uniformly without replacement, sorted."""
+        ids, _ = self.template_owners()
+        if ids.size <= n:
+            return ids
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(ids, size=n, replace=False))
+
+    # ---------------------------------------------------------------- internals
+    def _sequence(self, table: str) -> int:
+        row = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _wrap(exc, self.path) from exc
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise GalleryError(f"{self.path.parent}: gallery opened read-only; open it writable")
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # pragma: no cover - e.g. network file systems
+                log.warning("%s: SQLite refused WAL mode (%s); using it anyway", path, mode)
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+    except sqlite3.DatabaseError as exc:
+        raise _wrap(exc, path) from exc
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    try:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise GalleryCorruptError(
+                f"{path}: an SQLite file, but not an npcface gallery (no schema_version table)"
+            ) from exc
+        raise _wrap(exc, path) from exc
+    except sqlite3.DatabaseError as exc:
+        raise _wrap(exc, path) from exc
+    if row is None:
+        raise GalleryCorruptError(f"{path}: gallery schema version is missing")
+    return int(row[0])
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error), errors made typed."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise _wrap(exc, self.path) from exc
+        return self.conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as err:
+                self.conn.execute("ROLLBACK")
+                raise _wrap(err, self.path) from err
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _wrap(exc, self.path) from exc
+
+
+def _wrap(exc: sqlite3.DatabaseError, path: Path) -> GalleryError:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "readonly" in text or "unable to open" in text
+    ):
+        return GalleryError(f"{path}: {text}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return GalleryError(f"{path}: {text}")
+    return GalleryCorruptError(
+        f"{path}: the gallery database is damaged or not a database ({text}); restore it from a "
+        "backup (the index file alone cannot rebuild it)"
+    )
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,103 @@
+"""``npcface gallery ...``, ``npcface enroll`` and ``npcface identify``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npcface.cli import main
+from npcface.gallery import Gallery
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gallery_maintenance_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "g")
+    code, out, _ = run(capsys, "gallery", "create", path, "--dim", "16", "--model", "m1")
+    assert code == 0 and "IDMap2,Flat" in out
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((30, 16)).astype(np.float32)
+    with Gallery.open(path) as g:
+        g.add_many([f"p{i % 10}" for i in range(30)], vecs)
+
+    code, out, _ = run(capsys, "gallery", "info", path, "--json", "--check")
+    info = json.loads(out)
+    assert code == 0 and info["identities"] == 10 and info["templates"] == 30
+    assert info["model"] == "m1" and info["check"]["ok"] and info["factory"] == "IDMap2,Flat"
+
+    code, out, _ = run(capsys, "gallery", "list", path, "--json")
+    assert {r["identity"]: r["templates"] for r in json.loads(out)} == {
+        f"p{i}": 3 for i in range(10)
+    }
+
+    code, out, _ = run(capsys, "gallery", "remove", path, "p3", "p4")
+    assert code == 0 and "removed p3: 3 templates" in out
+    code, _, err = run(capsys, "gallery", "remove", path, "p3")
+    assert code == 2 and "no identity named 'p3'" in err
+
+    code, out, _ = run(capsys, "gallery", "rebuild", path, "--index", "HNSW32,Flat")
+    assert code == 0 and "IDMap,HNSW32,Flat over 24 templates" in out
+    with Gallery.open(path) as g:
+        g.remove("p5")
+        assert g.tombstones == 3
+    code, out, _ = run(capsys, "gallery", "compact", path)
+    assert code == 0 and "dropped 3 deleted templates" in out
+    code, out, _ = run(capsys, "gallery", "info", path, "--check")
+    assert code == 0 and "IDMap,HNSW32,Flat" in out and "check" in out
+
+    # the answers after all that are still the brute-force ones
+    keep = np.array([i % 10 not in (3, 4, 5) for i in range(30)])
+    q = rng.standard_normal((5, 16)).astype(np.float32)
+    sims = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    ).T
+    sims[:, ~keep] = -np.inf
+    with Gallery.open(path, readonly=True) as g:
+        got = [r[0].identity for r in g.search(q, k=1)]
+    assert got == [f"p{j % 10}" for j in sims.argmax(axis=1)]
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "gallery", "info", str(tmp_path / "none"))
+    assert code == 2 and "no gallery here" in err and "gallery create" in err
+    code, _, err = run(
+        capsys, "gallery", "create", str(tmp_path / "x"), "--dim", "8", "--index", "Nope9"
+    )
+    assert code == 2 and "invalid FAISS factory string" in err
+
+
+def test_enroll_and_identify_commands(
+    tmp_path: Path, lfw_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("npcface.recognizer")
+    images = tmp_path / "images"
+    for person in ("Jean_Chretien", "Hans_Blix", "Ari_Fleischer"):
+        (images / person).mkdir(parents=True)
+        for f in sorted((lfw_dir / "images" / person).iterdir())[:3]:
+            shutil.copy(f, images / person / f.name)
+    (images / "Hans_Blix" / "notes.png").write_bytes(b"\x89PNG broken")
+    gal = str(tmp_path / "gal")
+    code, out, _ = run(
+        capsys, "enroll", gal, str(images), "--json", "--no-progress", "--workers", "1"
+    )
+    summary = json.loads(out)
+    assert code == 0 and summary["enrolled"] == 9 and summary["failed"] == 1
+    assert summary["gallery"]["identities"] == 3 and summary["gallery"]["dim"] == 128
+
+    probe = str(lfw_dir / "images" / "Hans_Blix" / "Hans_Blix_0010.jpg")
+    code, out, _ = run(capsys, "identify", gal, probe, "--top-k", "2", "--json")
+    matches = json.loads(out)
+    assert code == 0 and len(matches) == 2 and matches[0]["identity"] == "Hans_Blix"
+    code, out, _ = run(capsys, "identify", gal, probe, "--threshold", "1.01")
+    assert code == 1 and "no match" in out
+
+    code, out, _ = run(capsys, "enroll", gal, str(images), "--no-progress", "--workers", "0")
+    assert code == 0 and "enrolled 0, skipped 9" in out

@@ -1,0 +1,23 @@
+"""Errors of the training companion, under the SDK's :class:`~npcface.errors.NpcfaceError` root."""
+
+from __future__ import annotations
+
+from npcface.errors import NpcfaceError
+
+__all__ = ["ConfigError", "DataError", "TrainingError", "UnknownNameError"]
+
+
+class TrainingError(NpcfaceError):
+    """Root of the errors raised by :mod:`npcface.training`."""
+
+
+class UnknownNameError(TrainingError, ValueError):
+    """A registry (heads, backbones, datasets) has no entry of that name; lists the valid ones."""
+
+
+class ConfigError(TrainingError, ValueError):
+    """A training config is invalid (unknown key, wrong type, impossible value)."""
+
+
+class DataError(TrainingError, ValueError):
+    """A training data set is missing, empty or malformed."""

@@ -1,0 +1,608 @@
+"""The trainer: backbone + Partial FC head, SGD with the paper's schedule, AMP, exact resume.
+
+Single process::
+
+    npcface train run configs/casia_mbf_npcface.yaml
+
+Several processes / nodes (``torchrun`` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR;
+gloo on CPU, NCCL on GPU)::
+
+    torchrun --nproc-per-node 2 -m npcface.cli train run configs/casia_mbf_npcface.yaml
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-endpoint HOST:29500 \\
+        -m npcface.cli train run CONFIG
+
+Each rank holds the whole backbone (DDP) and a shard of the class centres (Partial FC).
+Checkpoints are one file per rank (``output/checkpoints/step_XXXXXXXX/rank{r}.pt``) with the
+backbone, this rank's centres and head buffers, optimizer, scheduler, grad scaler, epoch and
+step, sampler position and RNG states, all loadable with ``torch.load(weights_only=True)``;
+resuming needs the same world size. Resuming reproduces the uninterrupted run's losses
+step for step (data order and flips depend only on the sampler's seed and position).
+
+The process group is created by :class:`Trainer` (never at import) and destroyed at the end
+when the trainer created it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .backbones import get_backbone
+from .config import TrainConfig
+from .data import EpochSampler, FaceDataset, build_dataset
+from .errors import ConfigError, TrainingError
+from .heads import get_head
+from .partial_fc import PartialFC
+from .verify import PairVerifier, VerificationResult
+
+__all__ = ["CHECKPOINT_FORMAT", "TrainResult", "Trainer", "load_model", "lr_factor"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+_TIMING_WARMUP_STEPS = 3  # steps excluded from the throughput figure (allocation, compile)
+
+
+def lr_factor(
+    step: int, total_steps: int, milestones: list[int], gamma: float, warmup_steps: int
+) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up, then ``gamma`` per milestone."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * gamma ** sum(step >= m for m in milestones)
+
+
+@dataclass
+class TrainResult:
+    """What a :meth:`Trainer.fit` call did.
+
+    Attributes:
+        step: global steps done when it returned.
+        losses: ``(step, loss)`` of every step run by this call (step counted from 1).
+        images_per_second: global training throughput after the first steps.
+        data_wait_fraction: share of the step time spent waiting for the data loader.
+        verification: the last verification result, if any ran.
+        checkpoint: the last checkpoint folder written.
+        output: the output folder.
+        interrupted: stopped early by ``stop_at_step``.
+    """
+
+    step: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    images_per_second: float = 0.0
+    data_wait_fraction: float = 0.0
+    verification: VerificationResult | None = None
+    checkpoint: str | None = None
+    output: str = ""
+    interrupted: bool = False
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+class Trainer:
+    """Builds everything a config describes and trains.
+
+    Args:
+        cfg: the job config (validated).
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg.validate()
+        self._owns_group = False
+        self._setup_process()
+        self._build()
+
+    # ------------------------------------------------------------------ set-up
+    def _setup_process(self) -> None:
+        cfg = self.cfg
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        use_cuda = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but CUDA is not available")
+        if world > 1 and not dist.is_initialized():
+            backend = cfg.dist_backend
+            if backend == "auto":
+                backend = "nccl" if use_cuda else "gloo"
+            dist.init_process_group(backend)
+            self._owns_group = True
+        distributed = dist.is_available() and dist.is_initialized()
+        self.world_size = dist.get_world_size() if distributed else 1
+        self.rank = dist.get_rank() if distributed else 0
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+            self.device = torch.device("cuda", local_rank)
+        else:
+            self.device = torch.device("cpu")
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed + self.rank)
+        np.random.seed((cfg.seed + self.rank) % 2**32)
+        random.seed(cfg.seed + self.rank)
+        self.output = Path(cfg.output or Path("work_dirs") / cfg.name)
+
+    def _amp(self) -> tuple[torch.dtype | None, bool]:
+        mode = self.cfg.amp.mode
+        if mode == "auto":
+            if self.device.type == "cuda":
+                mode = "fp16"
+            elif (
+                torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            ):
+                mode = "bf16"
+            else:
+                mode = "off"
+        if mode == "off":
+            return None, False
+        if mode == "fp16":
+            return torch.float16, self.device.type == "cuda"
+        return torch.bfloat16, False
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        bb = cfg.backbone
+        self.dataset: FaceDataset = build_dataset(cfg.data, bb.input_size, cfg.seed)
+        self.num_classes = self.dataset.num_classes
+        if len(self.dataset) < cfg.optim.batch_size * self.world_size:
+            raise ConfigError(
+                f"data set of {len(self.dataset)} images is smaller than one global batch "
+                f"({cfg.optim.batch_size} x {self.world_size})"
+            )
+        self.sampler = EpochSampler(len(self.dataset), self.world_size, self.rank, True, cfg.seed)
+        workers = cfg.data.num_workers
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=cfg.optim.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+        self.steps_per_epoch = self.sampler.num_samples // cfg.optim.batch_size
+        o = cfg.optim
+        if o.max_steps > 0:
+            self.total_steps = o.max_steps
+        else:
+            self.total_steps = math.ceil(o.epochs * self.steps_per_epoch)
+        self.set_total_steps(self.total_steps)
+
+        torch.manual_seed(cfg.seed)  # identical backbone init on every rank
+        self.backbone = get_backbone(bb.name, bb.input_size, bb.embedding_size, **bb.kwargs)
+        self.backbone.to(self.device)
+        if bb.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.head = get_head(cfg.head.name, **cfg.head.params)
+        self.pfc = PartialFC(
+            self.head,
+            bb.embedding_size,
+            self.num_classes,
+            cfg.partial_fc.sample_rate,
+            init_std=cfg.partial_fc.init_std,
+            seed=cfg.seed,
+            fc_autocast=cfg.partial_fc.fc_autocast,
+        ).to(self.device)
+        torch.manual_seed(cfg.seed + self.rank)
+        model: nn.Module = self.backbone
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if bb.compile:
+            model = torch.compile(model)
+        self.model = model
+        self.optimizer = torch.optim.SGD(
+            [{"params": self.backbone.parameters()}, {"params": self.pfc.parameters()}],
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_factor(s, self.total_steps, self.milestones, o.gamma, self.warmup_steps),
+        )
+        self.amp_dtype, use_scaler = self._amp()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.step = 0
+        self.epoch = 0
+        self.epoch_step = 0
+        self.verifier: PairVerifier | None = None
+        if cfg.eval.root and self.rank == 0:
+            self.verifier = PairVerifier(cfg.eval, bb.input_size)
+        log.info(
+            "rank %d/%d on %s: %d images, %d classes, %d steps/epoch, %d steps, amp=%s",
+            self.rank,
+            self.world_size,
+            self.device,
+            len(self.dataset),
+            self.num_classes,
+            self.steps_per_epoch,
+            self.total_steps,
+            self.amp_dtype,
+        )
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Set the run length; milestones and warm-up scale with it (epochs -> steps as
+        ``total_steps / optim.epochs``), e.g. for a time budget measured after a few steps.
+        Takes effect from the next step (the scheduler reads these values each step)."""
+        o = self.cfg.optim
+        self.total_steps = int(total_steps)
+        to_step = self.total_steps / o.epochs
+        self.milestones = [round(m * to_step) for m in o.milestones]
+        self.warmup_steps = round(o.warmup_epochs * to_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _ckpt_root(self) -> Path:
+        return self.output / "checkpoints"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything this rank needs to continue exactly (weights_only-loadable)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "backbone": self.backbone.state_dict(),
+            "partial_fc": self.pfc.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write this rank's file of ``checkpoints/step_XXXXXXXX/`` and return the folder."""
+        folder = self._ckpt_root() / f"step_{self.step:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".rank{self.rank}.pt.tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, folder / f"rank{self.rank}.pt")
+        if self.world_size > 1:
+            dist.barrier()
+        if self.rank == 0:
+            (self._ckpt_root() / "latest").write_text(folder.name + "\n", encoding="utf-8")
+            keep = self.cfg.log.keep_checkpoints
+            if keep > 0:
+                old = sorted(self._ckpt_root().glob("step_*"))[:-keep]
+                for d in old:
+                    shutil.rmtree(d, ignore_errors=True)
+        return folder
+
+    def _resolve_checkpoint(self, resume: str | Path) -> Path:
+        path = Path(resume)
+        if str(resume) == "latest" or (path.is_dir() and (path / "latest").is_file()):
+            root = self._ckpt_root() if str(resume) == "latest" else path
+            latest = root / "latest"
+            if not latest.is_file():
+                raise TrainingError(f"no checkpoint to resume from in {root}")
+            path = root / latest.read_text(encoding="utf-8").strip()
+        if path.is_dir():
+            path = path / f"rank{self.rank}.pt"
+        elif path.name.startswith("rank") and self.rank != 0:
+            path = path.parent / f"rank{self.rank}.pt"
+        if not path.is_file():
+            raise TrainingError(f"checkpoint not found: {path}")
+        return path
+
+    def load_checkpoint(self, resume: str | Path) -> None:
+        """Restore this rank from a checkpoint folder, a rank file, or ``"latest"``."""
+        path = self._resolve_checkpoint(resume)
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(f"{path}: unsupported checkpoint format {state.get('format')}")
+        if state["world_size"] != self.world_size:
+            raise TrainingError(
+                f"{path} was written by {state['world_size']} process(es); resume with the "
+                f"same number (now {self.world_size})"
+            )
+        self.backbone.load_state_dict(state["backbone"])
+        self.pfc.load_state_dict(state["partial_fc"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        _set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    def export_model(self, path: str | Path | None = None) -> Path:
+        """Save the backbone with the facts an exporter needs (``model.pt``)."""
+        bb = self.cfg.backbone
+        path = Path(path) if path else self.output / "model.pt"
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "backbone": bb.name,
+                "backbone_kwargs": dict(bb.kwargs),
+                "input_size": bb.input_size,
+                "embedding_size": bb.embedding_size,
+                "channel_order": "RGB",
+                "mean": self.cfg.data.mean,
+                "std": self.cfg.data.std,
+                "head": self.cfg.head.name,
+                "step": self.step,
+                "state_dict": self.backbone.state_dict(),
+            },
+            path,
+        )
+        return path
+
+    # ------------------------------------------------------------------ training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        x = x.float().sub_(cfg.data.mean).div_(cfg.data.std)  # NHWC memory = channels_last
+        if not cfg.backbone.channels_last:
+            x = x.contiguous()
+        with self._autocast():
+            emb = self.model(x)
+        loss = self.pfc(emb.float(), labels.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.optim.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.backbone.parameters(), cfg.optim.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def verify(self) -> VerificationResult | None:
+        """Run the pairs protocol on rank 0 (other ranks return None)."""
+        if self.verifier is None:
+            return None
+        return self.verifier(
+            self.backbone,
+            device=self.device,
+            autocast_dtype=self.amp_dtype,
+            mean=self.cfg.data.mean,
+            std=self.cfg.data.std,
+            channels_last=self.cfg.backbone.channels_last,
+        )
+
+    def fit(self, resume: str | Path | None = None, stop_at_step: int | None = None) -> TrainResult:
+        """Train to the configured number of steps.
+
+        Args:
+            resume: checkpoint folder / rank file / ``"latest"`` to continue from.
+            stop_at_step: save a checkpoint and return after this global step (an
+                "interruption", for tests and time-sliced jobs).
+
+        Returns:
+            A :class:`TrainResult` (losses of this call, throughput, last verification).
+        """
+        if resume:
+            self.load_checkpoint(resume)
+        cfg = self.cfg
+        if self.rank == 0:
+            self.output.mkdir(parents=True, exist_ok=True)
+        result = TrainResult(step=self.step, output=str(self.output))
+        logger = _MetricLogger(self.output, cfg, enabled=self.rank == 0, append=self.step > 0)
+        global_batch = cfg.optim.batch_size * self.world_size
+        timed_steps, timed_time, wait_time = 0, 0.0, 0.0
+        if self.epoch_step >= self.steps_per_epoch:
+            self.epoch, self.epoch_step = self.epoch + 1, 0
+        try:
+            while self.step < self.total_steps:
+                self.sampler.set_epoch(self.epoch)
+                self.sampler.skip(self.epoch_step * cfg.optim.batch_size)
+                t_wait = time.perf_counter()
+                for images, labels in self.loader:
+                    t0 = time.perf_counter()
+                    lr = self.optimizer.param_groups[0]["lr"]  # the lr this step uses
+                    loss = self._train_step(images, labels)
+                    loss_value = float(loss)
+                    t1 = time.perf_counter()
+                    self.step += 1
+                    self.epoch_step += 1
+                    result.losses.append((self.step, loss_value))
+                    if len(result.losses) > _TIMING_WARMUP_STEPS:
+                        timed_steps += 1
+                        timed_time += t1 - t_wait
+                        wait_time += t0 - t_wait
+                    if self.step % cfg.log.every_steps == 0 or self.step == self.total_steps:
+                        ips = global_batch * timed_steps / timed_time if timed_time else 0.0
+                        logger.log_step(
+                            self.step,
+                            self.epoch + self.epoch_step / self.steps_per_epoch,
+                            loss_value,
+                            lr,
+                            ips,
+                        )
+                    if cfg.eval.every_steps > 0 and self.step % cfg.eval.every_steps == 0:
+                        self._verify_and_log(logger, result)
+                    last = self.step >= self.total_steps
+                    epoch_end = self.epoch_step >= self.steps_per_epoch
+                    every = cfg.log.checkpoint_every_steps
+                    if (every > 0 and self.step % every == 0) or (every == 0 and epoch_end):
+                        result.checkpoint = str(self.save_checkpoint())
+                    if stop_at_step is not None and self.step >= stop_at_step and not last:
+                        if result.checkpoint != str(self._ckpt_root() / f"step_{self.step:08d}"):
+                            result.checkpoint = str(self.save_checkpoint())
+                        result.interrupted = True
+                        return self._finish(
+                            result, timed_steps, timed_time, wait_time, global_batch
+                        )
+                    if last or epoch_end:
+                        break
+                    t_wait = time.perf_counter()
+                if self.epoch_step >= self.steps_per_epoch:
+                    self.epoch, self.epoch_step = self.epoch + 1, 0
+            final = str(self._ckpt_root() / f"step_{self.step:08d}")
+            if result.checkpoint != final:
+                result.checkpoint = str(self.save_checkpoint())
+            if cfg.eval.every_steps == 0 or self.step % cfg.eval.every_steps != 0:
+                self._verify_and_log(logger, result)
+            if self.rank == 0:
+                self.export_model()
+            return self._finish(result, timed_steps, timed_time, wait_time, global_batch)
+        finally:
+            logger.close()
+
+    def _finish(self, result, timed_steps, timed_time, wait_time, global_batch) -> TrainResult:
+        result.step = self.step
+        if timed_time > 0:
+            result.images_per_second = global_batch * timed_steps / timed_time
+            result.data_wait_fraction = wait_time / timed_time
+        return result
+
+    def _verify_and_log(self, logger: _MetricLogger, result: TrainResult) -> None:
+        res = self.verify()
+        if res is not None:
+            result.verification = res
+            logger.log_eval(self.step, res)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer created it."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_group = False
+
+
+class _MetricLogger:
+    """CSV files (``metrics.csv``, ``eval.csv``) + TensorBoard + the ``logging`` module."""
+
+    def __init__(self, output: Path, cfg: TrainConfig, enabled: bool, append: bool) -> None:
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        mode = "a" if append else "w"
+        metrics = output / "metrics.csv"
+        new = mode == "w" or not metrics.exists()
+        self._metrics_fh = metrics.open(mode, newline="", encoding="utf-8")
+        self.metrics = csv.writer(self._metrics_fh)
+        if new:
+            self.metrics.writerow(["step", "epoch", "loss", "lr", "images_per_s", "time"])
+        evals = output / "eval.csv"
+        new = mode == "w" or not evals.exists()
+        self._eval_fh = evals.open(mode, newline="", encoding="utf-8")
+        self.evals = csv.writer(self._eval_fh)
+        if new:
+            self.evals.writerow(["step", "accuracy", "std", "num_pairs", "skipped_pairs", "time"])
+        if cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(output / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboard is not installed; logging to CSV only")
+
+    def log_step(self, step: int, epoch: float, loss: float, lr: float, ips: float) -> None:
+        if not self.enabled:
+            return
+        log.info("step %d epoch %.2f loss %.4f lr %.5f %.1f img/s", step, epoch, loss, lr, ips)
+        self.metrics.writerow(
+            [step, f"{epoch:.4f}", f"{loss:.6f}", f"{lr:.6g}", f"{ips:.2f}", f"{time.time():.1f}"]
+        )
+        self._metrics_fh.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", loss, step)
+            self.tb.add_scalar("train/lr", lr, step)
+            self.tb.add_scalar("train/images_per_s", ips, step)
+
+    def log_eval(self, step: int, res: VerificationResult) -> None:
+        if not self.enabled:
+            return
+        log.info("step %d verification accuracy %.4f +- %.4f", step, res.accuracy, res.std)
+        self.evals.writerow(
+            [
+                step,
+                f"{res.accuracy:.6f}",
+                f"{res.std:.6f}",
+                res.num_pairs,
+                res.skipped_pairs,
+                f"{time.time():.1f}",
+            ]
+        )
+        self._eval_fh.flush()
+        if self.tb is not None:
+            self.tb.add_scalar("eval/accuracy", res.accuracy, step)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._metrics_fh.close()
+        self._eval_fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a backbone from a ``model.pt`` written by :meth:`Trainer.export_model`."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    model = get_backbone(
+        state["backbone"], state["input_size"], state["embedding_size"], **state["backbone_kwargs"]
+    )
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+    """Build a :class:`Trainer` for ``cfg``, fit, and tear down the process group."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        trainer.close()
