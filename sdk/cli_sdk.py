@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
     v.add_argument(
         "--far", type=float, default=None, help="use the threshold calibrated for this FAR"
     )
-    _model_args(v)
+    add_model_args(v)
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_verify)
 
@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     d.set_defaults(func=_detect)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The options that choose and tune the pipeline, shared by every command that runs it."""
     p.add_argument("--detector", default="yunet")
     p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
     p.add_argument("--policy", default="largest", help="largest, center, best_score or single")

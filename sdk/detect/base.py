@@ -20,6 +20,25 @@ class Detector(Protocol):
         ...
 
 
+def rescale_for_detection(
+    image: np.ndarray, max_side: int | None, min_side: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Resize so the longer side is at most ``max_side`` / at least ``min_side``.
+
+    Returns the image to detect on and the factor to divide its coordinates by.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    if max_side and max(h, w) > max_side:
+        scale, interp = max_side / max(h, w), cv2.INTER_AREA
+    elif min_side and max(h, w) < min_side:
+        scale, interp = min_side / max(h, w), cv2.INTER_CUBIC
+    else:
+        return image, 1.0
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=interp), scale
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int) -> np.ndarray:
     """Greedy non-maximum suppression; indices of kept boxes, highest score first."""
     order = np.argsort(-scores, kind="stable")[:top_k]

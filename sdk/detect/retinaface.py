@@ -15,7 +15,7 @@ import numpy as np
 
 from ..results import Face
 from ..runtime import load_runner
-from .base import nms, to_faces
+from .base import nms, rescale_for_detection, to_faces
 
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -57,15 +57,7 @@ class RetinaFaceDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, original pixel coordinates, best score first."""
-        import cv2
-
-        h, w = image.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            image = cv2.resize(
-                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
+        image, scale = rescale_for_detection(image, self.max_side)
         h, w = image.shape[:2]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         blob = np.zeros((1, 3, ph, pw), np.float32)

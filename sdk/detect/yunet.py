@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
 from ..results import Face
 from ..runtime import load_runner
-from .base import nms, to_faces
+from .base import nms, rescale_for_detection, to_faces
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +68,7 @@ class YuNetDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, in original pixel coordinates, best score first."""
-        h, w = image.shape[:2]
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
-            image = cv2.resize(
-                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        elif self.min_side and max(h, w) < self.min_side:
-            scale = self.min_side / max(h, w)
-            image = cv2.resize(
-                image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC
-            )
+        image, scale = rescale_for_detection(image, self.max_side, self.min_side)
         blob, (ph, pw) = self._preprocess(image)
         outputs = self.runner.run(blob)
         boxes, landmarks, scores = self._decode(outputs, ph, pw)

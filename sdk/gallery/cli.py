@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_sdk import add_model_args
+
 
 def register(sub: Any) -> None:
     e = sub.add_parser(
@@ -34,7 +36,7 @@ def register(sub: Any) -> None:
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _model_args(e)
+    add_model_args(e)
     e.set_defaults(func=_enroll)
 
     i = sub.add_parser(
@@ -50,7 +52,7 @@ def register(sub: Any) -> None:
         "--threshold", type=float, default=None, help="only matches with similarity >= this"
     )
     i.add_argument("--json", action="store_true", help="print the matches as JSON")
-    _model_args(i)
+    add_model_args(i)
     i.set_defaults(func=_identify)
 
     g = sub.add_parser("gallery", help="create, inspect and maintain galleries")
@@ -95,14 +97,6 @@ def register(sub: Any) -> None:
     k.add_argument("path", metavar="GALLERY_DIR")
     k.add_argument("--no-vacuum", action="store_true", help="do not rewrite the database file")
     k.set_defaults(func=_compact)
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
-    p.add_argument("--policy", default="largest", help="largest, center, best_score or single")
-    p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
-    p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
 
 
 def _recognizer(args: argparse.Namespace) -> Any:
