@@ -22,7 +22,7 @@ from .onnx import file_sha256, import_torch
 log = logging.getLogger(__name__)
 
 _STATE_KEYS = ("state_dict", "backbone", "backbone_state_dict", "model")
-_SUMMARY_SKIP = ("data", "dir", "path", "root", "output", "out", "resume", "log")
+_SUMMARY_SKIP = ("data", "dir", "path", "file", "root", "output", "out", "resume", "log")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ class Embedder:
         info = info or (spec.info if spec else None)
         if info is None and self.path.suffix == ".onnx":
             info = read_onnx_info(str(self.path))
+        elif info is None and self.path.suffix == ".engine":
+            from .trt_runner import read_engine_info
+
+            info = read_engine_info(self.path)  # the key file written beside the engine
         if info is None:
             raise ModelError(
                 f"{self.path} carries no npcface metadata (input size, normalisation); export it "

@@ -194,3 +194,23 @@ def test_unknown_backend():
 
     with pytest.raises(ModelError, match="unknown backend"):
         Embedder("sface", backend="cuda-magic")
+
+
+def test_engine_files_take_their_facts_from_the_key_file(tmp_path):
+    """A keyed .engine is described by its key file; without TensorRT it stops with the
+    missing-extra error (not a metadata error). An unkeyed engine is refused."""
+    from npcface.embed import Embedder
+    from npcface.errors import MissingExtraError
+    from npcface.modelinfo import RecognizerInfo
+    from npcface.trt_runner import EngineKey, read_engine_info, write_engine_meta
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"serialized engine")
+    with pytest.raises(ModelError, match="no key file"):
+        Embedder(str(engine))
+    info = RecognizerInfo(name="ours", input_size=120, embedding_size=512)
+    key = EngineKey("10.3.0", "8.6", "fp16", 1, 32, 64, 120, "0" * 64)
+    write_engine_meta(engine, key, info)
+    assert read_engine_info(engine) == info
+    with pytest.raises(MissingExtraError, match="tensorrt"):
+        Embedder(str(engine))
