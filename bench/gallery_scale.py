@@ -149,6 +149,60 @@ def file_size(index: faiss.Index) -> int:
         return os.path.getsize(path)
 
 
+def bench_gallery(xb, owner, queries, truth, args, log) -> list[str]:
+    """The same data through the real :class:`~npcface.gallery.Gallery` (SQLite + auto index):
+    enrolment rate, reopen time, identity search speed (k=1 and k=5) and recall@1."""
+    import shutil
+
+    from npcface.gallery import Gallery
+
+    tmp = tempfile.mkdtemp(prefix="gallery-bench-", dir=os.environ.get("BENCH_TMP"))
+    lines = []
+    try:
+        path = os.path.join(tmp, "g")
+        names = np.array([f"id{i}" for i in range(int(owner.max()) + 1)], dtype=object)
+        t0 = time.perf_counter()
+        g = Gallery.create(path, args.dim)
+        step = 50_000
+        for start in range(0, len(xb), step):
+            g.add_many(list(names[owner[start : start + step]]), xb[start : start + step])
+        add_s = time.perf_counter() - t0
+        g.close()
+        save_s = time.perf_counter() - t0 - add_s
+        t1 = time.perf_counter()
+        g = Gallery.open(path, readonly=True)
+        open_s = time.perf_counter() - t1
+        log(f"gallery: {g!r}; add {len(xb) / add_s:.0f} templates/s, reopen {open_s:.1f} s")
+        want = names[owner[truth]]
+        lines.append(
+            f"Gallery end to end ({g.factory}, {g.info().search_params}): "
+            f"add_many {len(xb) / add_s:,.0f} templates/s (SQLite commit + index, auto "
+            f"switch included), close/save {save_s:.1f} s, reopen {open_s:.1f} s, "
+            f"database {os.path.getsize(os.path.join(path, 'gallery.db')) / 1e9:.2f} GB"
+        )
+        for k in (1, 5):
+            t2 = time.perf_counter()
+            res = g.search(queries, k=k)
+            batched = len(queries) / (time.perf_counter() - t2)
+            with ix.single_thread():
+                done, t3 = 0, time.perf_counter()
+                for i in range(min(args.single, len(queries))):
+                    g.search(queries[i], k=k)
+                    done += 1
+                    if time.perf_counter() - t3 > args.single_budget:
+                        break
+                single = done / (time.perf_counter() - t3)
+            recall = float(np.mean([r[0].identity == w for r, w in zip(res, want, strict=True)]))
+            lines.append(
+                f"  search k={k}: single {single:.0f} q/s, batched {batched:.0f} q/s, "
+                f"identity recall@1 vs exact {recall:.4f}"
+            )
+        g.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lines
+
+
 def param_grid(factory: str, dim: int, n: int, args) -> list[dict[str, int]]:
     traits = ix.traits(factory, dim)
     default = ix.default_search_params(factory, n, dim)
@@ -199,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-exact-single",
         action="store_true",
         help="skip timing exact search one query at a time",
+    )
+    ap.add_argument(
+        "--gallery",
+        action="store_true",
+        help="also run the data through a real Gallery (SQLite + auto index) in $BENCH_TMP",
     )
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
@@ -334,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.speedup_single:>5.1f}/{r.speedup_batched:<5.1f} {r.recall_template:>8.4f} "
             f"{r.recall_identity:>7.4f}"
         )
+    if args.gallery:
+        gallery_lines = bench_gallery(xb, owner, queries, truth, args, log)
+        print()
+        print("\n".join(gallery_lines))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(

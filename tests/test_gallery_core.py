@@ -336,14 +336,14 @@ def test_auto_switches_to_a_trained_index_when_large(
         want = brute_force(names, vecs, alive, q, 4)
         top1 = [r[0].identity for r in g.search(q, 1)]  # 4-bit codes of 8 dims: coarse
         assert np.mean([a == w[0][0] for a, w in zip(top1, want, strict=True)]) >= 0.9
-        g.set_search_params(k_factor=64)  # re-ranks every template here: exact
+        g.set_search_params(k_factor=256)  # re-ranks every template here: exact
         assert_same(g.search(q, 4), want, tids)
         with pytest.raises(GalleryError, match="does not apply"):
             g.set_search_params(nprobe=4)
         g.remove("id0001")  # fast-scan PQ cannot remove: a tombstone
         assert g.tombstones == names.count("id0001") and g.check().ok
     with Gallery.open(tmp_path / "g") as g:  # the choice and the override persist
-        assert g.factory == large and g.info().search_params == {"k_factor": 64}
+        assert g.factory == large and g.info().search_params == {"k_factor": 256}
         alive = np.array([n != "id0001" for n in names])
         assert_same(g.search(q, 4), brute_force(names, vecs, alive, q, 4), tids)
 
