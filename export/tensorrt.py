@@ -30,8 +30,8 @@ import numpy as np
 from npcface.errors import ModelError
 from npcface.modelinfo import RecognizerInfo, read_onnx_info
 from npcface.trt_runner import (
-    PRECISIONS,
     EngineKey,
+    check_precision_and_profile,
     cuda_device,
     engine_file_name,
     import_cuda_driver,
@@ -71,15 +71,7 @@ class TensorRTBuildConfig:
     calibration_batch: int = 32
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(
-                "the batch profile needs 1 <= min <= opt <= max, got "
-                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
-            )
+        check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
         if self.workspace_mb <= 0 or self.calibration_batch <= 0:
             raise ValueError("workspace_mb and calibration_batch must be positive")
 

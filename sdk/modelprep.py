@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -105,21 +106,32 @@ def _opset(model: Any) -> int:
     return 17
 
 
-def prepare_recognizer(src: str, dst: str) -> dict[str, int]:
-    """Clean, dequantise and batch-enable a recogniser ONNX file; write it to ``dst``."""
+def _rewrite(
+    src: str,
+    dst: str,
+    steps: dict[str, Callable[[Any], int]],
+    finish: Callable[[Any], None],
+) -> dict[str, int]:
+    """Load ``src``, apply the counted ``steps`` in order, then ``finish``; check and save."""
     import onnx
 
     model = onnx.load(src)
-    report = {
-        "dropped_inputs": drop_dangling_inputs(model),
-        "folded_nodes": fold_constant_nodes(model),
-        "reshapes_fixed": fix_flatten_reshapes(model),
-    }
-    make_batch_dynamic(model)
+    report = {name: step(model) for name, step in steps.items()}
+    finish(model)
     onnx.checker.check_model(model)
     onnx.save(model, dst)
     log.info("prepared %s -> %s: %s", src, dst, report)
     return report
+
+
+def prepare_recognizer(src: str, dst: str) -> dict[str, int]:
+    """Clean, dequantise and batch-enable a recogniser ONNX file; write it to ``dst``."""
+    steps = {
+        "dropped_inputs": drop_dangling_inputs,
+        "folded_nodes": fold_constant_nodes,
+        "reshapes_fixed": fix_flatten_reshapes,
+    }
+    return _rewrite(src, dst, steps, make_batch_dynamic)
 
 
 def make_spatial_dynamic(model: Any) -> None:
@@ -140,18 +152,8 @@ def make_spatial_dynamic(model: Any) -> None:
 
 def prepare_detector(src: str, dst: str) -> dict[str, int]:
     """Dequantise a detector and let it take any input size (multiples of its stride)."""
-    import onnx
-
-    model = onnx.load(src)
-    report = {
-        "dropped_inputs": drop_dangling_inputs(model),
-        "folded_nodes": fold_constant_nodes(model),
-    }
-    make_spatial_dynamic(model)
-    onnx.checker.check_model(model)
-    onnx.save(model, dst)
-    log.info("prepared %s -> %s: %s", src, dst, report)
-    return report
+    steps = {"dropped_inputs": drop_dangling_inputs, "folded_nodes": fold_constant_nodes}
+    return _rewrite(src, dst, steps, make_spatial_dynamic)
 
 
 def extract_python_bytes(src: str, dst: str) -> dict[str, int]:

@@ -37,6 +37,18 @@ PRECISIONS = ("fp32", "fp16", "int8")
 KEY_SCHEMA = 1
 
 
+def check_precision_and_profile(
+    precision: str, min_batch: int, opt_batch: int, max_batch: int
+) -> None:
+    """Raise ValueError unless ``precision`` is known and 1 <= min <= opt <= max."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise ValueError(
+            f"the batch profile needs 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}"
+        )
+
+
 @dataclass(frozen=True)
 class EngineKey:
     """Everything a TensorRT engine depends on; an engine runs only where its key matches.
@@ -62,15 +74,7 @@ class EngineKey:
     onnx_sha256: str
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
-            )
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(
-                "the batch profile needs 1 <= min <= opt <= max, got "
-                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
-            )
+        check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
         if self.input_size <= 0:
             raise ValueError(f"input_size must be positive, got {self.input_size}")
 
