@@ -1,7 +1,7 @@
 """A real, small training run on CPU: NPCFace vs ArcFace, MobileFaceNet at 120x120, LFW.
 
-    python bench/train_small.py --minutes 40            # the real run (~1 h 45 min in all)
-    python bench/train_small.py --smoke                 # a 2-minute end-to-end check
+    python bench/train_small.py --minutes 40            # the real run (~1 h 35 min in all)
+    python bench/train_small.py --smoke                 # a ~3-minute end-to-end check
     python bench/train_small.py --speed-study           # what makes CPU training faster
 
 1. Prepare (resumable; a re-run reuses the crops): CelebA subset and LAG are detected and

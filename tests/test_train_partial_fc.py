@@ -103,6 +103,9 @@ def test_init_independent_of_sharding():
     assert [shard_range(10_000, r, 3) for r in range(3)] == [(0, 3334), (3334, 3333), (6667, 3333)]
     torch.testing.assert_close(torch.cat(parts), full, rtol=0, atol=0)
     assert full.std().item() == pytest.approx(0.01, rel=0.05)
+    unit = PartialFC(get_head("arcface"), 4, 10_000, init_std=0.01, init_row_norm=1.0, seed=7)
+    torch.testing.assert_close(unit.weight.norm(dim=1), torch.ones(10_000))
+    torch.testing.assert_close(unit.weight.detach(), F.normalize(full, dim=1))
 
 
 # ----------------------------------------------------------------------------- 2 processes

@@ -66,6 +66,8 @@ class PartialFCConfig:
 
     sample_rate: float = 1.0  # 1.0 = every centre each step (model parallel only)
     init_std: float = 0.01  # N(0, std) centre init (arcface_torch)
+    init_row_norm: float = 1.0  # then rescale rows to this norm (the NPCFace authors' FaceX-Zoo
+    # code: unit-norm centres); 0 keeps the N(0, std) norms (arcface_torch)
     fc_autocast: bool = False  # run the cosine matmul under autocast (GPU fp16 speed-up)
 
 
@@ -105,7 +107,8 @@ class OptimConfig:
     gamma: float = 0.1  # paper: lr / 10 at each milestone
     warmup_epochs: float = 0.0  # linear warm-up from 0 (not in the paper; arcface_torch uses it)
     max_steps: int = 0  # >0: stop after this many steps and read milestones as fractions
-    grad_clip_norm: float = 5.0  # clip the backbone's gradient norm (arcface_torch: 5); 0 = off
+    grad_clip_norm: float = 0.0  # clip the backbone's gradient norm; 0 = off (paper: no
+    # clipping; arcface_torch clips at 5)
 
 
 @dataclass

@@ -142,6 +142,9 @@ class PartialFC(nn.Module):
         group: process group; ``None`` = the default group when ``torch.distributed`` is
             initialised with more than one process, else a single shard.
         init_std: standard deviation of the centres' normal init (arcface_torch: 0.01).
+        init_row_norm: rescale each initial centre to this norm (1.0: the NPCFace authors'
+            FaceX-Zoo code, unit-norm centres); 0 keeps the N(0, init_std) norms. The norm
+            matters because the gradient through the normalisation scales with 1 / norm.
         seed: seed of the centre init (identical for any world size) and of the sampler.
         fc_autocast: let the cosine matmul run under the caller's autocast dtype (fast on
             GPU with fp16); the head itself always runs in float32. Default: float32 matmul.
@@ -158,6 +161,7 @@ class PartialFC(nn.Module):
         *,
         group: dist.ProcessGroup | None = None,
         init_std: float = 0.01,
+        init_row_norm: float = 0.0,
         seed: int = 0,
         fc_autocast: bool = False,
         ddp_grad_scale: bool = True,
@@ -178,9 +182,10 @@ class PartialFC(nn.Module):
         self.ddp_grad_scale = bool(ddp_grad_scale)
         self.class_start, self.num_local = shard_range(num_classes, self.rank, self.world_size)
         self.num_sample = max(1, int(self.sample_rate * self.num_local))
-        self.weight = nn.Parameter(
-            _init_rows(self.class_start, self.num_local, embedding_size, init_std, seed)
-        )
+        rows = _init_rows(self.class_start, self.num_local, embedding_size, init_std, seed)
+        if init_row_norm > 0:
+            rows = F.normalize(rows, dim=1) * init_row_norm
+        self.weight = nn.Parameter(rows)
         self._gen = torch.Generator().manual_seed(seed * 7919 + self.rank)
         self.last_index: Tensor | None = None  # centres used by the last step (sampling)
 

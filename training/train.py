@@ -230,6 +230,7 @@ class Trainer:
             self.num_classes,
             cfg.partial_fc.sample_rate,
             init_std=cfg.partial_fc.init_std,
+            init_row_norm=cfg.partial_fc.init_row_norm,
             seed=cfg.seed,
             fc_autocast=cfg.partial_fc.fc_autocast,
         ).to(self.device)
