@@ -14,12 +14,17 @@ arrays in memory (``IDMap2`` adds a hash map of ~40 B/vector in memory only). Ti
 best of ``--repeats`` batched runs; on a shared machine they move with the load average,
 which is printed.
 
-Examples::
+Examples (the figures in ``sdk/gallery/README.md`` come from these)::
 
     python bench/gallery_scale.py --n 20000 --dim 128
-    python bench/gallery_scale.py --n 1000000 --dim 512 --index auto --index "HNSW32,SQ4"
-    python bench/gallery_scale.py --n 10000000 --dim 128 --index "IVF16384_HNSW32,SQ8" \\
-        --nprobe 64,256 --no-exact-single
+    python bench/gallery_scale.py --n 1000000 --dim 512 --index auto \\
+        --index "PQ64x4fs,RFlat" --index PQ64x4fs --k-factor 64
+    python bench/gallery_scale.py --n 1000000 --dim 128 --index auto \\
+        --index "PQ16x4fs,RFlat" --index PQ32x4fs --k-factor 64 --gallery
+    python bench/gallery_scale.py --n 10000000 --dim 128 --index auto --index PQ32x4fs \\
+        --repeats 1
+    python bench/gallery_scale.py --n 1000000 --dim 512 --index "HNSW32,Flat" \\
+        --ef 64,128,256,512,1024          # ~50 min to build on 2 cores
 """
 
 from __future__ import annotations
@@ -38,7 +43,11 @@ import numpy as np
 
 from npcface.gallery import index as ix
 
-DEFAULT_INDEXES = ("auto", "HNSW32,Flat", "HNSW32,SQ8", "HNSW32,SQ4", "PQ64", "IVF1024,SQ8")
+
+def default_indexes(dim: int) -> list[str]:
+    """auto, the exhaustive fast scan it uses below 500k, and a compressed option."""
+    m = ix.fastscan_m(dim)
+    return ["auto", f"PQ{m}x4fs,RFlat", f"PQ{m}x4fs"]
 
 
 @dataclass
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--index",
         action="append",
-        help=f"factory string or 'auto' (repeatable); default {DEFAULT_INDEXES}",
+        help="factory string or 'auto' (repeatable); default: auto, PQ{d/8}x4fs,RFlat, PQ{d/8}x4fs",
     )
     ap.add_argument("--ef", default="64,128,256,512", help="efSearch values for HNSW")
     ap.add_argument("--nprobe", default="16,64,256", help="nprobe values for IVF")
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args.ef = [int(v) for v in args.ef.split(",") if v]
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
     args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
-    indexes = args.index or list(DEFAULT_INDEXES)
+    indexes = args.index or default_indexes(args.dim)
     ix.HNSW_EF_CONSTRUCTION = args.ef_construction
     faiss.omp_set_num_threads(args.threads)
     t_start = time.time()

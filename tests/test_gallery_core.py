@@ -318,34 +318,45 @@ def test_schema_version_and_non_gallery_files(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- index choice
-def test_auto_switches_to_a_trained_index_when_large(
+def test_auto_moves_up_the_tiers_as_it_grows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ix, "FLAT_MAX_TEMPLATES", 700)
-    names, vecs, centres = clustered(400, seed=2)
-    large = ix.large_factory(DIM)
-    assert large == "IDMap,PQ4x4fs,RFlat"
+    monkeypatch.setattr(ix, "IVF_MIN_TEMPLATES", 1400)
+    monkeypatch.setattr(ix, "IVF_NLIST", 8)
+    names, vecs, centres = clustered(800, seed=2)
+    assert len(names) > 1400
+    scan, ivf = ix.scan_factory(DIM), ix.ivf_factory(DIM)
+    assert (scan, ivf) == ("IDMap,PQ4x4fs,RFlat", "IDMap,IVF8,PQ4x4fs,RFlat")
+    q = queries_near(centres, 30)
     with Gallery.create(tmp_path / "g", DIM) as g:
         tids = np.array(g.add_many(names[:650], vecs[:650]))
         assert g.factory == ix.FLAT_FACTORY
-        tids = np.r_[tids, g.add_many(names[650:], vecs[650:])]
-        assert len(names) > 700 and g.factory == large
-        assert g.info().search_params == {"k_factor": ix.REFINE_K_FACTOR}
-        q = queries_near(centres, 30)
-        alive = np.ones(len(names), bool)
+        tids = np.r_[tids, g.add_many(names[650:1000], vecs[650:1000])]
+        assert g.factory == scan and g.info().search_params == {"k_factor": 64}
+        alive = np.zeros(len(names), bool)
+        alive[:1000] = True
         want = brute_force(names, vecs, alive, q, 4)
         top1 = [r[0].identity for r in g.search(q, 1)]  # 4-bit codes of 8 dims: coarse
         assert np.mean([a == w[0][0] for a, w in zip(top1, want, strict=True)]) >= 0.9
         g.set_search_params(k_factor=256)  # re-ranks every template here: exact
         assert_same(g.search(q, 4), want, tids)
+        tids = np.r_[tids, g.add_many(names[1000:], vecs[1000:])]
+        assert g.factory == ivf
+        assert g.info().search_params == {"nprobe": 8, "k_factor": 256}
+        alive[:] = True
+        assert_same(g.search(q, 4), brute_force(names, vecs, alive, q, 4), tids)
         with pytest.raises(GalleryError, match="does not apply"):
-            g.set_search_params(nprobe=4)
+            g.set_search_params(efSearch=4)
         g.remove("id0001")  # fast-scan PQ cannot remove: a tombstone
         assert g.tombstones == names.count("id0001") and g.check().ok
     with Gallery.open(tmp_path / "g") as g:  # the choice and the override persist
-        assert g.factory == large and g.info().search_params == {"k_factor": 256}
+        assert g.factory == ivf and g.info().search_params == {"nprobe": 8, "k_factor": 256}
         alive = np.array([n != "id0001" for n in names])
         assert_same(g.search(q, 4), brute_force(names, vecs, alive, q, 4), tids)
+        g.remove_many([f"id{i:04d}" for i in range(2, 700)])
+        g.compact()  # small again: back to exact search
+        assert g.factory == ix.FLAT_FACTORY and g.tombstones == 0 and g.check().ok
 
 
 def test_hnsw_parameters_persist(tmp_path: Path) -> None:
@@ -407,7 +418,7 @@ def test_gpu_plan_rules() -> None:
     plan = ix.gpu_plan("IDMap,HNSW32,Flat", num_gpus=1, k=5)
     assert not plan.use and "HNSW" in plan.reason
     assert not ix.gpu_plan("IVF65536_HNSW32,SQ8", num_gpus=1, k=5).use
-    assert not ix.gpu_plan(ix.large_factory(512), num_gpus=1, k=5).use
+    assert not ix.gpu_plan(ix.ivf_factory(512), num_gpus=1, k=5).use
     assert not ix.gpu_plan("IDMap,PQ64x4fs", num_gpus=1, k=5).use
 
 
@@ -421,14 +432,20 @@ def test_traits_of_factories() -> None:
     assert not ix.traits("IDMap,IVF64,Flat", DIM).removable
     assert ix.traits("IVF64,PQ8", DIM).min_train == 39 * 256
     assert ix.auto_factory(10, 512) == ix.FLAT_FACTORY
-    assert ix.auto_factory(10**6, 512) == "IDMap,PQ64x4fs,RFlat"
-    assert ix.auto_factory(10**6, 128) == "IDMap,PQ16x4fs,RFlat"
+    assert ix.auto_factory(10**5, 512) == "IDMap,PQ64x4fs,RFlat"
+    assert ix.auto_factory(10**6, 512) == "IDMap,IVF1024,PQ64x4fs,RFlat"
+    assert ix.auto_factory(10**6, 128) == "IDMap,IVF1024,PQ16x4fs,RFlat"
+    assert ix.default_search_params(ix.auto_factory(10**6, 128), 10**6, 128) == {
+        "nprobe": 256,
+        "k_factor": 64,
+    }
     assert (
-        ix.large_factory(12) == "IDMap,PQ3x4fs,RFlat"
-        and ix.large_factory(7) == "IDMap,PQ7x4fs,RFlat"
+        ix.scan_factory(12) == "IDMap,PQ3x4fs,RFlat" and ix.scan_factory(7) == "IDMap,PQ7x4fs,RFlat"
     )
     assert not ix.traits("IDMap,PQ16x4fs,RFlat", 128).removable
     assert ix.traits("IDMap,PQ16x4fs,RFlat", 128).params == ("k_factor",)
+    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**6, 128) == {"k_factor": 64}
+    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**7, 128) == {"k_factor": 256}
 
 
 def test_trained_index_shrunk_below_training_size_falls_back_to_exact(tmp_path: Path) -> None:

@@ -284,6 +284,7 @@ def test_real_recognizer_enrol_kill_resume_identify(
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     acked = _acked(ack)
     assert len(acked) >= 4
     with Gallery.open(gallery) as g:
@@ -296,6 +297,7 @@ def test_real_recognizer_enrol_kill_resume_identify(
             g, recognizer, list_images(images), workers=1, batch_size=4, progress=False
         )
         assert summary.failed == 1 and summary.enrolled + summary.skipped == 16
+        assert summary.enrolled > 0 and summary.skipped >= len(acked)
         assert g.info().templates == 16 and g.check().ok
         probe = lfw_dir / "images" / "Gerhard_Schroeder" / "Gerhard_Schroeder_0010.jpg"
         top = recognizer.identify(g, probe, k=3)

@@ -64,7 +64,9 @@ def register(sub: Any) -> None:
     c.add_argument("--dim", type=int, required=True, help="embedding dimension (SFace: 128)")
     c.add_argument("--metric", default="cosine", choices=("cosine", "ip"))
     c.add_argument(
-        "--index", default="auto", help="auto, or a FAISS factory string e.g. 'HNSW32,SQ8'"
+        "--index",
+        default="auto",
+        help="auto, or a FAISS factory string e.g. 'PQ64x4fs' (compressed)",
     )
     c.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     c.add_argument("--model", default=None, help="name of the embedding model (checked on use)")

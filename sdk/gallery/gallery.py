@@ -106,7 +106,8 @@ class ConsistencyReport:
         ok: every live template is in the index exactly once, and ids that are not live are
             only present where the index keeps tombstones.
         missing: live template ids absent from the index.
-        unexpected: ids in the index that are not live (tombstones on HNSW: expected).
+        unexpected: ids in the index that are not live (expected tombstones where the index
+            cannot remove vectors).
         duplicates: number of ids stored more than once.
     """
 
@@ -189,7 +190,8 @@ class Gallery:
             dim: embedding dimension (e.g. 128 for SFace, 512 for ArcFace).
             metric: ``cosine`` (vectors normalised; the usual choice for face embeddings) or
                 ``ip`` (raw inner product).
-            index: ``auto`` (exact search while small, HNSW when large; see
+            index: ``auto`` (exact search below 50k templates, then fast-scan PQ codes
+                with exact re-ranking, from 500k behind an IVF front; see
                 :mod:`npcface.gallery.index`) or any FAISS ``index_factory`` string, e.g.
                 ``"HNSW32,SQ8"`` or ``"IVF4096_HNSW32,PQ64"``. Indexes that need training are
                 built once there are enough templates; until then search is exact.
@@ -417,7 +419,7 @@ class Gallery:
         """Switch index type when the gallery has grown past the current one."""
         spec = str(self._store.meta("index_spec"))
         target = ix.target_factory(spec, self._n_live, self.dim)
-        if target == self._factory:
+        if target == self._factory or ix.traits(target, self.dim).min_train > self._n_live:
             return
         if spec == ix.AUTO:
             upgrade = ix.tier(target) > ix.tier(self._factory)
@@ -1008,8 +1010,12 @@ class Gallery:
 def _allowed_params(spec: str, factory: str, dim: int) -> tuple[str, ...]:
     """Search parameters that apply now or once the index reaches its intended type."""
     names = set(ix.traits(factory, dim).params)
-    future = ix.large_factory(dim) if spec == ix.AUTO else ix.canonical_factory(spec, dim)
-    names |= set(ix.traits(future, dim).params)
+    if spec == ix.AUTO:
+        futures = [ix.scan_factory(dim), ix.ivf_factory(dim)]
+    else:
+        futures = [ix.canonical_factory(spec, dim)]
+    for future in futures:
+        names |= set(ix.traits(future, dim).params)
     return tuple(sorted(names))
 
 

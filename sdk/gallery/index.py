@@ -10,15 +10,18 @@ measurements with ``bench/gallery_scale.py`` on clustered synthetic unit vectors
 
 * fewer than :data:`FLAT_MAX_TEMPLATES` templates: exact search, ``IDMap2,Flat``. Exact
   answers, cheap deletion, nothing to train.
-* more: ``IDMap,PQ{d/8}x4fs,RFlat`` (:func:`large_factory`): every vector is scanned as a
-  4-bit product-quantised code with SIMD ("fast scan", 32 B per vector at d=512), and the
-  best ``k_factor`` x k candidates are re-ranked with the exact vectors. FAISS recommends it
-  when memory is not the constraint ("IVF1024,PQNx4fs,RFlat", here without the IVF front).
-  Measured over 1M templates: recall@1 = 1.0 against exact search at 24-34x its speed one
-  query at a time and 13-15x in batches, at 512 and 128 dimensions, built in 4-13 s. Graph
-  and partition indexes did not reach the target on spread-out identity clusters: HNSW32
-  needed efSearch 512-1024 for recall@1 0.99 (then no faster than batched exact search)
-  after 15-47-minute builds; IVF with a quarter of the lists probed reached 0.999.
+* from 50k: ``IDMap,PQ{d/8}x4fs,RFlat`` (:func:`scan_factory`): every vector is scanned as
+  a 4-bit product-quantised code with SIMD ("fast scan", 32 B per vector at d=512) and the
+  best ``k_factor`` x k candidates are re-ranked with the exact vectors;
+* from 500k: ``IDMap,IVF1024,PQ{d/8}x4fs,RFlat`` (:func:`ivf_factory`), the same behind an
+  inverted file of which a quarter of the lists is probed.
+
+That is FAISS's recommendation when memory is not the constraint ("IVF1024,PQNx4fs,RFlat").
+Measured over 1M templates at 512 and 128 dimensions and 10M at 128: recall@1 (identity)
+0.997-1.0 against exact search at 49-76x its speed one query at a time and 34-46x in
+batches; built in 19-93 s. Graph indexes did not reach the target on spread-out identity clusters: HNSW32
+needed efSearch 512-1024 for recall@1 0.99, where it was no faster than batched exact
+search, after 15-47-minute builds.
 
 Deletion: IVF indexes and ``IDMap`` wrappers around flat code arrays (Flat, SQ, PQ) remove
 vectors for real (``remove_ids``). HNSW (and anything else) cannot; there the gallery keeps
@@ -63,12 +66,22 @@ AUTO = "auto"
 FLAT_FACTORY = "IDMap2,Flat"
 
 FLAT_MAX_TEMPLATES = 50_000
-"""Above this many templates ``auto`` leaves exact search for :func:`large_factory`."""
+"""Up to this many templates ``auto`` searches exactly (``IDMap2,Flat``)."""
 
-REFINE_K_FACTOR = 64
-"""Candidates re-ranked exactly per requested neighbour (``k_factor`` of a refine index).
-Over 1M x 128 (``PQ16x4fs``) recall@1 was 0.997 at 16 and 1.0 at 32-128, at the same speed:
-the re-ranking is a few hundred dot products, the scan of every code dominates."""
+IVF_MIN_TEMPLATES = 500_000
+"""From this many templates ``auto`` puts an IVF front before the fast-scan codes: over 1M
+it answered 2-2.5x faster than the exhaustive scan at recall@1 0.999-1.0; over 100k it did
+not pay."""
+
+IVF_NLIST = 1024
+"""Inverted lists of the ``auto`` IVF index (probed: a quarter of them, see
+:func:`default_search_params`)."""
+
+REFINE_K_FACTOR = ((2_000_000, 64),)
+"""(up to this many vectors, ``k_factor``) of refine indexes; 256 beyond. Candidates
+re-ranked exactly per requested neighbour. ``PQ16x4fs,RFlat`` over 128 dimensions reached
+recall@1 0.997 at 16 and 1.0 at 64 over 1M; over 10M 0.993 at 64, 0.999 at 256, 1.0 at 1024.
+Re-ranking costs little next to scanning every code."""
 
 HNSW_EF_CONSTRUCTION = 40
 """``efConstruction`` for HNSW builds (FAISS's default). Higher values build a better graph
@@ -76,8 +89,9 @@ HNSW_EF_CONSTRUCTION = 40
 
 HNSW_EF_SEARCH = ((200_000, 256), (2_000_000, 1024))
 """(up to this many vectors, ``efSearch``) for explicitly chosen HNSW indexes; 2048 beyond.
-On the benchmark's data HNSW32 reached recall@1 ~0.98-0.9995 at 256 over 200k and 0.977 at
-1024 over 1M; real face embeddings, with more structure, need less."""
+On the benchmark's data HNSW32 (efConstruction 40) reached recall@1 0.9995 at 256 over 200k
+(the lead's measurement) and 0.977 at 1024 over 1M x 512; real face embeddings, with more
+structure, need less."""
 
 GPU_MAX_K = 2048
 """FAISS GPU indexes answer at most this many neighbours per query."""
@@ -242,14 +256,21 @@ def fastscan_m(dim: int) -> int:
     return dim
 
 
-def large_factory(dim: int) -> str:
-    """The factory ``auto`` uses above :data:`FLAT_MAX_TEMPLATES` templates."""
+def scan_factory(dim: int) -> str:
+    """Exhaustive fast-scan PQ with exact re-ranking: ``auto`` from 50k templates."""
     return f"IDMap,PQ{fastscan_m(dim)}x4fs,RFlat"
+
+
+def ivf_factory(dim: int) -> str:
+    """The same codes behind an IVF front: ``auto`` from :data:`IVF_MIN_TEMPLATES`."""
+    return f"IDMap,IVF{IVF_NLIST},PQ{fastscan_m(dim)}x4fs,RFlat"
 
 
 def auto_factory(n: int, dim: int) -> str:
     """The factory ``index="auto"`` uses for a gallery of ``n`` templates of ``dim`` dims."""
-    return FLAT_FACTORY if n < FLAT_MAX_TEMPLATES else large_factory(dim)
+    if n < FLAT_MAX_TEMPLATES:
+        return FLAT_FACTORY
+    return scan_factory(dim) if n < IVF_MIN_TEMPLATES else ivf_factory(dim)
 
 
 def target_factory(spec: str, n: int, dim: int) -> str:
@@ -267,8 +288,11 @@ def target_factory(spec: str, n: int, dim: int) -> str:
 
 
 def tier(factory: str) -> int:
-    """0 for exact search, 1 otherwise: ``auto`` galleries only move up automatically."""
-    return 0 if factory == FLAT_FACTORY else 1
+    """0 exact, 1 exhaustive approximate, 2 IVF: ``auto`` galleries only move up by
+    themselves (``compact()`` may move them down)."""
+    if factory == FLAT_FACTORY:
+        return 0
+    return 2 if "IVF" in factory else 1
 
 
 def default_search_params(factory: str, n: int, dim: int) -> dict[str, int]:
@@ -287,8 +311,9 @@ def default_search_params(factory: str, n: int, dim: int) -> dict[str, int]:
     t = traits(factory, dim)
     params: dict[str, int] = {}
     if t.ivf:
-        # IVF partitions lose neighbours on spread-out data: probe generously
-        params["nprobe"] = int(min(t.nlist, max(32, t.nlist // 16)))
+        # IVF partitions lose neighbours on spread-out data: probe a quarter of the lists
+        # (recall@1 0.999-1.0 where a sixteenth gave 0.98), at most FAISS's GPU limit
+        params["nprobe"] = int(min(t.nlist, GPU_MAX_NPROBE, max(32, t.nlist // 4)))
         if t.hnsw:
             params["efSearch"] = int(max(64, 2 * params["nprobe"]))
     elif t.hnsw:
@@ -299,7 +324,11 @@ def default_search_params(factory: str, n: int, dim: int) -> dict[str, int]:
                 break
         params["efSearch"] = ef
     if "k_factor" in t.params:
-        params["k_factor"] = REFINE_K_FACTOR
+        params["k_factor"] = 256
+        for limit, value in REFINE_K_FACTOR:
+            if n <= limit:
+                params["k_factor"] = value
+                break
     return params
 
 
