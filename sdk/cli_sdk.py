@@ -36,25 +36,41 @@ def register(sub: Any) -> None:
     d.set_defaults(func=_detect)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, *, policy: str = "largest") -> None:
     """The options that choose and tune the pipeline, shared by every command that runs it."""
     p.add_argument("--detector", default="yunet")
     p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
-    p.add_argument("--policy", default="largest", help="largest, center, best_score or single")
+    p.add_argument(
+        "--policy",
+        default=policy,
+        help=f"largest, center, best_score or single (default: {policy})",
+    )
     p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
+    p.add_argument(
+        "--det-min-side",
+        type=int,
+        default=None,
+        help="upscale smaller images to this side for detection (more precise landmarks)",
+    )
     p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
 
 
-def _verify(args: argparse.Namespace) -> int:
+def recognizer_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`FaceRecognizer` that :func:`add_model_args`'s options describe."""
     from .recognizer import FaceRecognizer
 
-    rec = FaceRecognizer(
+    return FaceRecognizer(
         detector=args.detector,
         recognizer=args.recognizer,
         providers=args.providers,
         face_policy=args.policy,
         flip=args.flip,
+        detector_options={"min_side": args.det_min_side} if args.det_min_side else None,
     )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    rec = recognizer_from_args(args)
     result = rec.verify(args.image1, args.image2, threshold=args.threshold, far=args.far)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

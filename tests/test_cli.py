@@ -22,6 +22,19 @@ def test_verify_exit_codes(lfw_dir, capsys):
     assert main(["verify", str(a1), str(a2), "--threshold", "0.9999"]) == 1
 
 
+def test_verify_pipeline_options_reach_the_recognizer(lfw_dir, capsys):
+    """--det-min-side and --flip change the embeddings, so they change the similarity."""
+    a1, a2 = lfw_image(lfw_dir, "Colin_Powell", 1), lfw_image(lfw_dir, "Colin_Powell", 2)
+
+    def similarity(*extra: str) -> float:
+        assert main(["verify", str(a1), str(a2), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["similarity"]
+
+    plain = similarity()
+    assert similarity("--det-min-side", "500") != pytest.approx(plain, abs=1e-6)
+    assert similarity("--flip") != pytest.approx(plain, abs=1e-6)
+
+
 def test_verify_errors_exit_2_with_one_line(tmp_path, lfw_dir, capsys):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..cli_sdk import add_model_args, recognizer_from_args
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("eval", help="evaluate the pipeline on a protocol (LFW pairs, 1:N)")
@@ -25,39 +27,16 @@ def register(sub: Any) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="LFW folder (with images/ and pairs.txt)")
-    p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
-    p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
-    p.add_argument(
-        "--det-min-side",
-        type=int,
-        default=None,
-        help="upscale smaller images to this side for detection (more precise landmarks)",
-    )
-    p.add_argument("--policy", default="center", help="face policy (default: center)")
-    p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
+    add_model_args(p, policy="center")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true")
-
-
-def _recognizer(args: argparse.Namespace) -> Any:
-    from ..recognizer import FaceRecognizer
-
-    return FaceRecognizer(
-        detector=args.detector,
-        recognizer=args.recognizer,
-        providers=args.providers,
-        flip=args.flip,
-        face_policy=args.policy,
-        detector_options={"min_side": args.det_min_side} if args.det_min_side else None,
-    )
 
 
 def _run_lfw(args: argparse.Namespace) -> int:
     from .lfw import run_lfw_verification
 
     report = run_lfw_verification(
-        _recognizer(args),
+        recognizer_from_args(args),
         args.data,
         pairs_file=args.pairs,
         policy=args.policy,
@@ -71,7 +50,7 @@ def _run_lfw(args: argparse.Namespace) -> int:
 def _run_lfw_identify(args: argparse.Namespace) -> int:
     from .identify import run_lfw_identify
 
-    report = run_lfw_identify(args.data, _recognizer(args), progress=not args.no_progress)
+    report = run_lfw_identify(args.data, recognizer_from_args(args), progress=not args.no_progress)
     _print(report, args.json)
     return 0
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_sdk import add_model_args
+from ..cli_sdk import add_model_args, recognizer_from_args
 
 
 def register(sub: Any) -> None:
@@ -101,24 +101,12 @@ def register(sub: Any) -> None:
     k.set_defaults(func=_compact)
 
 
-def _recognizer(args: argparse.Namespace) -> Any:
-    from ..recognizer import FaceRecognizer
-
-    return FaceRecognizer(
-        detector=args.detector,
-        recognizer=args.recognizer,
-        providers=args.providers,
-        face_policy=args.policy,
-        flip=args.flip,
-    )
-
-
 def _enroll(args: argparse.Namespace) -> int:
     from . import Gallery
     from .enroll import enroll_images, list_images
 
     items = list_images(args.images)
-    rec = _recognizer(args)
+    rec = recognizer_from_args(args)
     path = Path(args.gallery)
     if (path / "gallery.db").exists():
         gallery = Gallery.open(path)
@@ -160,7 +148,7 @@ def _enroll(args: argparse.Namespace) -> int:
 def _identify(args: argparse.Namespace) -> int:
     from . import Gallery
 
-    rec = _recognizer(args)
+    rec = recognizer_from_args(args)
     with Gallery.open(args.gallery, readonly=True) as gallery:
         matches = rec.identify(gallery, args.image, k=args.top_k, threshold=args.threshold)
     if args.json:
