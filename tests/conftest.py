@@ -45,5 +45,15 @@ def recognizer():
     return FaceRecognizer()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread: on a shared 2-core machine OpenMP spin-waits stall badly."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def lfw_image(lfw: Path, name: str, n: int) -> Path:
     return lfw / "images" / name / f"{name}_{n:04d}.jpg"

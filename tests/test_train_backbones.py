@@ -9,14 +9,7 @@ torch = pytest.importorskip("torch")
 from npcface.training.backbones import get_backbone, list_backbones  # noqa: E402
 from npcface.training.errors import UnknownNameError  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waits stall badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NAMES = ["mobilefacenet", "iresnet18", "iresnet34", "iresnet50", "iresnet100"]

@@ -13,14 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from npcface.training import heads as H  # noqa: E402
 from npcface.training.errors import UnknownNameError  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waits stall badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- references

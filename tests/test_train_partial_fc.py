@@ -14,14 +14,7 @@ import torch.nn.functional as F  # noqa: E402
 from npcface.training.heads import get_head  # noqa: E402
 from npcface.training.partial_fc import PartialFC, _init_rows, shard_range  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waits stall badly."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 HEADS = {
