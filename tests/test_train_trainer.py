@@ -297,3 +297,23 @@ def test_two_process_trainer(tmp_path):
     assert r0["shard"] + r1["shard"] == 12  # centres split over the two ranks
     ckpt = tmp_path / "out" / "checkpoints"
     assert {p.name for p in next(ckpt.glob("step_*")).iterdir()} == {"rank0.pt", "rank1.pt"}
+
+
+def test_gradient_clipping_rescales_the_backbone_gradient(tmp_path):
+    """clip_grad_norm semantics: g * clip / ||g|| when ||g|| > clip, over all backbone grads."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 12, (8,), generator=gen)
+
+    def grads(clip: float) -> list[torch.Tensor]:
+        t = Trainer(tiny_config(tmp_path / str(clip), optim__grad_clip_norm=clip))
+        t._train_step(images, labels)
+        return [p.grad.clone() for p in t.backbone.parameters() if p.grad is not None]
+
+    raw, clipped = grads(0.0), grads(1e-3)
+    raw_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in raw])).item()
+    assert raw_norm > 1e-2  # clipping has something to do
+    clipped_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in clipped])).item()
+    assert clipped_norm == pytest.approx(1e-3, rel=1e-3)
+    for r, c in zip(raw, clipped, strict=True):
+        torch.testing.assert_close(c, r * (1e-3 / raw_norm), rtol=1e-3, atol=1e-9)
