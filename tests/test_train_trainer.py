@@ -317,3 +317,35 @@ def test_gradient_clipping_rescales_the_backbone_gradient(tmp_path):
     assert clipped_norm == pytest.approx(1e-3, rel=1e-3)
     for r, c in zip(raw, clipped, strict=True):
         torch.testing.assert_close(c, r * (1e-3 / raw_norm), rtol=1e-3, atol=1e-9)
+
+
+def test_tensorboard_scalars_match_the_csv_log(tmp_path):
+    """The TensorBoard event file holds the same per-step losses as metrics.csv."""
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    cfg = tiny_config(tmp_path, optim__max_steps=4, log__tensorboard=True)
+    res = Trainer(cfg).fit()
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "out" / "tensorboard"))
+    acc.Reload()
+    assert {"train/loss", "train/lr", "train/images_per_s"} <= set(acc.Tags()["scalars"])
+    events = acc.Scalars("train/loss")
+    assert [e.step for e in events] == [s for s, _ in res.losses] == [1, 2, 3, 4]
+    np.testing.assert_allclose([e.value for e in events], [v for _, v in res.losses], rtol=1e-6)
+
+
+def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32(tmp_path):
+    t = Trainer(tiny_config(tmp_path, amp__mode="bf16"))
+    assert t.amp_dtype == torch.bfloat16 and not t.scaler.is_enabled()
+    x = torch.randn(4, 3, 32, 32)
+    with t._autocast():
+        emb = t.model(x)
+        logits = t.pfc.margin_loss(
+            torch.nn.functional.linear(emb, t.pfc.weight).clamp(-1, 1), torch.arange(4)
+        )
+    assert emb.dtype == torch.bfloat16
+    assert logits.dtype == torch.float32
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    loss = t._train_step(images, torch.randint(0, 12, (8,), generator=gen))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
