@@ -349,3 +349,35 @@ def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32(tmp_path):
     images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=gen)
     loss = t._train_step(images, torch.randint(0, 12, (8,), generator=gen))
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_torchrun_cli_two_processes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m npcface.cli train run CONFIG`: gloo on CPU, one
+    checkpoint file per rank, a metrics log from rank 0 and a loadable model."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(port), "-m", "npcface.cli", "train", "run",
+        str(REPO / "configs" / "smoke.yaml"),
+        "--set", "optim.max_steps=4", "--set", f"output={out}", "--set", "threads=1",
+        "--set", "log.every_steps=1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trained to step 4" in proc.stdout
+    ranks = {p.name for p in (out / "checkpoints" / "step_00000004").iterdir()}
+    assert ranks == {"rank0.pt", "rank1.pt"}
+    shards = [
+        torch.load(out / "checkpoints" / "step_00000004" / r, weights_only=True)["partial_fc"]
+        for r in sorted(ranks)
+    ]
+    assert sum(s["weight"].shape[0] for s in shards) == 16  # the centres, split over 2 ranks
+    rows = (out / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]
+    assert load_model(out / "model.pt")(torch.zeros(1, 3, 48, 48)).shape == (1, 64)
