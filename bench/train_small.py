@@ -1,6 +1,6 @@
 """A real, small training run on CPU: NPCFace vs ArcFace, MobileFaceNet at 120x120, LFW.
 
-    python bench/train_small.py --minutes 40            # the real run (~1 h 35 min in all)
+    python bench/train_small.py --minutes 40            # the real run (~1 h 25 min in all)
     python bench/train_small.py --smoke                 # a ~3-minute end-to-end check
     python bench/train_small.py --speed-study           # what makes CPU training faster
 
