@@ -363,26 +363,15 @@ class TorchEmbedder:
         return self.info.input_size
 
     def embed(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
+        """As :meth:`npcface.embed.Embedder.embed` (same batching and flip fusion)."""
+        from npcface.embed import embed_crops
+
         from .crops import preprocess_crops
 
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        feats = []
-        for i in range(0, len(crops), self.batch_size):
-            chunk = crops[i : i + self.batch_size]
-            f = self._run(preprocess_crops(chunk, self.info))
-            if flip:
-                f = f + self._run(
-                    preprocess_crops(np.ascontiguousarray(chunk[:, :, ::-1]), self.info)
-                )
-            feats.append(f)
-        if not feats:
-            return np.zeros((0, self.info.embedding_size), np.float32)
-        out = np.concatenate(feats)
-        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(
-            np.float32
-        )
+        def forward(x: np.ndarray) -> np.ndarray:
+            return self._run(preprocess_crops(x, self.info))
+
+        return embed_crops(forward, crops, self.info.embedding_size, self.batch_size, flip)
 
 
 def torch_face_recognizer(model: Any, info: RecognizerInfo, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,22 +106,38 @@ class Embedder:
             flip: fuse with the mirrored crop (sum of the two unit embeddings, normalised);
                 costs a second forward pass, usually gains a little accuracy.
         """
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        if len(crops) == 0:
-            return np.zeros((0, self.info.embedding_size), np.float32)
-        feats = _l2(self._forward(crops))
-        if flip:
-            feats = _l2(feats + _l2(self._forward(np.ascontiguousarray(crops[:, :, ::-1]))))
-        return feats
+        return embed_crops(self._forward, crops, self.info.embedding_size, self.batch_size, flip)
 
-    def _forward(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), self.batch_size):
-            x = self.preprocess(crops[i : i + self.batch_size])
-            out.append(np.asarray(self.runner.run(x)[0], np.float32).reshape(len(x), -1))
-        return np.concatenate(out)
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        x = self.preprocess(x)
+        return np.asarray(self.runner.run(x)[0], np.float32).reshape(len(x), -1)
+
+
+def embed_crops(
+    forward: Callable[[np.ndarray], np.ndarray],
+    crops: np.ndarray,
+    embedding_size: int,
+    batch_size: int,
+    flip: bool = False,
+) -> np.ndarray:
+    """Unit-norm embeddings of aligned crops through ``forward`` ((B, S, S, 3) uint8 ->
+    (B, d)), in batches; ``flip`` fuses with the mirrored crop (sum of the two unit
+    embeddings, normalised). Shared by :class:`Embedder` and the export's torch reference,
+    so both fuse alike."""
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    if len(crops) == 0:
+        return np.zeros((0, embedding_size), np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        out = [forward(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
+        return _l2(np.concatenate(out))
+
+    feats = run(crops)
+    if flip:
+        feats = _l2(feats + run(np.ascontiguousarray(crops[:, :, ::-1])))
+    return feats
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

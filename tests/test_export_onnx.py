@@ -225,6 +225,31 @@ def test_mobilefacenet_120_exports_and_runs_through_face_recognizer(
 
 
 # --- third-party ONNX ----------------------------------------------------------------------
+def test_torch_reference_embeds_as_the_sdk_does(
+    tiny: torch.nn.Module, tiny_onnx: Path, crops_by_size: dict[int, np.ndarray]
+) -> None:
+    """The export's torch embedder (used to compare torch and ONNX on LFW) batches and
+    flip-fuses like the SDK: unit(unit(f(x)) + unit(f(mirror x))), computed here by hand."""
+    from npcface.embed import Embedder
+    from npcface.export.report import TorchEmbedder
+
+    crops = crops_by_size[TINY][:5]
+    info = read_onnx_info(str(tiny_onnx))
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    plain = unit(_torch_out(tiny, preprocess_crops(crops, info)))
+    mirror = unit(_torch_out(tiny, preprocess_crops(crops[:, :, ::-1].copy(), info)))
+    by_hand = unit(plain + mirror)
+    ref = TorchEmbedder(tiny, info, batch_size=2)  # 5 crops: batches of 2, 2 and 1
+    np.testing.assert_allclose(ref.embed(crops), plain, atol=1e-5)
+    np.testing.assert_allclose(ref.embed(crops, flip=True), by_hand, atol=1e-5)
+    sdk = Embedder(str(tiny_onnx), backend="onnxruntime")
+    np.testing.assert_allclose(sdk.embed(crops, flip=True), by_hand, atol=1e-4)
+    assert ref.embed(crops[:0]).shape == (0, info.embedding_size)
+
+
 def test_third_party_sface_gets_dynamic_batch_and_metadata(
     tmp_path: Path, crops_by_size: dict[int, np.ndarray]
 ) -> None:
