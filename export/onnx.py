@@ -15,7 +15,6 @@ Torch is imported inside the functions that need it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -30,6 +29,7 @@ import numpy as np
 
 from npcface.errors import MissingExtraError, ModelError
 from npcface.modelinfo import RecognizerInfo, read_onnx_info, write_onnx_info
+from npcface.models import sha256_file as file_sha256
 
 from .parity import MAX_REL_DIFF_FP32, MIN_COSINE_FP32, ParityError, ParityReport, check_parity
 
@@ -52,15 +52,6 @@ def import_torch() -> Any:
     except ImportError:
         raise MissingExtraError("npcface export", "export", "torch") from None
     return torch
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_info(

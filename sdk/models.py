@@ -101,6 +101,7 @@ def npcface_home() -> Path:
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (models, gallery snapshots, export sources)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

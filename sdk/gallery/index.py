@@ -55,7 +55,8 @@ import faiss
 import numpy as np
 
 from ..errors import GalleryCorruptError, GalleryError
-from .fsutil import atomic_write_bytes, fsync_dir, fsync_file, sha256_file
+from ..models import sha256_file
+from .fsutil import atomic_write_bytes, fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
