@@ -149,6 +149,18 @@ def _acked(ack: Path) -> list[list]:
     return [json.loads(line) for line in ack.read_text().splitlines() if line.strip()]
 
 
+def _sigkill_after_acks(proc: subprocess.Popen, ack: Path, n: int, timeout: float) -> list[list]:
+    """SIGKILL the enrolment's process group once ``n`` templates are acknowledged (or it
+    ended, or ``timeout`` passed); the acknowledgements written by then."""
+    deadline = time.monotonic() + timeout
+    while len(_acked(ack)) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    return _acked(ack)
+
+
 def test_sigkill_mid_enrolment_loses_nothing_and_resumes(tmp_path: Path) -> None:
     images = tmp_path / "images"
     valid = make_images(images)
@@ -157,13 +169,7 @@ def test_sigkill_mid_enrolment_loses_nothing_and_resumes(tmp_path: Path) -> None
     script.write_text(SCRIPT.format(tests=str(TESTS)))
 
     proc = _run(script, gallery, images, ack, delay=0.25)
-    deadline = time.monotonic() + 60
-    while len(_acked(ack)) < 12 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-    acked = _acked(ack)
+    acked = _sigkill_after_acks(proc, ack, 12, timeout=60)
     assert 12 <= len(acked) < valid, "the kill must land mid-way"
 
     fake = FakeRecognizer()
@@ -279,13 +285,7 @@ def test_real_recognizer_enrol_kill_resume_identify(
         .format(tests=str(TESTS))
     )
     proc = _run(script, gallery, images, ack, delay=0.0)
-    deadline = time.monotonic() + 120
-    while len(_acked(ack)) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-    acked = _acked(ack)
+    acked = _sigkill_after_acks(proc, ack, 4, timeout=120)
     assert len(acked) >= 4
     with Gallery.open(gallery) as g:
         assert g.check().ok and g.model == recognizer.info.name
