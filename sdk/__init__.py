@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import (
+    EmbeddingError,
     GalleryCorruptError,
     GalleryError,
     ImageError,
+    InvalidArgumentError,
     MissingExtraError,
     ModelError,
     MultipleFacesError,
@@ -39,6 +41,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "EmbeddingError",
+    "InvalidArgumentError",
     "Face",
     "FaceRecognizer",
     "Gallery",

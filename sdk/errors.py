@@ -7,6 +7,17 @@ class NpcfaceError(Exception):
     """Root of every error npcface raises on purpose."""
 
 
+class InvalidArgumentError(NpcfaceError, ValueError):
+    """A public function got an argument it cannot use (unknown option, bad shape, out of range).
+
+    Also a ``ValueError``, so callers that caught ``ValueError`` keep working.
+    """
+
+
+class EmbeddingError(InvalidArgumentError):
+    """An embedding cannot be used: wrong shape or size, zero, or not finite."""
+
+
 class ImageError(NpcfaceError, ValueError):
     """An input could not be used as an image (unreadable, empty, truncated, too large, bad dtype)."""
 
