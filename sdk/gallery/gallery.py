@@ -35,6 +35,7 @@ from ..results import Match
 from . import index as ix
 from .fsutil import WriterLock
 from .store import SCHEMA_VERSION, VECTOR_DTYPES, Store
+from .uri import is_milvus_uri
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,9 @@ class Gallery:
         """Create an empty gallery in directory ``path`` (created if needed).
 
         Args:
-            path: a new directory, or an existing one without a gallery in it.
+            path: a new directory, or an existing one without a gallery in it; or a
+                ``milvus://HOST:PORT/NAME`` / ``milvus-lite:///ABS/PATH.db`` address, which
+                returns a :class:`~npcface.gallery.milvus.MilvusGallery` (same API).
             dim: embedding dimension (e.g. 128 for SFace, 512 for ArcFace).
             metric: ``cosine`` (vectors normalised; the usual choice for face embeddings) or
                 ``ip`` (raw inner product).
@@ -207,6 +210,18 @@ class Gallery:
         Raises:
             GalleryError: invalid settings, or a gallery already exists at ``path``.
         """
+        if is_milvus_uri(path):  # backend seam: milvus:// and milvus-lite:// addresses
+            from .milvus import MilvusGallery
+
+            return MilvusGallery.create(  # type: ignore[return-value]
+                str(path),
+                dim,
+                metric,
+                index=index,
+                dtype=dtype,
+                model=model,
+                search_params=search_params,
+            )
         directory = Path(path)
         dim = _check_dim(dim)
         if metric not in METRICS:
@@ -260,7 +275,7 @@ class Gallery:
         """Open an existing gallery.
 
         Args:
-            path: the gallery directory.
+            path: the gallery directory, or a Milvus address (see :meth:`create`).
             readonly: open without the writer lock; the index is caught up in memory only and
                 every write raises. Use it to search while another process enrols.
             on_bad_index: ``rebuild`` (default) rebuilds a missing, damaged or mismatched
@@ -271,6 +286,10 @@ class Gallery:
             GalleryError: no gallery at ``path``, or it is open for writing elsewhere.
             GalleryCorruptError: the database is damaged or of a newer schema version.
         """
+        if is_milvus_uri(path):  # backend seam: milvus:// and milvus-lite:// addresses
+            from .milvus import MilvusGallery
+
+            return MilvusGallery.open(str(path), readonly=readonly)  # type: ignore[return-value]
         directory = Path(path)
         if not (directory / DB_NAME).is_file():
             raise GalleryError(
