@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -212,6 +213,69 @@ def bench_gallery(xb, owner, queries, truth, args, log) -> list[str]:
     return lines
 
 
+def bench_milvus_lite(xb, owner, queries, truth, args, log) -> list[str]:
+    """The same data through a :class:`~npcface.gallery.MilvusGallery` on Milvus Lite (index
+    ``auto``: HNSW over 50k templates), in ``$BENCH_TMP``: enrolment rate, build (flush) time,
+    identity search speed (single and batched) and recall@1 against exact search, for each
+    HNSW ``ef`` in ``--milvus-ef``."""
+    import shutil
+
+    from npcface.gallery import Gallery
+
+    tmp = tempfile.mkdtemp(prefix="milvus-bench-", dir=os.environ.get("BENCH_TMP"))
+    lines = []
+    try:
+        uri = f"milvus-lite://{os.path.join(tmp, 'g.db')}"
+        names = np.array([f"id{i}" for i in range(int(owner.max()) + 1)], dtype=object)
+        t0 = time.perf_counter()
+        g = Gallery.create(uri, args.dim)
+        tids = []
+        step = 50_000
+        for start in range(0, len(xb), step):
+            tids += g.add_many(list(names[owner[start : start + step]]), xb[start : start + step])
+            log(f"  milvus-lite: added {start + len(xb[start : start + step])}/{len(xb)}")
+        add_s = time.perf_counter() - t0
+        g.save()  # flush: Milvus Lite seals the segments and builds their index
+        g.search(queries[:1], k=1)  # first search loads the segment indexes
+        build_s = time.perf_counter() - t0 - add_s
+        row_of = {int(t): i for i, t in enumerate(tids)}
+        want = names[owner[truth]]
+        log(f"milvus-lite: {g!r}; add {len(xb) / add_s:.0f} templates/s, flush {build_s:.0f} s")
+        lines.append(
+            f"Milvus Lite end to end ({g.factory}): add_many {len(xb) / add_s:,.0f} templates/s, "
+            f"flush + index + first search {build_s:.0f} s, "
+            f"file {sum(p.stat().st_size for p in Path(tmp).rglob('*') if p.is_file()) / 1e9:.2f} GB"
+        )
+        for ef in args.milvus_ef or [None]:
+            if ef is not None and g.factory.startswith("HNSW"):
+                g.set_search_params(ef=ef)
+            t2 = time.perf_counter()
+            res = g.search(queries, k=1)
+            batched = len(queries) / (time.perf_counter() - t2)
+            done, t3 = 0, time.perf_counter()
+            for i in range(min(args.milvus_single, len(queries))):
+                g.search(queries[i], k=1)
+                done += 1
+                if time.perf_counter() - t3 > args.single_budget:
+                    break
+            single = done / (time.perf_counter() - t3)
+            r_i = float(np.mean([r[0].identity == w for r, w in zip(res, want, strict=True)]))
+            r_t = float(
+                np.mean(
+                    [row_of.get(r[0].template_id) == t for r, t in zip(res, truth, strict=True)]
+                )
+            )
+            lines.append(
+                f"  {g.info().search_params}: single {single:.1f} q/s, batched {batched:.1f} q/s, "
+                f"recall@1 vs exact: template {r_t:.4f}, identity {r_i:.4f}"
+            )
+            log(lines[-1])
+        g.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lines
+
+
 def param_grid(factory: str, dim: int, n: int, args) -> list[dict[str, int]]:
     traits = ix.traits(factory, dim)
     default = ix.default_search_params(factory, n, dim)
@@ -268,11 +332,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the data through a real Gallery (SQLite + auto index) in $BENCH_TMP",
     )
+    ap.add_argument(
+        "--milvus-lite",
+        action="store_true",
+        help="also run the data through a Milvus Lite gallery (pip install 'npcface[milvus]')",
+    )
+    ap.add_argument("--milvus-ef", default="", help="HNSW ef values for --milvus-lite")
+    ap.add_argument(
+        "--milvus-single", type=int, default=20, help="queries timed one at a time (Milvus)"
+    )
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     args.ef = [int(v) for v in args.ef.split(",") if v]
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
     args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
+    args.milvus_ef = [int(v) for v in args.milvus_ef.split(",") if v]
     indexes = args.index or default_indexes(args.dim)
     ix.HNSW_EF_CONSTRUCTION = args.ef_construction
     faiss.omp_set_num_threads(args.threads)
@@ -406,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         gallery_lines = bench_gallery(xb, owner, queries, truth, args, log)
         print()
         print("\n".join(gallery_lines))
+    if args.milvus_lite:
+        milvus_lines = bench_milvus_lite(xb, owner, queries, truth, args, log)
+        print()
+        print("\n".join(milvus_lines))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(
