@@ -331,6 +331,20 @@ class MilvusGallery:
             raise GalleryError(f"{uri}: cannot open the gallery: {exc}") from exc
         return cls(loc, client, settings, readonly, consistency)
 
+    @staticmethod
+    def exists(uri: str) -> bool:
+        """Whether a gallery exists at ``uri`` (connects to the server; a missing Milvus
+        Lite file is simply ``False``)."""
+        loc = parse_gallery_uri(uri)
+        if loc.kind == MILVUS_LITE and not Path(str(loc.path)).exists():
+            return False
+        client = _connect(loc)
+        try:
+            name = str(loc.collection)
+            return bool(client.has_collection(name) and client.has_collection(f"{name}__meta"))
+        finally:
+            _disconnect(loc, client)
+
     # ----------------------------------------------------------------- writes
     def add(
         self,
@@ -535,6 +549,18 @@ class MilvusGallery:
                 self._settings["search_params"] = {}
             spec = parse_index(str(self._settings["index_spec"]))
             self._build_index(spec or auto_index(self._n_templates))
+
+    def check(self) -> Any:
+        """Not applicable: Milvus keeps its index and its rows together (no separate index
+        file that could fall behind, as with the local gallery).
+
+        Raises:
+            GalleryError: always.
+        """
+        raise GalleryError(
+            f"{self.path}: nothing to check: Milvus maintains its own index (the check compares "
+            "a local gallery's FAISS index with its database)"
+        )
 
     def compact(self, vacuum: bool = True) -> None:
         """Ask Milvus to compact the collection (deleted rows are dropped in the background)."""
