@@ -278,3 +278,31 @@ def test_milvus_auto_index_moves_to_hnsw_as_it_grows(
         assert_same(g.search(q, k=3), expected, np.array(tids))
     with Gallery.open(uri) as g:  # the switch is recorded
         assert g.factory.startswith("HNSW(")
+
+
+def test_cli_gallery_commands_take_the_address(
+    where: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from npcface.cli import main
+
+    uri = where[1]
+    assert main(["gallery", "create", uri, "--dim", str(DIM), "--model", "sface"]) == 0
+    names, vecs, _ = clustered(6, seed=2)
+    with Gallery.open(uri) as g:
+        g.add_many(names, vecs)
+    capsys.readouterr()
+    assert main(["gallery", "list", uri, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"identity": n, "templates": names.count(n)} for n in dict.fromkeys(names)]
+    assert main(["gallery", "remove", uri, "id0002"]) == 0
+    assert f"{names.count('id0002')} templates" in capsys.readouterr().out
+    assert main(["gallery", "info", uri, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["identities"], info["templates"], info["model"]) == (
+        5,
+        len(names) - names.count("id0002"),
+        "sface",
+    )
+    assert main(["gallery", "remove", uri, "nobody"]) == 2  # unknown identity: an error
