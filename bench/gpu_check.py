@@ -4,17 +4,13 @@
     python bench/gpu_check.py --device cpu --quick   # the same plumbing on a CPU, in seconds
     python bench/gpu_check.py                        # no CUDA here: CUDA steps recorded skipped
 
-Steps (``--steps`` picks some; the details are in ``gpu_check_steps.py``):
+Steps, in this order (``--steps`` picks some; details in ``gpu_check_steps.py``):
 
 - ``environment``: versions, GPU, ONNX Runtime providers, carried wheels.
 - ``train_resume``: MobileFaceNet-120 + NPCFace through ``npcface.training.Trainer``, fp16
   autocast + GradScaler, channels_last, 200 steps on synthetic data with a checkpoint at
   step 100; a second run interrupted at step 100 and resumed in a new trainer must give
   the uninterrupted run's losses step for step.
-- ``train_compile``: images/s of the training step without and with torch.compile
-  (interleaved rounds, median).
-- ``partial_fc``: Partial FC over 1M classes at sample rate 0.1 against the full FC:
-  memory and step time.
 - ``export``: the trained model to ONNX (``npcface.export``), parity through the SDK's own
   embedder on ONNX Runtime CPU.
 - ``parity_cuda``: the ONNX file against the torch model on CUDA, fp32 (min cosine >=
@@ -23,6 +19,10 @@ Steps (``--steps`` picks some; the details are in ``gpu_check_steps.py``):
   batch 1, 64 and 256, fp32 and fp16, and of the bare model on GPU-resident batches.
 - ``provider_fallback``: ``FaceRecognizer(providers="cuda")`` with a CPU-only ONNX Runtime
   raises ProviderError; ``providers=None`` logs the CPU choice.
+- ``partial_fc``: Partial FC over 1M classes at sample rate 0.1 against the full FC:
+  memory and step time.
+- ``train_compile``: images/s of the training step without and with torch.compile
+  (interleaved rounds, median).
 - ``onnxruntime_gpu``, ``tensorrt``, ``faiss_gpu``: run when those packages are importable,
   else recorded as "not installed on this machine".
 
@@ -259,7 +259,7 @@ def parse_args(argv: list[str] | None, step_names: list[str]) -> argparse.Namesp
     )
     p.add_argument("--steps", default="", help="comma-separated subset of the steps (see below)")
     p.add_argument("--skip", default="", help="comma-separated steps not to run")
-    p.add_argument("--budget-s", type=float, default=450.0, help="start no step after this")
+    p.add_argument("--budget-s", type=float, default=420.0, help="start no step after this")
     p.add_argument("--crops", type=Path, default=CARRY_DIR / "crops.npy")
     p.add_argument("--carry", type=Path, default=CARRY_DIR, help="carried files (recorded)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")

@@ -22,18 +22,18 @@ SHELL = REPO / "bench" / "gpu_check.sh"
 STEPS = [
     "environment",
     "train_resume",
-    "train_compile",
-    "partial_fc",
     "export",
     "parity_cuda",
     "embed_throughput",
     "provider_fallback",
+    "partial_fc",
+    "train_compile",
     "onnxruntime_gpu",
     "tensorrt",
     "faiss_gpu",
 ]
-CUDA_STEPS = ["train_resume", "train_compile", "partial_fc", "export", "parity_cuda"]
-CUDA_STEPS.append("embed_throughput")
+CUDA_STEPS = ["train_resume", "export", "parity_cuda", "embed_throughput", "partial_fc"]
+CUDA_STEPS.append("train_compile")
 OPTIONAL = ["onnxruntime_gpu", "tensorrt", "faiss_gpu"]
 
 torch = pytest.importorskip("torch")
