@@ -453,6 +453,7 @@ def step_train_resume(ctx: Context) -> dict[str, Any]:
         trainer = Trainer(full_cfg)
         try:
             full = trainer.fit()
+            ctx.model_dir = Path(full_cfg.output)  # model.pt: the export's source
             res["amp_dtype"] = str(trainer.amp_dtype)
             res["grad_scaler"] = {
                 "enabled": trainer.scaler.is_enabled(),
@@ -493,9 +494,10 @@ def step_train_resume(ctx: Context) -> dict[str, Any]:
         last_10_mean=float(np.mean(losses[-10:])),
         rerun_first_part=rerun,
         resumed_second_part=resumed,
-        nondeterministic_op_warnings=sorted({str(w.message)[:160] for w in caught})[:5],
+        nondeterministic_op_warnings=sorted(
+            {str(w.message)[:160] for w in caught if "determinis" in str(w.message)}
+        )[:5],
     )
-    ctx.model_dir = run_dir
     res["checks"] = {
         "losses_finite": bool(np.all(np.isfinite(losses))) and len(losses) == n,
         "checkpoint_written_at_step": (
@@ -548,6 +550,8 @@ def step_train_compile(ctx: Context) -> dict[str, Any]:
             res["compiled_first_loss"] = float(_step_fn(compiled)(images, labels))
             _sync(ctx)
             res["compile_seconds"] = round(time.perf_counter() - t0, 2)
+            # same initial weights, same batch: the first losses differ only by rounding
+            res["first_loss_abs_diff"] = abs(res["compiled_first_loss"] - res["eager_first_loss"])
             _time_steps(ctx, _step_fn(compiled), images, labels, p.warmup_steps)
             runs["compiled"] = (_step_fn(compiled), images, labels)
         else:
