@@ -127,8 +127,11 @@ def run_step(step: Step, ctx: Context, rec: Recorder, budget_s: float) -> str:
         record.update(status="skipped", reason=ctx.device_reason, seconds=0.0)
         rec.set_step(step.name, record)
         return "skipped"
-    if rec.elapsed() > budget_s:
-        reason = f"time budget spent ({rec.elapsed():.0f} s of --budget-s {budget_s:.0f})"
+    if rec.elapsed() + step.expected_s > budget_s:
+        reason = (
+            f"time budget spent ({rec.elapsed():.0f} s of --budget-s {budget_s:.0f}; "
+            f"this step needs about {step.expected_s:.0f} s)"
+        )
         record.update(status="skipped", reason=reason, seconds=0.0)
         rec.set_step(step.name, record)
         return "skipped"

@@ -140,11 +140,13 @@ class Context:
 
 @dataclass(frozen=True)
 class Step:
-    """A named check. ``needs_device``: skipped with the device reason when there is none."""
+    """A named check. ``needs_device``: skipped with the device reason when there is none;
+    ``expected_s``: not started when less of the time budget is left (a GPU-machine guess)."""
 
     name: str
     run: Callable[[Context], dict[str, Any]]
     needs_device: bool = True
+    expected_s: float = 0.0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -1034,8 +1036,8 @@ STEPS: tuple[Step, ...] = (
     Step("parity_cuda", step_parity_cuda),
     Step("embed_throughput", step_embed_throughput),
     Step("provider_fallback", step_provider_fallback, needs_device=False),
-    Step("partial_fc", step_partial_fc),
-    Step("train_compile", step_train_compile),
+    Step("partial_fc", step_partial_fc, expected_s=60.0),
+    Step("train_compile", step_train_compile, expected_s=180.0),  # inductor: 1-3 min
     Step("onnxruntime_gpu", step_onnxruntime_gpu, needs_device=False),
     Step("tensorrt", step_tensorrt, needs_device=False),
     Step("faiss_gpu", step_faiss_gpu, needs_device=False),

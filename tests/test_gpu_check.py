@@ -285,5 +285,8 @@ def test_runner_records_failures_skips_and_failed_checks_and_goes_on(tmp_path: P
     assert (data["summary"]["ok"], data["summary"]["skipped"]) == (1, 2)
 
     late = gpu_check.run_step(Step("late", good, needs_device=False), ctx, rec, budget_s=0.0)
-    assert late == "skipped"
-    assert "time budget spent" in json.loads(out.read_text())["steps"]["late"]["reason"]
+    long = Step("long", good, needs_device=False, expected_s=1e6)
+    assert (late, gpu_check.run_step(long, ctx, rec, budget_s=1e5)) == ("skipped", "skipped")
+    s = json.loads(out.read_text())["steps"]
+    assert "time budget spent" in s["late"]["reason"]
+    assert "needs about 1000000 s" in s["long"]["reason"]
