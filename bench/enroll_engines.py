@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="local Ray CPUs")
     ap.add_argument("--address", default=None, help="Ray cluster instead of a local Ray")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray: CPUs per actor")
     ap.add_argument("--gallery", default="local", choices=("local", "milvus-lite"))
     ap.add_argument(
         "--data",
@@ -80,10 +81,22 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 with Gallery.create(where, dim, model=rec.info.name) as g:
                     if engine == "local":
-                        s = enroll_images(g, rec, items, batch_size=args.batch_size, progress=False)
+                        s = enroll_images(
+                            g,
+                            rec,
+                            items,
+                            batch_size=args.batch_size,
+                            cpus_per_actor=args.cpus_per_actor,
+                            progress=False,
+                        )
                     else:
                         s = enroll_images_ray(
-                            g, rec, items, batch_size=args.batch_size, progress=False
+                            g,
+                            rec,
+                            items,
+                            batch_size=args.batch_size,
+                            cpus_per_actor=args.cpus_per_actor,
+                            progress=False,
                         )
                     templates = g.info().templates
                 rows.append(
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     rayr = [r[1] for r in rows if r[0] == "ray"]
     print(
         f"\n{len(items)} LFW photos, {args.cpus} CPUs, gallery {args.gallery}, "
-        f"batch {args.batch_size}, load average now {os.getloadavg()[0]:.1f}"
+        f"batch {args.batch_size}, {args.cpus_per_actor} CPU per Ray actor, load average now {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'engine':<8} {'images/s':>9} {'seconds':>8} {'enrolled':>9} {'failed':>7} {'templates':>10}"

@@ -9,6 +9,7 @@ runs when ``NPCFACE_RAY_1000=1`` (about 4 minutes on 2 busy cores).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -67,7 +68,11 @@ def _probe_results(gallery, recognizer, probes: list[Path]):
 
 
 def test_ray_engine_matches_local_engine(
-    tmp_path: Path, lfw_dir: Path, recognizer, local_ray: None
+    tmp_path: Path,
+    lfw_dir: Path,
+    recognizer,
+    local_ray: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from npcface.cli import main
     from npcface.enroll.ray_engine import enroll_images_ray
@@ -114,18 +119,14 @@ def test_ray_engine_matches_local_engine(
             [m.similarity for m in got], [m.similarity for m in want], atol=1e-4
         )
 
-    # resumable: a second run through the CLI enrols nothing new
-    rc = main(
-        ["enroll", lite, str(images), "--engine", "ray", "--no-progress", "--batch-size", "4"]
-    )
-    assert rc == 0
-    with Gallery.open(lite, readonly=True) as g:
-        assert g.info().templates == 12
-    # and a new photo is picked up
+    # resumable: a second run (through the CLI) enrols only the photo added since
     shutil.copy(files["Gerhard_Schroeder"][4], images / "Gerhard_Schroeder")
-    with Gallery.open(lite) as g:
-        again = enroll_images_ray(g, recognizer, list_images(images), progress=False)
-        assert (again.enrolled, again.skipped, again.failed) == (1, 13, 2)
+    capsys.readouterr()
+    argv = ["enroll", lite, str(images), "--engine", "ray", "--no-progress", "--json"]
+    assert main([*argv, "--batch-size", "4"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["enrolled"], again["skipped"], again["failed"]) == (1, 13, 2)
+    with Gallery.open(lite, readonly=True) as g:
         assert g.template_counts()["Gerhard_Schroeder"] == 4
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import GalleryError, MissingExtraError
 from .local import EnrollItem, EnrollSummary, _prefix, default_report
 from .single import check_model
 
@@ -165,12 +165,13 @@ def enroll_images_ray(
         Counts of enrolled, skipped and failed images (same meaning as the local engine's).
 
     Raises:
-        GalleryError: Ray is not installed, bad arguments, or another model's gallery.
+        GalleryError: bad arguments, or another model's gallery.
+        MissingExtraError: Ray Data is not installed.
     """
     try:
         import ray
     except ImportError:
-        raise GalleryError("the Ray engine needs Ray Data: pip install 'npcface[ray]'") from None
+        raise MissingExtraError("the Ray enrolment engine", "ray", "ray[data]") from None
     items = list(items)
     if batch_size < 1:
         raise GalleryError(f"batch_size must be >= 1, got {batch_size}")

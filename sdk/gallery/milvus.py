@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import GalleryError, MissingExtraError
 from ..results import Match
 from .uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation, parse_gallery_uri
 
@@ -223,7 +223,8 @@ class MilvusGallery:
 
         Raises:
             GalleryError: bad settings, a gallery already exists there, or Milvus is
-                unreachable or pymilvus is not installed.
+                unreachable.
+            MissingExtraError: pymilvus (or milvus-lite) is not installed.
         """
         loc = parse_gallery_uri(uri)
         dim = _check_dim(dim)
@@ -317,7 +318,8 @@ class MilvusGallery:
             )
             if not rows:
                 raise GalleryError(f"{uri}: collection {name!r} is not an npcface gallery")
-            settings = dict(rows[0]["value"])
+            # an upsert is a delete + insert: never trust the order of what comes back
+            settings = dict(max(rows, key=lambda r: int(r["value"].get("revision", 0)))["value"])
             if int(settings.get("format", 0)) > FORMAT_VERSION:
                 raise GalleryError(
                     f"{uri}: gallery format {settings.get('format')} is newer than this "
@@ -581,9 +583,13 @@ class MilvusGallery:
             raise GalleryError(f"k must be a positive integer, got {k!r}")
         with self._mutex:
             self._check_open()
-            if self._n_identities == 0 or self._n_templates == 0:
+            if self._n_templates == 0:  # another writer may have enrolled since
+                self._recount()
+            if self._n_templates == 0:
                 return [[] for _ in range(len(q))]
-            want = min(int(k), self._n_identities)
+            # the counts only size the first request (another writer may have changed them):
+            # the search deepens until k identities or every template has been seen
+            want = int(k)
             per_identity = math.ceil(self._n_templates / max(self._n_identities, 1))
             kk = min(MAX_TOPK, want * per_identity + min(want, 8))
             found: list[list[tuple[str, float, int]]] = [[] for _ in range(len(q))]
@@ -867,16 +873,12 @@ def _connect(loc: GalleryLocation) -> Any:
     try:
         from pymilvus import MilvusClient
     except ImportError:
-        raise GalleryError(
-            f"{loc.uri}: Milvus galleries need pymilvus: pip install 'npcface[milvus]'"
-        ) from None
+        raise MissingExtraError("Milvus galleries", "milvus", "pymilvus") from None
     if loc.kind == MILVUS_LITE:
         try:
             import milvus_lite  # noqa: F401
         except ImportError:
-            raise GalleryError(
-                f"{loc.uri}: Milvus Lite is not installed: pip install 'npcface[milvus]'"
-            ) from None
+            raise MissingExtraError("Milvus Lite galleries", "milvus", "milvus-lite") from None
         Path(str(loc.path)).parent.mkdir(parents=True, exist_ok=True)
         with _LITE_LOCK:
             key = str(Path(str(loc.path)).resolve())
@@ -974,7 +976,8 @@ def _index_from_settings(settings: Mapping[str, Any]) -> MilvusIndex:
     return MilvusIndex(str(idx.get("type", "FLAT")), dict(idx.get("build") or {}))
 
 
-def _settings_row(settings: Mapping[str, Any]) -> dict[str, Any]:
+def _settings_row(settings: dict[str, Any]) -> dict[str, Any]:
+    settings["revision"] = int(settings.get("revision", 0)) + 1
     return {
         "key": _SETTINGS_KEY,
         "kind": "settings",
