@@ -81,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 with Gallery.create(where, dim, model=rec.info.name) as g:
                     if engine == "local":
-                        s = enroll_images(
-                            g,
-                            rec,
-                            items,
-                            batch_size=args.batch_size,
-                            cpus_per_actor=args.cpus_per_actor,
-                            progress=False,
-                        )
+                        s = enroll_images(g, rec, items, batch_size=args.batch_size, progress=False)
                     else:
                         s = enroll_images_ray(
                             g,
