@@ -18,6 +18,13 @@ step, sampler position and RNG states, all loadable with ``torch.load(weights_on
 resuming needs the same world size. Resuming reproduces the uninterrupted run's losses
 step for step (data order and flips depend only on the sampler's seed and position).
 
+A resume applies changed optimizer and schedule settings and refuses, listing them, the
+settings that fix the model or the data order (:data:`RESUME_FIXED`); checkpoints record
+what ran. A NaN or infinite loss, gradient or batch-norm statistic stops the run before the
+optimizer step (:class:`~npcface.training.errors.NonFiniteError`), and only finite weights
+are ever checkpointed. Every image is decoded once before training (see
+:mod:`npcface.training.data.check`).
+
 The process group is created by :class:`Trainer` (never at import) and destroyed at the end
 when the trainer created it.
 """
@@ -179,6 +186,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """True (a 0-d bool tensor, no sync) when no tensor holds NaN or inf.
+
+    Uses the max-abs norm (fused over the list where torch has ``_foreach_norm``): NaN and
+    inf propagate, and unlike the 2-norm it never overflows for finite values.
+    """
+    tensors = [t.detach() for t in tensors if t.numel()]
+    if not tensors:
+        return torch.tensor(True)
+    if hasattr(torch, "_foreach_norm"):
+        norms = torch._foreach_norm(tensors, float("inf"))
+    else:  # pragma: no cover - older torch
+        norms = [t.abs().max() for t in tensors]
+    return torch.isfinite(torch.stack([n.float() for n in norms])).all()
+
+
 def _worker_init(_: int) -> None:
     import cv2
 
@@ -252,10 +275,7 @@ class Trainer:
         self.data_check = self._check_images()
         if cfg.data.cache_in_memory:
             self.dataset.cache()
-        self.data_notes = list(self.dataset.notes)
-        if self.rank == 0:
-            for line in self.data_notes:
-                log.warning("%s", line)
+        self.data_notes = list(self.dataset.notes)  # each was logged where it arose
         self.num_classes = self.dataset.num_classes
         if len(self.dataset) < cfg.optim.batch_size * self.world_size:
             raise ConfigError(
@@ -370,6 +390,8 @@ class Trainer:
             )
         self.dataset.drop(result.indices)
         self.dataset.notes += result.notes()
+        if self.rank == 0:
+            log.warning("%s", "\n".join(result.notes()))
         return result
 
     def set_total_steps(self, total_steps: int) -> None:
@@ -618,11 +640,8 @@ class Trainer:
         if not self.scaler.is_enabled():
             grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]]
             tensors["gradient"] = [g for g in grads if g is not None]
-        flags = {
-            w: torch.stack([torch.isfinite(t).all() for t in ts]) for w, ts in tensors.items() if ts
-        }
-        # (not norms: a finite gradient above 1e19 has an infinite float32 norm)
-        finite = {w: bool(f.all()) for w, f in flags.items()}
+        flags = {w: _finite(ts) for w, ts in tensors.items() if ts}
+        finite = dict(zip(flags, torch.stack(list(flags.values())).tolist(), strict=True))
         if self._all_finite(all(finite.values())):
             return
         what = " and ".join(w for w, ok in finite.items() if not ok) or "gradient on another rank"

@@ -172,10 +172,12 @@ class ImageFolderDataset(_PathDataset):
         self.labels = self.labels.astype(np.int64)
         gone = sorted(set(self.classes) - {self.classes[i] for i in used.tolist()})
         if gone:
-            self.notes.append(
+            line = (
                 f"{self.scan.root}: left out {len(gone)} identity folder(s) whose every "
                 f"image is unreadable: {_shown(gone)}"
             )
+            self.notes.append(line)
+            log.warning("%s", line)
         self.classes = [self.classes[i] for i in used.tolist()]
 
 
