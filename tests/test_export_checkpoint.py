@@ -128,19 +128,34 @@ def test_cli_exports_a_training_run_with_parity(
 
 
 # --- checkpoints from elsewhere (issue 16.6) -----------------------------------------------
+TINY_KW = {"blocks": [1, 1, 1, 1], "width": 0.125, "last_channels": 32}
+
+
 def _mbf() -> torch.nn.Module:
     from npcface.training.backbones import get_backbone
 
     torch.manual_seed(0)
-    return get_backbone("mobilefacenet", input_size=SIZE, embedding_size=DIM).eval()
+    return get_backbone("mobilefacenet", input_size=SIZE, embedding_size=DIM, **TINY_KW).eval()
+
+
+def _model_pt(model: torch.nn.Module, state: dict, **extra: object) -> dict:
+    """The model.pt layout (Trainer.export_model) around ``state``, plus ``extra`` keys."""
+    return {
+        "backbone": "mobilefacenet",
+        "backbone_kwargs": TINY_KW,
+        "input_size": SIZE,
+        "embedding_size": DIM,
+        "state_dict": state,
+        **extra,
+    }
 
 
 def test_numpy_scalars_beside_the_weights_are_loaded(tmp_path: Path) -> None:
     model = _mbf()
     path = tmp_path / "ckpt.pt"
     extra = {"best_acc": np.float64(0.9931), "epoch": np.int64(7), "hist": np.arange(3.0)}
-    torch.save({"state_dict": model.state_dict(), **extra}, path)
-    loaded = load_checkpoint(path, backbone="mobilefacenet", input_size=SIZE, embedding_size=DIM)
+    torch.save(_model_pt(model, model.state_dict(), **extra), path)
+    loaded = load_checkpoint(path)
     x = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
     np.testing.assert_allclose(_forward(loaded.model, x), _forward(model, x), atol=1e-6)
 
@@ -148,10 +163,11 @@ def test_numpy_scalars_beside_the_weights_are_loaded(tmp_path: Path) -> None:
 def test_unsafe_object_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
     import argparse
 
+    model = _mbf()
     path = tmp_path / "ckpt.pt"
-    torch.save({"state_dict": _mbf().state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    torch.save(_model_pt(model, model.state_dict(), args=argparse.Namespace(lr=0.1)), path)
     with pytest.raises(ModelError) as err:
-        load_checkpoint(path, backbone="mobilefacenet")
+        load_checkpoint(path)
     msg = str(err.value)
     assert "argparse.Namespace" in msg and "\n" not in msg and "add_safe_globals" not in msg
 
@@ -160,8 +176,9 @@ def test_unsafe_object_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
 def test_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> None:
     model = _mbf()
     path = tmp_path / "ckpt.pt"
-    torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}}, path)
-    loaded = load_checkpoint(path, backbone="mobilefacenet", input_size=SIZE, embedding_size=DIM)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save(_model_pt(model, state), path)
+    loaded = load_checkpoint(path)
     x = np.random.default_rng(1).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
     np.testing.assert_allclose(_forward(loaded.model, x), _forward(model, x), atol=1e-6)
 

@@ -319,10 +319,11 @@ def test_cli_opset_out_of_range_is_a_one_line_error(
     from npcface.cli import main
     from npcface.training.backbones import get_backbone
 
-    model = get_backbone("mobilefacenet", input_size=TINY, embedding_size=16)
+    kw = {"blocks": [1, 1, 1, 1], "width": 0.125, "last_channels": 32}
+    model = get_backbone("mobilefacenet", input_size=TINY, embedding_size=16, **kw)
     ckpt = tmp_path / "model.pt"
     torch.save(
-        {"backbone": "mobilefacenet", "backbone_kwargs": {}, "input_size": TINY,
+        {"backbone": "mobilefacenet", "backbone_kwargs": kw, "input_size": TINY,
          "embedding_size": 16, "channel_order": "RGB", "mean": 127.5, "std": 128.0,
          "state_dict": model.state_dict()},
         ckpt,
@@ -334,5 +335,6 @@ def test_cli_opset_out_of_range_is_a_one_line_error(
     assert err == [f"npcface export: error: opset {opset} is not supported: use 17 to 20 "
                    "(default 18; 17 with the TorchScript exporter)"]  # fmt: skip
     assert not out.exists()
-    assert main(args[:-1] + ["20"]) == 0 and out.is_file()
-    assert max(o.version for o in onnx.load(str(out)).opset_import if o.domain == "") == 20
+    if opset == "21":  # the highest accepted opset exports
+        assert main(args[:-1] + ["20"]) == 0 and out.is_file()
+        assert max(o.version for o in onnx.load(str(out)).opset_import if o.domain == "") == 20
