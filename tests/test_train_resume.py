@@ -119,3 +119,16 @@ def test_resume_from_an_older_checkpoint_logs_each_step_once(tmp_path):
     np.testing.assert_allclose([float(r[2]) for r in rows[1:]], [v for _, v in full.losses])
     evals = list(csv.reader((out / "eval.csv").open()))
     assert [int(r[0]) for r in evals[1:]] == [2, 4, 6]
+
+
+def test_settings_added_since_the_checkpoint_are_not_changes(tmp_path):
+    """A checkpoint from before a setting existed resumes without a change to report."""
+    cfg = tiny_config(tmp_path, **FLAT)
+    Trainer(cfg).fit(stop_at_step=2)
+    path = tmp_path / "out" / "checkpoints" / "step_00000002" / "rank0.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["data"]["check_images"], state["config"]["amp"]["max_skipped_steps"]
+    state["config"]["optim"]["old_setting"] = 1  # one since removed
+    torch.save(state, path)
+    res = Trainer(cfg).fit(resume="latest")
+    assert res.resume_changes == {} and res.step == 6

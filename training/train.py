@@ -50,7 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .backbones import get_backbone
-from .config import TrainConfig
+from .config import TrainConfig, _deep_merge
 from .data import EpochSampler, FaceDataset, ImageCheck, build_dataset, check_images
 from .errors import ConfigError, DataError, NonFiniteError, TrainingError
 from .heads import get_head
@@ -106,11 +106,32 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _known(key: str, defaults: dict[str, Any]) -> bool:
+    """Is ``key`` (dotted) under a setting this version of :class:`TrainConfig` has?"""
+    head, _, rest = key.partition(".")
+    if head not in defaults:
+        return False
+    if isinstance(defaults[head], dict) and rest:  # a section: its field must exist
+        return rest.partition(".")[0] in defaults[head]
+    return True
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` of the settings that differ between two config dicts
-    (keys only one side has count as changed from/to ``None``)."""
-    a, b = _flat(old), _flat(new)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    """``{dotted key: (old, new)}`` of the settings that differ between two config dicts.
+
+    ``old`` (a checkpoint's config) is completed with today's defaults first, so settings
+    added since it was written do not count as changed, and settings since removed are
+    ignored. A key only one side has (inside ``kwargs``/``params``) is paired with ``None``.
+    """
+    defaults = TrainConfig().to_dict()
+    a, b = _flat(_deep_merge(defaults, old)), _flat(new)
+    keys = sorted(k for k in set(a) | set(b) if _known(k, defaults))
+    empty = (None, {})  # an empty kwargs/params mapping on one side, its keys on the other
+    return {
+        k: (a.get(k), b.get(k))
+        for k in keys
+        if a.get(k) != b.get(k) and not (a.get(k) in empty and b.get(k) in empty)
+    }
 
 
 def _fixed(key: str) -> bool:
