@@ -353,10 +353,16 @@ def load_checkpoint(
     config under ``config``). A plain state dict works with ``backbone=`` given. Keyword
     arguments override the checkpoint.
 
+    Checkpoints from elsewhere: numpy scalars and arrays stored beside the weights are
+    allowed (:func:`_numpy_safe_globals`); wrapper prefixes (``module.``, ``_orig_mod.``,
+    nested) are stripped; arcface_torch IResNet names are mapped to this package's IResNet
+    (:func:`map_arcface_iresnet`, which also gives the depth, sizes and normalisation).
+
     Raises:
         MissingExtraError: torch is not installed.
-        ModelError: the file is not a readable checkpoint, names no backbone, or its
-            weights do not fit the backbone.
+        ModelError: the file is not a readable checkpoint (one line naming a type that is
+            not safe to load), names no backbone, holds NaN/inf weights, or its weights do
+            not fit the backbone (one line: counts and examples of the mismatched keys).
     """
     torch = import_torch()
     from npcface.training.backbones import get_backbone
@@ -371,10 +377,9 @@ def load_checkpoint(
         width = implied.pop("width", None)
         if width is not None:
             facts["backbone_kwargs"] = {"width": width, **facts["backbone_kwargs"]}
+        # what the checkpoint says wins; arcface_torch trains on RGB (x / 255 - 0.5) / 0.5
+        implied.update(mean=127.5, std=127.5, channel_order="RGB")
         for key, value in implied.items():
-            facts[key] = facts.get(key) if isinstance(facts.get(key), str | int) else value
-        # arcface_torch trains on RGB (x / 255 - 0.5) / 0.5
-        for key, value in (("mean", 127.5), ("std", 127.5), ("channel_order", "RGB")):
             if facts.get(key) is None:
                 facts[key] = value
         log.info("%s: arcface_torch IResNet names mapped (%s)", path.name, implied)
