@@ -65,6 +65,8 @@ class EngineKey:
         max_batch: largest batch of the profile.
         input_size: side S of the (batch, 3, S, S) input.
         onnx_sha256: SHA-256 of the ONNX file the engine was built from.
+        calibration_sha256: SHA-256 of the INT8 calibration data (crops and their
+            preprocessing) for implicitly calibrated INT8 engines; "" otherwise.
     """
 
     tensorrt_version: str
@@ -75,6 +77,7 @@ class EngineKey:
     max_batch: int
     input_size: int
     onnx_sha256: str
+    calibration_sha256: str = ""
 
     def __post_init__(self) -> None:
         check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
@@ -87,8 +90,13 @@ class EngineKey:
         return (self.min_batch, self.opt_batch, self.max_batch)
 
     def digest(self, length: int = 16) -> str:
-        """A short stable hash of every field (used in engine file names)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        """A short stable hash of every field (used in engine file names); an empty
+        ``calibration_sha256`` is left out, so keys of uncalibrated engines keep the digest
+        they had before the field existed."""
+        fields = asdict(self)
+        if not fields["calibration_sha256"]:
+            del fields["calibration_sha256"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
     def mismatches(self, other: EngineKey) -> list[str]:
