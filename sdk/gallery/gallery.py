@@ -18,11 +18,13 @@ missing, damaged (SHA-256 mismatch), of another type, or newer than the database
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +123,20 @@ class Gallery:
     """Enrolled identities with their face templates, searchable by similarity.
 
     Create one with :meth:`create`, reopen it with :meth:`open`; use it as a context manager
-    (or call :meth:`close`) so the index is saved. One process may have a gallery open for
-    writing (a lock file enforces it); any number may open it ``readonly``. Methods are
-    thread-safe (serialised by a lock).
+    (or call :meth:`close`) so the index is saved. A Gallery that is dropped without
+    :meth:`close` still releases its lock and database (its unsaved index is caught up from
+    the database by the next open, as after a crash).
+
+    Sharing: one process may have a gallery open for writing (a lock file enforces it; a
+    second writable open in the same process is refused too); any number of processes may
+    open it ``readonly``. A reader follows the writer by itself: every read (search, identify,
+    identities, len, info, template_counts, ...) first checks SQLite's ``PRAGMA
+    data_version`` (one cheap call) and, if the writer committed anything, catches its index
+    up from the database; the read then answers from one committed database state, so it
+    reflects every change committed before it started and never returns a removed identity.
+
+    Threads: one Gallery object may be shared by any number of threads (searches concurrent
+    with adds and removals); its methods are serialised by one lock.
 
     Example::
 
@@ -141,14 +154,15 @@ class Gallery:
         on_bad_index: str = "rebuild",
     ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
-        if on_bad_index not in ("rebuild", "raise"):
-            raise GalleryError(f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}")
         self.path = directory
         self._store = store
         self._writer_lock = lock
         self._readonly = lock is None
         self._mutex = threading.RLock()
         self._closed = False
+        # a dropped Gallery closes its database and releases its lock (no index save: the
+        # next open catches the index up from the database, as after a crash)
+        self._finalizer = weakref.finalize(self, _release_resources, store, lock)
         self.dim = store.dim
         self.metric = str(store.meta("metric"))
         self._index: faiss.Index | None = None
@@ -163,9 +177,17 @@ class Gallery:
         self._ident_count = np.zeros(1, dtype=np.int64)  # identity id -> live templates
         self._n_live = 0
         self._n_identities = 0
+        self._seen_version: int | None = None  # PRAGMA data_version the state reflects
+        self._meta_factory = self._factory  # the writer's factory this reader follows
         try:
-            self._load_owners()
-            self._load_index(on_bad_index)
+            if self._readonly:
+                with self._store.read_snapshot():  # one consistent state to start from
+                    self._seen_version = self._store.data_version()
+                    self._load_owners()
+                    self._load_index(on_bad_index)
+            else:
+                self._load_owners()
+                self._load_index(on_bad_index)
         except BaseException:
             self._release()
             raise
@@ -271,6 +293,8 @@ class Gallery:
             GalleryError: no gallery at ``path``, or it is open for writing elsewhere.
             GalleryCorruptError: the database is damaged or of a newer schema version.
         """
+        if on_bad_index not in ("rebuild", "raise"):
+            raise GalleryError(f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}")
         directory = Path(path)
         if not (directory / DB_NAME).is_file():
             raise GalleryError(
@@ -291,9 +315,11 @@ class Gallery:
 
     # ------------------------------------------------------------------ state
     def _load_owners(self) -> None:
-        tids, owners = self._store.template_owners()
-        counts = self._store.counts()
-        self._owner = np.full(max(counts.max_template_id, 0) + 1, -1, dtype=np.int64)
+        self._set_owners(*self._store.template_owners())
+
+    def _set_owners(self, tids: np.ndarray, owners: np.ndarray) -> None:
+        top = int(tids.max()) if tids.size else 0
+        self._owner = np.full(max(top, self._store.high_water()[0]) + 1, -1, dtype=np.int64)
         self._owner[tids] = owners
         size = int(owners.max()) + 1 if owners.size else 1
         self._ident_count = np.bincount(owners, minlength=size).astype(np.int64)
@@ -337,7 +363,8 @@ class Gallery:
             return
         if caught:
             log.info("%s: index caught up with %d database changes", self.path, caught)
-        self._maybe_upgrade()
+        if not self._readonly:  # readers follow the writer's choice of index
+            self._maybe_upgrade()
         if self._dirty and not self._readonly:
             self.save()
 
@@ -345,7 +372,12 @@ class Gallery:
         """Apply deletions and additions the index has not seen. Returns how many."""
         max_tid, max_seq = self._store.high_water()
         changes = 0
-        deleted = self._store.deletions_after(self._covered_seq)
+        if self._store.deletion_log_complete_after(self._covered_seq):
+            deleted = self._store.deletions_after(self._covered_seq)
+        else:  # the writer saved and pruned the log past us: compare with the live templates
+            live, owners = self._store.template_owners()
+            deleted = np.setdiff1d(ix.index_ids(self._index), live)
+            self._set_owners(live, owners)
         if deleted.size:
             changes += int(deleted.size)
             if self._traits.removable:
@@ -360,6 +392,60 @@ class Gallery:
             self._gpu_index = None
         self._covered_tid = max_tid
         self._covered_seq = max_seq
+        return changes
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the mutex; in a reader, also pin one committed database state and catch
+        the in-memory index and id map up with it first (cheap when nothing changed)."""
+        with self._mutex:
+            self._check_open()
+            if self._readonly:
+                with self._store.read_snapshot():
+                    self._follow()
+                    yield
+            else:
+                yield
+
+    def _follow(self) -> int:
+        """Reader: apply what the writer committed since the last look. Returns how many
+        template changes (0 when ``PRAGMA data_version`` says nothing changed)."""
+        version = self._store.data_version()
+        if version == self._seen_version:
+            return 0
+        self._store.reload_meta()
+        factory = str(self._store.meta("factory"))
+        # the writer may have rebuilt the index as another type meanwhile
+        changes = self._adopt(factory) if factory != self._meta_factory else self._catch_up()
+        self._apply_params()
+        self._gpu_index = None
+        self._seen_version = version
+        return changes
+
+    def _adopt(self, factory: str) -> int:
+        """Reader: switch to the writer's new index type, from its saved file if that
+        matches the pinned database state, else by building it in memory."""
+        self._meta_factory = factory
+        max_tid, max_seq = self._store.high_water()
+        try:
+            index, snap = ix.load_index(self.path, dim=self.dim)
+            usable = (
+                snap.factory == factory
+                and snap.last_template_id <= max_tid
+                and snap.deletion_seq <= max_seq
+            )
+        except ix.IndexFileError:
+            usable = False
+        if not usable:
+            self._rebuild(factory)
+            return self._n_live
+        self._index, self._factory = index, factory
+        self._covered_tid, self._covered_seq = snap.last_template_id, snap.deletion_seq
+        self._load_owners()
+        self._apply_params()
+        changes = self._catch_up()
+        if not self._index_counts_ok():
+            self._rebuild(factory)
         return changes
 
     def _index_counts_ok(self) -> bool:
@@ -615,7 +701,7 @@ class Gallery:
             self._dirty = True
             self._gpu_index = None
         self._covered_seq = self._store.high_water()[1]
-        dead = self.tombstones
+        dead = self._tombstones()
         if (
             not self._tombstone_warned
             and self._index.ntotal >= 1000
@@ -632,10 +718,17 @@ class Gallery:
             )
 
     def refresh(self) -> int:
-        """Catch up with changes another process committed since this gallery was opened
-        (for ``readonly`` galleries next to a writer). Returns the number of changes."""
+        """Catch up with changes another process committed since the last call.
+
+        Not needed: a ``readonly`` gallery does this by itself at the start of every read
+        (search, identify, identities, len, info, ...). Returns the number of template
+        changes applied.
+        """
         with self._mutex:
             self._check_open()
+            if self._readonly:
+                with self._store.read_snapshot():
+                    return self._follow()
             changes = self._catch_up()
             self._apply_params()
             return changes
@@ -726,8 +819,7 @@ class Gallery:
         if int(k) != k or k < 1:
             raise GalleryError(f"k must be a positive integer, got {k!r}")
         k = int(k)
-        with self._mutex:
-            self._check_open()
+        with self._reading():
             if self._n_identities == 0:
                 return [[] for _ in range(len(q))]
             want = min(k, self._n_identities)
@@ -862,35 +954,40 @@ class Gallery:
 
     def __len__(self) -> int:
         """Number of enrolled identities."""
-        return self._n_identities
+        with self._reading():
+            return self._n_identities
 
     def __contains__(self, identity: object) -> bool:
-        return isinstance(identity, str) and self._store.has_identity(identity)
+        if not isinstance(identity, str):
+            return False
+        with self._reading():
+            return self._store.has_identity(identity)
 
     def identities(self) -> list[str]:
         """Names of every enrolled identity, in enrolment order."""
-        with self._mutex:
+        with self._reading():
             return self._store.identity_names()
 
     def template_counts(self) -> dict[str, int]:
         """Number of templates of every identity, in enrolment order."""
-        with self._mutex:
+        with self._reading():
             return dict(self._store.template_counts())
 
     def templates(self, identity: str) -> list[int]:
         """Template ids of an identity ([] if unknown)."""
-        with self._mutex:
+        with self._reading():
             return [t for t, _, _ in self._store.identity_templates(identity)]
 
     def content_hashes(self) -> set[str]:
         """Content hashes recorded with enrolled templates (for resumable enrolment)."""
-        with self._mutex:
+        with self._reading():
             return self._store.content_hashes()
 
     @property
     def model(self) -> str | None:
         """Name of the embedding model the gallery is for, if recorded."""
-        value = self._store.meta("model")
+        with self._reading():
+            value = self._store.meta("model")
         return str(value) if value is not None else None
 
     def set_model(self, name: str) -> None:
@@ -906,18 +1003,23 @@ class Gallery:
     @property
     def factory(self) -> str:
         """The FAISS factory string of the index in use."""
-        return self._factory
+        with self._reading():
+            return self._factory
 
     @property
     def tombstones(self) -> int:
         """Deleted templates still held by the index (0 for indexes that remove for real)."""
+        with self._reading():
+            return self._tombstones()
+
+    def _tombstones(self) -> int:
         if self._index is None:
             return 0
         return max(int(self._index.ntotal) - self._n_live, 0)
 
     def info(self) -> GalleryInfo:
         """Settings and size of the gallery."""
-        with self._mutex:
+        with self._reading():
             counts = self._store.counts()
             plan = ix.gpu_plan(
                 self._factory,
@@ -937,11 +1039,11 @@ class Gallery:
                 identities=counts.identities,
                 templates=counts.templates,
                 index_vectors=int(self._index.ntotal),
-                tombstones=self.tombstones,
+                tombstones=self._tombstones(),
                 removable=self._traits.removable,
                 device="gpu" if plan.use else "cpu",
                 device_reason=plan.reason,
-                model=self.model,
+                model=self._store.meta("model"),
                 index_saved=not self._dirty,
                 schema_version=SCHEMA_VERSION,
                 disk_bytes=int(disk),
@@ -950,7 +1052,7 @@ class Gallery:
 
     def check(self) -> ConsistencyReport:
         """Compare the index's ids with the database's live templates (O(n))."""
-        with self._mutex:
+        with self._reading():
             in_index = ix.index_ids(self._index)
             live, _ = self._store.template_owners()
             uniq, counts = np.unique(in_index, return_counts=True)
@@ -981,9 +1083,7 @@ class Gallery:
 
     def _release(self) -> None:
         self._closed = True
-        self._store.close()
-        if self._writer_lock is not None:
-            self._writer_lock.release()
+        self._finalizer()
 
     def __enter__(self) -> Gallery:
         return self
@@ -1005,6 +1105,15 @@ class Gallery:
     def _check_open(self) -> None:
         if self._closed:
             raise GalleryError(f"{self.path}: gallery is closed")
+
+
+def _release_resources(store: Store, lock: WriterLock | None) -> None:
+    """Close the database and drop the writer lock (a Gallery's finalizer)."""
+    try:
+        store.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _allowed_params(spec: str, factory: str, dim: int) -> tuple[str, ...]:
