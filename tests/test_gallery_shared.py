@@ -338,3 +338,12 @@ def test_reader_follows_pruned_log_new_index_type_and_settings(tmp_path: Path) -
     assert r.refresh() == 0  # nothing left to catch up
     r.close()
     w.close()
+
+
+def test_uri_schemes_choose_the_backend(tmp_path: Path) -> None:
+    with pytest.raises(GalleryError, match=r"no gallery backend for nosuch://"):
+        Gallery.create("nosuch://somewhere", DIM)
+    with Gallery.create(f"file://{tmp_path / 'g'}", DIM) as g:  # file:// is a local path
+        g.add("a", np.ones(DIM))
+    with Gallery.open(tmp_path / "g", readonly=True) as g:
+        assert g.identities() == ["a"] and g.path == tmp_path / "g"
