@@ -11,7 +11,7 @@ Backends:
 
 * ``local`` (:mod:`npcface.gallery.local`, any plain path): SQLite + FAISS, one writer
   process and readers that follow it.
-* others are chosen by the scheme of a URI (``"milvus-lite:///abs/path.db"``); a backend
+* others are chosen by the scheme of a URI (by the facade, ``gallery.py``) (``"milvus-lite:///abs/path.db"``); a backend
   module registers its schemes with :func:`register_backend`, or they are listed in
   :data:`BACKENDS` as ``"module:attribute"`` so that nothing is imported until used.
 
@@ -23,7 +23,6 @@ A backend class provides two constructors besides the protocol::
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -191,33 +190,3 @@ def register_backend(scheme: str, backend: Any) -> None:
     if key in BACKENDS and BACKENDS[key] is not backend:
         raise GalleryError(f"gallery URI scheme {scheme!r} is already registered")
     BACKENDS[key] = backend
-
-
-def backend_for(location: str | Path) -> tuple[Any, str | Path]:
-    """The backend class for a path or URI, and the location to hand it.
-
-    Raises:
-        GalleryError: a URI whose scheme no backend serves.
-    """
-    text = str(location)
-    if isinstance(location, Path) or "://" not in text:
-        from .local import LocalBackend
-
-        return LocalBackend, Path(location)
-    scheme = text.split("://", 1)[0].lower()
-    if scheme == "file":
-        from .local import LocalBackend
-
-        return LocalBackend, Path(text.split("://", 1)[1])
-    backend = BACKENDS.get(scheme)
-    if backend is None:
-        known = ", ".join(sorted(BACKENDS)) or "none installed"
-        raise GalleryError(
-            f"no gallery backend for {scheme}:// in {text!r} (URI schemes: {known}; a plain "
-            "path is a local gallery)"
-        )
-    if isinstance(backend, str):
-        module, _, attr = backend.partition(":")
-        backend = getattr(importlib.import_module(module), attr)
-        BACKENDS[scheme] = backend
-    return backend, text

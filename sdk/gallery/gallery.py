@@ -29,6 +29,7 @@ when it is missing, damaged (SHA-256 mismatch), of another type, or newer than t
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,7 +41,8 @@ import numpy as np
 from ..errors import GalleryError
 from ..results import Match
 from . import index as ix
-from .backend import Backend, ConsistencyReport, GalleryInfo, backend_for
+from .backend import BACKENDS, Backend, ConsistencyReport, GalleryInfo
+from .local import LocalBackend
 
 __all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
 
@@ -526,6 +528,33 @@ class Gallery:
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._backend)
         return f"Gallery({str(self.path)!r}, {state})"
+
+
+def backend_for(location: str | Path) -> tuple[Any, str | Path]:
+    """The backend class for a path or URI, and the location to hand it.
+
+    Raises:
+        GalleryError: a URI whose scheme no backend serves.
+    """
+    text = str(location)
+    if isinstance(location, Path) or "://" not in text:
+        return LocalBackend, Path(location)
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "file":
+        return LocalBackend, Path(rest)
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        known = ", ".join(sorted(BACKENDS)) or "none installed"
+        raise GalleryError(
+            f"no gallery backend for {scheme}:// in {text!r} (URI schemes: {known}; a plain "
+            "path is a local gallery)"
+        )
+    if isinstance(backend, str):  # "module:attribute", imported on first use
+        module, _, attr = backend.partition(":")
+        backend = getattr(importlib.import_module(module), attr)
+        BACKENDS[scheme] = backend
+    return backend, text
 
 
 # ------------------------------------------------------------------ argument checks
