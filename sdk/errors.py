@@ -7,6 +7,22 @@ class NpcfaceError(Exception):
     """Root of every error npcface raises on purpose."""
 
 
+class InvalidArgumentError(NpcfaceError, ValueError):
+    """A public function got an argument it cannot use (unknown option, bad shape, out of range).
+
+    Also a ``ValueError``, so callers that caught ``ValueError`` keep working.
+    """
+
+
+class UnknownNameError(InvalidArgumentError):
+    """A registry (detectors, models, backbones, heads) has no entry of that name; the message
+    lists the valid ones."""
+
+
+class EmbeddingError(InvalidArgumentError):
+    """An embedding cannot be used: wrong shape or size, zero, or not finite."""
+
+
 class ImageError(NpcfaceError, ValueError):
     """An input could not be used as an image (unreadable, empty, truncated, too large, bad dtype)."""
 
@@ -21,6 +37,10 @@ class MultipleFacesError(NpcfaceError):
 
 class ModelError(NpcfaceError):
     """A model could not be found, verified (SHA-256) or loaded."""
+
+
+class UnknownModelError(UnknownNameError, ModelError):
+    """No detector or model is registered under that name."""
 
 
 class ProviderError(NpcfaceError):
@@ -44,3 +64,12 @@ class MissingExtraError(NpcfaceError, ImportError):
         )
         self.extra = extra
         self.module = module
+
+
+class GalleryArgumentError(GalleryError, InvalidArgumentError):
+    """A gallery method got an argument it cannot use (bad name, ``k``, threshold, setting,
+    search parameter or path); a :class:`GalleryError` and a ``ValueError`` too."""
+
+
+class GalleryEmbeddingError(GalleryArgumentError, EmbeddingError):
+    """Vectors a gallery cannot store or search: wrong shape or dimension, NaN, all zero."""

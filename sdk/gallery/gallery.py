@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import GalleryArgumentError, GalleryEmbeddingError, GalleryError
 from ..results import Match
 from . import index as ix
 from .backend import BACKENDS, Backend, ConsistencyReport, GalleryInfo
@@ -136,9 +136,11 @@ class Gallery:
         backend_cls, location = backend_for(_check_location(path))
         dim = _check_dim(dim)
         if metric not in METRICS:
-            raise GalleryError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+            raise GalleryArgumentError(
+                f"metric must be one of {', '.join(METRICS)}, not {metric!r}"
+            )
         if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise GalleryError(f"model must be a non-empty string or None, got {model!r}")
+            raise GalleryArgumentError(f"model must be a non-empty string or None, got {model!r}")
         backend = backend_cls.create(
             location,
             dim=dim,
@@ -171,7 +173,9 @@ class Gallery:
             GalleryCorruptError: the database is damaged or of a newer schema version.
         """
         if on_bad_index not in ON_BAD_INDEX:
-            raise GalleryError(f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}")
+            raise GalleryArgumentError(
+                f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}"
+            )
         backend_cls, location = backend_for(_check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
 
@@ -229,7 +233,9 @@ class Gallery:
         name = _check_name(identity)
         vecs = self._prepare(embeddings, "embeddings")
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise GalleryError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+            raise GalleryArgumentError(
+                f"metadata must be a dict or None, got {type(metadata).__name__}"
+            )
         meta = {name: dict(metadata)} if metadata else None
         return self._add([name] * len(vecs), vecs, sources, content_hashes, meta)
 
@@ -257,7 +263,7 @@ class Gallery:
         names = [_check_name(n) for n in _sequence(identities, "identities")]
         vecs = self._prepare(embeddings, "embeddings")
         if len(names) != len(vecs):
-            raise GalleryError(f"{len(names)} identities for {len(vecs)} embeddings")
+            raise GalleryArgumentError(f"{len(names)} identities for {len(vecs)} embeddings")
         return self._add(names, vecs, sources, content_hashes, None)
 
     def _add(
@@ -317,7 +323,7 @@ class Gallery:
     def set_model(self, name: str) -> None:
         """Record the embedding model's name (done by the first recogniser enrolment)."""
         if not isinstance(name, str) or not name.strip():
-            raise GalleryError(f"model name must be a non-empty string, got {name!r}")
+            raise GalleryArgumentError(f"model name must be a non-empty string, got {name!r}")
         with self._writing() as backend:
             backend.set_model(name)
 
@@ -351,7 +357,7 @@ class Gallery:
         ``auto`` galleries may move back to a smaller index type here.
         """
         if not isinstance(vacuum, (bool, np.bool_)):
-            raise GalleryError(f"vacuum must be True or False, got {vacuum!r}")
+            raise GalleryArgumentError(f"vacuum must be True or False, got {vacuum!r}")
         with self._writing() as backend:
             backend.compact(bool(vacuum))
 
@@ -401,7 +407,7 @@ class Gallery:
         """
         q = np.asarray(query)
         if q.ndim != 1:
-            raise GalleryError(f"identify takes one (d,) embedding, got shape {q.shape}")
+            raise GalleryEmbeddingError(f"identify takes one (d,) embedding, got shape {q.shape}")
         limit = _check_threshold(threshold)
         best = self.search(q, k=1)[0]
         if best and best[0].similarity >= limit:
@@ -413,29 +419,31 @@ class Gallery:
         try:
             arr = np.asarray(x)
         except (TypeError, ValueError) as exc:
-            raise GalleryError(f"{what} must be a numeric array: {exc}") from None
+            raise GalleryEmbeddingError(f"{what} must be a numeric array: {exc}") from None
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2:
-            raise GalleryError(f"{what} must be (d,) or (n, d), got shape {arr.shape}")
+            raise GalleryEmbeddingError(f"{what} must be (d,) or (n, d), got shape {arr.shape}")
         if arr.shape[1] != self.dim:
             with self._mutex:
                 model = None if self._closed else self._backend.model()
-            raise GalleryError(
+            raise GalleryEmbeddingError(
                 f"{what} have dimension {arr.shape[1]}, but the gallery at {self.path} holds "
                 f"{self.dim}-dimensional vectors"
                 + (f" (model {model})" if model else "")
                 + "; use the same embedding model for enrolment and search"
             )
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise GalleryError(f"{what} must be real numbers, got dtype {arr.dtype}")
+            raise GalleryEmbeddingError(f"{what} must be real numbers, got dtype {arr.dtype}")
         arr = np.array(arr, dtype=np.float32, order="C")
         if not np.all(np.isfinite(arr)):
-            raise GalleryError(f"{what} contain NaN or infinite values")
+            raise GalleryEmbeddingError(f"{what} contain NaN or infinite values")
         if self.metric == "cosine" and len(arr):
             norms = np.linalg.norm(arr, axis=1, keepdims=True)
             if np.any(norms == 0):
-                raise GalleryError(f"{what} contain an all-zero vector (no direction to compare)")
+                raise GalleryEmbeddingError(
+                    f"{what} contain an all-zero vector (no direction to compare)"
+                )
             arr /= norms
         return arr
 
@@ -546,7 +554,7 @@ def backend_for(location: str | Path) -> tuple[Any, str | Path]:
     backend = BACKENDS.get(scheme)
     if backend is None:
         known = ", ".join(sorted(BACKENDS)) or "none installed"
-        raise GalleryError(
+        raise GalleryArgumentError(
             f"no gallery backend for {scheme}:// in {text!r} (URI schemes: {known}; a plain "
             "path is a local gallery)"
         )
@@ -565,18 +573,18 @@ def _check_location(path: Any) -> str | Path:
         return path
     if hasattr(path, "__fspath__"):
         return Path(path)
-    raise GalleryError(f"a gallery path must be a non-empty str or Path, got {path!r}")
+    raise GalleryArgumentError(f"a gallery path must be a non-empty str or Path, got {path!r}")
 
 
 def _check_dim(dim: Any) -> int:
     if isinstance(dim, bool):
-        raise GalleryError(f"dim must be a positive integer, got {dim!r}")
+        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}")
     try:
         value = int(dim)
     except (TypeError, ValueError, OverflowError):
-        raise GalleryError(f"dim must be a positive integer, got {dim!r}") from None
+        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}") from None
     if value != dim or value < 1:
-        raise GalleryError(f"dim must be a positive integer, got {dim!r}")
+        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}")
     return value
 
 
@@ -586,7 +594,7 @@ def _check_k(k: Any) -> int:
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise GalleryError(f"k must be a positive integer, got {k!r}")
+        raise GalleryArgumentError(f"k must be a positive integer, got {k!r}")
     return int(k)
 
 
@@ -596,7 +604,7 @@ def _check_int(value: Any, what: str) -> int:
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise GalleryError(f"{what} must be integers, got {value!r}")
+        raise GalleryArgumentError(f"{what} must be integers, got {value!r}")
     return int(value)
 
 
@@ -606,21 +614,21 @@ def _check_threshold(threshold: Any) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if isinstance(threshold, bool) or not np.isfinite(value):
-        raise GalleryError(f"threshold must be a finite number, got {threshold!r}")
+        raise GalleryArgumentError(f"threshold must be a finite number, got {threshold!r}")
     return value
 
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise GalleryError(f"identity names must be non-empty strings, got {name!r}")
+        raise GalleryArgumentError(f"identity names must be non-empty strings, got {name!r}")
     if len(name) > MAX_NAME_LENGTH:
-        raise GalleryError(f"identity name longer than {MAX_NAME_LENGTH} characters")
+        raise GalleryArgumentError(f"identity name longer than {MAX_NAME_LENGTH} characters")
     return name
 
 
 def _sequence(items: Any, what: str) -> list[Any]:
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise GalleryError(f"{what} must be a list, got {type(items).__name__}")
+        raise GalleryArgumentError(f"{what} must be a list, got {type(items).__name__}")
     return list(items)
 
 
@@ -630,8 +638,10 @@ def _texts(items: Any, what: str, n: int) -> list[str | None] | None:
         return None
     values = _sequence(items, what)
     if len(values) != n:
-        raise GalleryError(f"{what} must have one entry per vector ({n}), got {len(values)}")
+        raise GalleryArgumentError(
+            f"{what} must have one entry per vector ({n}), got {len(values)}"
+        )
     bad = [v for v in values if v is not None and not isinstance(v, str)]
     if bad:
-        raise GalleryError(f"{what} must be strings or None, got {bad[0]!r}")
+        raise GalleryArgumentError(f"{what} must be strings or None, got {bad[0]!r}")
     return values

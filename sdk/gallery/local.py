@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import GalleryArgumentError, GalleryError
 from ..results import Match
 from . import index as ix
 from .backend import ConsistencyReport, GalleryInfo
@@ -85,11 +85,13 @@ class LocalBackend:
         """
         directory = Path(location)
         if dtype not in VECTOR_DTYPES:
-            raise GalleryError(f"dtype must be one of {', '.join(VECTOR_DTYPES)}, not {dtype!r}")
+            raise GalleryArgumentError(
+                f"dtype must be one of {', '.join(VECTOR_DTYPES)}, not {dtype!r}"
+            )
         spec = _index_spec(index, dim)
         factory = ix.target_factory(spec, 0, dim)
         if search_params is not None and not isinstance(search_params, Mapping):
-            raise GalleryError(f"search_params must be a mapping, got {search_params!r}")
+            raise GalleryArgumentError(f"search_params must be a mapping, got {search_params!r}")
         params = {k: v for k, v in (search_params or {}).items() if v is not None}
         for name, value in params.items():
             _check_param(name, value, _allowed_params(spec, factory, dim), spec)
@@ -345,10 +347,13 @@ class LocalBackend:
 def _index_spec(index: Any, dim: int) -> str:
     """``auto`` or a checked FAISS factory string."""
     if not isinstance(index, str) or not index.strip():
-        raise GalleryError(f"index must be 'auto' or a FAISS factory string, got {index!r}")
+        raise GalleryArgumentError(f"index must be 'auto' or a FAISS factory string, got {index!r}")
     spec = ix.AUTO if index.strip().lower() == ix.AUTO else index.strip()
     if spec != ix.AUTO:
-        ix.canonical_factory(spec, dim)  # validates
+        try:
+            ix.canonical_factory(spec, dim)  # validates
+        except GalleryError as exc:
+            raise GalleryArgumentError(str(exc)) from None
     return spec
 
 
@@ -366,15 +371,17 @@ def _allowed_params(spec: str, factory: str, dim: int) -> tuple[str, ...]:
 
 def _check_param(name: str, value: Any, allowed: tuple[str, ...], spec: str) -> None:
     if name not in SEARCH_PARAMS:
-        raise GalleryError(f"unknown search parameter {name!r}; use efSearch, nprobe or k_factor")
+        raise GalleryArgumentError(
+            f"unknown search parameter {name!r}; use efSearch, nprobe or k_factor"
+        )
     try:
         ok = not isinstance(value, bool) and int(value) >= 1 and int(value) == value
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise GalleryError(f"{name} must be a positive integer, got {value!r}")
+        raise GalleryArgumentError(f"{name} must be a positive integer, got {value!r}")
     if name not in allowed:
-        raise GalleryError(
+        raise GalleryArgumentError(
             f"{name} does not apply to index {spec!r} "
             f"(it takes {', '.join(allowed) or 'no parameters'})"
         )

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryCorruptError, GalleryError
+from ..errors import GalleryArgumentError, GalleryCorruptError, GalleryError
 from .fsutil import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class Store:
         sources = list(sources) if sources is not None else [None] * n
         content_hashes = list(content_hashes) if content_hashes is not None else [None] * n
         if len(sources) != n or len(content_hashes) != n:
-            raise GalleryError("sources and content_hashes must have one entry per vector")
+            raise GalleryArgumentError("sources and content_hashes must have one entry per vector")
         blobs = np.ascontiguousarray(vectors, dtype=self.dtype)
         now = time.time()
         conn = self._conn
@@ -279,7 +279,7 @@ class Store:
         try:
             text = json.dumps(current, sort_keys=True)
         except (TypeError, ValueError) as exc:
-            raise GalleryError(
+            raise GalleryArgumentError(
                 f"metadata of identity {name!r} must be JSON-serialisable: {exc}"
             ) from exc
         self._conn.execute("UPDATE identities SET metadata = ? WHERE id = ?", (text, identity_id))
