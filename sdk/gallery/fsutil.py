@@ -1,4 +1,5 @@
-"""Small file-system helpers for durable writes and the gallery's writer lock."""
+"""The gallery's writer lock. The durable-write helpers it used to hold are
+:mod:`npcface.fsutil` (re-exported here for old imports)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import threading
 from pathlib import Path
 
 from ..errors import GalleryError
+from ..fsutil import atomic_write_bytes, fsync_dir, fsync_file
+
+__all__ = ["WriterLock", "atomic_write_bytes", "fsync_dir", "fsync_file"]
 
 try:  # POSIX only; elsewhere the writer lock is advisory-free
     import fcntl
@@ -21,41 +25,6 @@ _HELD: set[str] = set()
 _HELD_GUARD = threading.Lock()
 if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's galleries
     os.register_at_fork(after_in_child=_HELD.clear)
-
-
-def fsync_file(path: str | os.PathLike[str]) -> None:
-    """Flush a file's contents to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make renames inside directory ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class WriterLock:

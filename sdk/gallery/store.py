@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryArgumentError, GalleryCorruptError, GalleryError
-from .fsutil import fsync_dir, fsync_file
+from ..fsutil import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
