@@ -96,7 +96,7 @@ def _reader(path: str, inbox: mp.Queue, outbox: mp.Queue, seed: int) -> None:
         outbox.put(("ready", None))
         while True:
             try:  # a short wait leaves the (shared, small) machine's cores to the writer
-                msg = inbox.get(timeout=0.002)
+                msg = inbox.get(timeout=0.005)
             except queue.Empty:
                 msg = ""
             if msg is None:
@@ -185,13 +185,15 @@ def test_writer_and_two_readers_in_processes(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ threads
 def test_one_gallery_shared_by_threads(tmp_path: Path) -> None:
-    """Searches from three threads while two threads add and remove identities."""
+    """Searches from three threads while two threads add and remove identities; the
+    searchers share the writer's Gallery object and a read-only one of the same gallery."""
     vectors = unit_vectors(N_IDS, seed=1)
     doomed = set(range(0, N_IDS, 4))  # added, then removed by their adder
     state: dict[int, str] = {}  # set only after the call returned
     errors: list[str] = []
     stop = threading.Event()
     g = Gallery.create(tmp_path / "g", DIM)
+    r = Gallery.open(tmp_path / "g", readonly=True)
 
     def adder(ids: list[int]) -> None:
         try:
@@ -212,13 +214,14 @@ def test_one_gallery_shared_by_threads(tmp_path: Path) -> None:
                 if not known:
                     continue
                 i, status = known[int(rng.integers(len(known)))]
-                names = [m.identity for m in g.search(vectors[i], k=3)[0]]
+                gallery = (g, r)[int(rng.integers(2))]
+                names = [m.identity for m in gallery.search(vectors[i], k=3)[0]]
                 if status == "removed" and name(i) in names:
                     errors.append(f"removed {name(i)} returned")
                 if status == "added" and i not in doomed and names[:1] != [name(i)]:
                     errors.append(f"added {name(i)} not first: {names}")
-                len(g)
-                g.info()
+                len(gallery)
+                gallery.info()
         except BaseException as exc:
             errors.append(f"searcher: {exc!r}")
 
@@ -233,9 +236,11 @@ def test_one_gallery_shared_by_threads(tmp_path: Path) -> None:
         t.join(timeout=TIMEOUT)
     assert errors == []
     alive = [i for i in range(N_IDS) if i not in doomed]
-    got = [[m.identity for m in r] for r in g.search(vectors, k=4)]
-    assert got == brute_force_top(vectors, alive, vectors, 4)
-    assert len(g) == len(alive) and g.check().ok
+    want = brute_force_top(vectors, alive, vectors, 4)
+    for gallery in (g, r):
+        assert [[m.identity for m in row] for row in gallery.search(vectors, k=4)] == want
+        assert len(gallery) == len(alive) and gallery.check().ok
+    r.close()
     g.close()
 
 

@@ -12,6 +12,7 @@ together behind the :class:`~npcface.gallery.backend.Backend` protocol.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,9 +28,10 @@ from .fsutil import WriterLock
 from .idmap import IdMap
 from .search import to_matches, top_identities
 from .store import SCHEMA_VERSION, VECTOR_DTYPES, Store
-from .upkeep import IndexKeeper
+from .upkeep import IndexKeeper, IndexNewerError
 
 DB_NAME = "gallery.db"
+READER_LOAD_ATTEMPTS = 3
 SEARCH_PARAMS = ("efSearch", "nprobe", "k_factor")
 
 
@@ -55,14 +57,25 @@ class LocalBackend:
         self._released = False
         try:
             if self.readonly:
-                with store.read_snapshot():  # one consistent state to start from
-                    self._seen_version = store.data_version()
-                    self.keeper.load(on_bad_index)
+                self._load_snapshot(on_bad_index)
             else:
                 self.keeper.load(on_bad_index)
         except BaseException:
             self.release()
             raise
+
+    def _load_snapshot(self, on_bad_index: str) -> None:
+        """Reader: load from one consistent database state. The writer may save a newer
+        index between this snapshot and the reading of the index file; then try again."""
+        for attempt in range(READER_LOAD_ATTEMPTS):
+            with self.store.read_snapshot():
+                self._seen_version = self.store.data_version()
+                try:
+                    last = attempt == READER_LOAD_ATTEMPTS - 1
+                    self.keeper.load(on_bad_index, newer_is_error=not last)
+                    return
+                except IndexNewerError:
+                    continue
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -224,7 +237,7 @@ class LocalBackend:
         counts = self.store.counts()
         keeper = self.keeper
         plan = keeper.gpu_plan(5)
-        disk = sum(p.stat().st_size for p in self.location.iterdir() if p.is_file())
+        disk = _disk_bytes(self.location)
         return GalleryInfo(
             path=str(self.location),
             dim=self.dim,
@@ -342,6 +355,17 @@ class LocalBackend:
             f"identities={self.ids.identities}, templates={self.ids.templates}, "
             f"index={self.keeper.factory!r}"
         )
+
+
+def _disk_bytes(directory: Path) -> int:
+    """Size of the files in ``directory`` (files that vanish meanwhile, e.g. an index file
+    replaced by the writer's save, are skipped)."""
+    total = 0
+    for entry in os.scandir(directory):
+        with contextlib.suppress(OSError):
+            if entry.is_file():
+                total += entry.stat().st_size
+    return total
 
 
 def _index_spec(index: Any, dim: int) -> str:

@@ -26,6 +26,10 @@ TOMBSTONE_WARNING = 0.25
 """Warn (once per session) when more than this fraction of the index is deleted templates."""
 
 
+class IndexNewerError(ix.IndexFileError):
+    """The saved index covers templates or deletions the database (as read) does not have."""
+
+
 class IndexKeeper:
     """A gallery's FAISS index and the bookkeeping that ties it to the database.
 
@@ -97,8 +101,14 @@ class IndexKeeper:
     def load_ids(self) -> None:
         self.ids.reset(*self.store.template_owners(), self.store.high_water()[0])
 
-    def load(self, on_bad_index: str) -> None:
+    def load(self, on_bad_index: str, *, newer_is_error: bool = False) -> None:
         """Load the saved index and catch it up, or rebuild it (see the gallery README).
+
+        Args:
+            on_bad_index: ``rebuild`` or ``raise``.
+            newer_is_error: raise :class:`IndexNewerError` when the saved index is newer
+                than the database as read (a reader whose snapshot predates the writer's
+                last save retries with a fresh snapshot instead of rebuilding).
 
         Raises:
             IndexFileError: the saved index is unusable and ``on_bad_index == "raise"``.
@@ -118,12 +128,12 @@ class IndexKeeper:
                 snap.last_template_id > counts.max_template_id
                 or snap.deletion_seq > counts.max_deletion_seq
             ):
-                raise ix.IndexFileError(
+                raise IndexNewerError(
                     f"{self.path}: saved index is newer than the database (was the database "
                     "restored from an older copy?)"
                 )
         except ix.IndexFileError as exc:
-            if on_bad_index == "raise":
+            if on_bad_index == "raise" or (newer_is_error and isinstance(exc, IndexNewerError)):
                 raise
             log.warning("%s; rebuilding the index from the database", exc)
             self.rebuild(self.factory)
