@@ -1,7 +1,7 @@
 """The :class:`Gallery`: enrolled identities, searchable in milliseconds, nothing lost.
 
-This module is the facade: argument checks, one lock per Gallery, the open/closed/read-only
-state and the finalizer of a dropped Gallery. Storage and search sit behind the small
+This module is the facade: argument checks (``checks.py``), one lock per Gallery, the
+open/closed/read-only state and the finalizer of a dropped Gallery. Storage and search sit behind the small
 :class:`~npcface.gallery.backend.Backend` protocol (see :mod:`npcface.gallery.backend`):
 
 * a plain path is a **local** gallery (:mod:`npcface.gallery.local`), a directory::
@@ -42,15 +42,22 @@ from ..errors import GalleryArgumentError, GalleryEmbeddingError, GalleryError
 from ..results import Match
 from . import index as ix
 from .backend import BACKENDS, Backend, ConsistencyReport, GalleryInfo
+from .checks import (
+    METRICS,
+    as_list,
+    check_dim,
+    check_int,
+    check_k,
+    check_location,
+    check_name,
+    check_threshold,
+    prepare_vectors,
+    texts,
+)
 from .local import LocalBackend
 
 __all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
 
-METRICS = ("cosine", "ip")
-"""``cosine``: vectors are L2-normalised on the way in, similarity is the cosine in [-1, 1].
-``ip``: raw inner product of the vectors as given."""
-
-MAX_NAME_LENGTH = 1024
 ON_BAD_INDEX = ("rebuild", "raise")
 
 
@@ -133,8 +140,8 @@ class Gallery:
         Raises:
             GalleryError: invalid settings, or a gallery already exists at ``path``.
         """
-        backend_cls, location = backend_for(_check_location(path))
-        dim = _check_dim(dim)
+        backend_cls, location = backend_for(check_location(path))
+        dim = check_dim(dim)
         if metric not in METRICS:
             raise GalleryArgumentError(
                 f"metric must be one of {', '.join(METRICS)}, not {metric!r}"
@@ -176,7 +183,7 @@ class Gallery:
             raise GalleryArgumentError(
                 f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}"
             )
-        backend_cls, location = backend_for(_check_location(path))
+        backend_cls, location = backend_for(check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
 
     # ----------------------------------------------------------------- guards
@@ -230,7 +237,7 @@ class Gallery:
             GalleryError: wrong dimension, non-finite or zero vectors, bad name or metadata,
                 or the gallery is read-only.
         """
-        name = _check_name(identity)
+        name = check_name(identity)
         vecs = self._prepare(embeddings, "embeddings")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise GalleryArgumentError(
@@ -260,7 +267,7 @@ class Gallery:
         Raises:
             GalleryError: as :meth:`add`, or not one name per embedding.
         """
-        names = [_check_name(n) for n in _sequence(identities, "identities")]
+        names = [check_name(n) for n in as_list(identities, "identities")]
         vecs = self._prepare(embeddings, "embeddings")
         if len(names) != len(vecs):
             raise GalleryArgumentError(f"{len(names)} identities for {len(vecs)} embeddings")
@@ -274,8 +281,8 @@ class Gallery:
         content_hashes: Sequence[str | None] | None,
         metadata: dict[str, dict[str, Any]] | None,
     ) -> list[int]:
-        sources = _texts(sources, "sources", len(vecs))
-        content_hashes = _texts(content_hashes, "content_hashes", len(vecs))
+        sources = texts(sources, "sources", len(vecs))
+        content_hashes = texts(content_hashes, "content_hashes", len(vecs))
         with self._writing() as backend:
             if not len(vecs):
                 return []
@@ -303,7 +310,7 @@ class Gallery:
         """
         if isinstance(identities, str):
             identities = [identities]
-        names = [_check_name(n) for n in _sequence(identities, "identities")]
+        names = [check_name(n) for n in as_list(identities, "identities")]
         with self._writing() as backend:
             return backend.remove_identities(names)
 
@@ -316,7 +323,7 @@ class Gallery:
         Raises:
             GalleryError: ids that are not integers, or the gallery is read-only.
         """
-        ids = [_check_int(t, "template ids") for t in _sequence(template_ids, "template_ids")]
+        ids = [check_int(t, "template ids") for t in as_list(template_ids, "template_ids")]
         with self._writing() as backend:
             return backend.remove_templates(ids)
 
@@ -389,7 +396,7 @@ class Gallery:
         Raises:
             GalleryError: wrong dimension, non-finite or zero vectors, or ``k < 1``.
         """
-        k = _check_k(k)
+        k = check_k(k)
         q = self._prepare(queries, "queries")
         with self._reading() as backend:
             return backend.search(q, k)
@@ -408,44 +415,22 @@ class Gallery:
         q = np.asarray(query)
         if q.ndim != 1:
             raise GalleryEmbeddingError(f"identify takes one (d,) embedding, got shape {q.shape}")
-        limit = _check_threshold(threshold)
+        limit = check_threshold(threshold)
         best = self.search(q, k=1)[0]
         if best and best[0].similarity >= limit:
             return best[0]
         return None
 
     def _prepare(self, x: Any, what: str) -> np.ndarray:
-        """(n, dim) float32 C-contiguous rows, checked; unit rows for ``cosine``."""
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise GalleryEmbeddingError(f"{what} must be a numeric array: {exc}") from None
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise GalleryEmbeddingError(f"{what} must be (d,) or (n, d), got shape {arr.shape}")
-        if arr.shape[1] != self.dim:
+        """(n, dim) float32 rows, checked; unit rows for ``cosine``."""
+
+        def model() -> str | None:
             with self._mutex:
-                model = None if self._closed else self._backend.model()
-            raise GalleryEmbeddingError(
-                f"{what} have dimension {arr.shape[1]}, but the gallery at {self.path} holds "
-                f"{self.dim}-dimensional vectors"
-                + (f" (model {model})" if model else "")
-                + "; use the same embedding model for enrolment and search"
-            )
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise GalleryEmbeddingError(f"{what} must be real numbers, got dtype {arr.dtype}")
-        arr = np.array(arr, dtype=np.float32, order="C")
-        if not np.all(np.isfinite(arr)):
-            raise GalleryEmbeddingError(f"{what} contain NaN or infinite values")
-        if self.metric == "cosine" and len(arr):
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if np.any(norms == 0):
-                raise GalleryEmbeddingError(
-                    f"{what} contain an all-zero vector (no direction to compare)"
-                )
-            arr /= norms
-        return arr
+                return None if self._closed else self._backend.model()
+
+        return prepare_vectors(
+            x, what, dim=self.dim, metric=self.metric, where=str(self.path), model=model
+        )
 
     def __len__(self) -> int:
         """Number of enrolled identities."""
@@ -470,7 +455,7 @@ class Gallery:
 
     def templates(self, identity: str) -> list[int]:
         """Template ids of an identity ([] if unknown)."""
-        name = _check_name(identity)
+        name = check_name(identity)
         with self._reading() as backend:
             return backend.templates(name)
 
@@ -563,85 +548,3 @@ def backend_for(location: str | Path) -> tuple[Any, str | Path]:
         backend = getattr(importlib.import_module(module), attr)
         BACKENDS[scheme] = backend
     return backend, text
-
-
-# ------------------------------------------------------------------ argument checks
-def _check_location(path: Any) -> str | Path:
-    if isinstance(path, Path):
-        return path
-    if isinstance(path, str) and path.strip():
-        return path
-    if hasattr(path, "__fspath__"):
-        return Path(path)
-    raise GalleryArgumentError(f"a gallery path must be a non-empty str or Path, got {path!r}")
-
-
-def _check_dim(dim: Any) -> int:
-    if isinstance(dim, bool):
-        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}")
-    try:
-        value = int(dim)
-    except (TypeError, ValueError, OverflowError):
-        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}") from None
-    if value != dim or value < 1:
-        raise GalleryArgumentError(f"dim must be a positive integer, got {dim!r}")
-    return value
-
-
-def _check_k(k: Any) -> int:
-    try:
-        ok = not isinstance(k, bool) and int(k) == k and k >= 1
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise GalleryArgumentError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-def _check_int(value: Any, what: str) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise GalleryArgumentError(f"{what} must be integers, got {value!r}")
-    return int(value)
-
-
-def _check_threshold(threshold: Any) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(threshold, bool) or not np.isfinite(value):
-        raise GalleryArgumentError(f"threshold must be a finite number, got {threshold!r}")
-    return value
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryArgumentError(f"identity names must be non-empty strings, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise GalleryArgumentError(f"identity name longer than {MAX_NAME_LENGTH} characters")
-    return name
-
-
-def _sequence(items: Any, what: str) -> list[Any]:
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise GalleryArgumentError(f"{what} must be a list, got {type(items).__name__}")
-    return list(items)
-
-
-def _texts(items: Any, what: str, n: int) -> list[str | None] | None:
-    """None, or one str-or-None per vector."""
-    if items is None:
-        return None
-    values = _sequence(items, what)
-    if len(values) != n:
-        raise GalleryArgumentError(
-            f"{what} must have one entry per vector ({n}), got {len(values)}"
-        )
-    bad = [v for v in values if v is not None and not isinstance(v, str)]
-    if bad:
-        raise GalleryArgumentError(f"{what} must be strings or None, got {bad[0]!r}")
-    return values
