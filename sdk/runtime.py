@@ -250,7 +250,7 @@ def _fastest(
     import cv2
     import onnxruntime as ort
 
-    from .models import npcface_home, sha256_file
+    from .models import cache_problem, npcface_home, record_hash, sha256_file
 
     key = "|".join(
         [
@@ -265,9 +265,15 @@ def _fastest(
         ]
     )
     cache_file = npcface_home() / "autotune.json"
+    problem = cache_problem(cache_file) if cache_file.is_file() else "absent"
     try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
+        if problem != "absent" and problem is not None:
+            raise ValueError(problem)
+        cache = json.loads(cache_file.read_text()) if problem is None else {}
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "engine cache %s cannot be trusted (%s); timing the engines again", cache_file, exc
+        )
         cache = {}
     winner = cache.get(key)
     runners: dict[str, Runner] = {"onnxruntime": ort_runner}
@@ -288,6 +294,7 @@ def _fastest(
             tmp = cache_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cache, indent=1))
             os.replace(tmp, cache_file)
+            record_hash(cache_file)
         except OSError:
             pass
     if winner in runners:

@@ -30,15 +30,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, ImageError
-from ..image import load_image
+from ..image import IMAGE_SUFFIXES, load_image
 from .facade import check_model, crop_face, failure_of
 from .gallery import Gallery
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the one list, kept under its old name for importers
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
+"""File names (lower case) that operating systems drop into photo folders; ignored, as are
+hidden files and folders (names starting with a dot: .DS_Store, ._IMG_0001.JPG, .git)."""
 REPORT_NAME = "enroll-report.csv"
 IN_FLIGHT_PER_WORKER = 8
 """Decoded images waiting per worker: bounds memory while keeping workers busy."""
@@ -88,9 +89,13 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
 
     Args:
         source: a directory with one sub-directory per identity (the sub-directory's name is
-            the identity; images anywhere below it belong to it), or a ``.csv`` file with
-            rows ``path,identity`` (an optional header row ``path,identity``; relative paths
-            are relative to the CSV's directory).
+            the identity; every file anywhere below it belongs to it, whatever its suffix:
+            files that do not decode are reported by :func:`enroll_images` with the reason,
+            never skipped silently; only hidden files and folders (names starting with a dot,
+            such as .DS_Store and macOS ``._`` files) and :data:`SYSTEM_FILES` are ignored,
+            and their number is logged), or a ``.csv`` file with rows ``path,identity`` (an
+            optional header row ``path,identity``; relative paths are relative to the CSV's
+            directory).
 
     Returns:
         Items sorted by identity then path (deterministic order, so resumed runs agree).
@@ -101,14 +106,24 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
     src = Path(source)
     if src.is_dir():
         items = []
-        loose = 0
+        loose = ignored = 0
         for child in sorted(src.iterdir()):
-            if child.is_dir():
+            if _ignored(child.name):
+                ignored += child.is_file()
+            elif child.is_dir():
                 for f in sorted(child.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    if not f.is_file():
+                        continue
+                    if any(_ignored(part) for part in f.relative_to(child).parts):
+                        ignored += 1
+                    else:
                         items.append(EnrollItem(str(f), child.name))
-            elif child.suffix.lower() in IMAGE_EXTENSIONS:
+            elif child.suffix.lower() in IMAGE_SUFFIXES:
                 loose += 1
+        if ignored:
+            log.info(
+                "%s: %d hidden or system files ignored (.DS_Store, ._*, Thumbs.db)", src, ignored
+            )
         if loose:
             log.warning(
                 "%s: %d images directly in the folder are ignored (put each identity's images "
@@ -120,6 +135,10 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
     if src.is_file():
         return _read_csv(src)
     raise GalleryError(f"{src}: no such folder or CSV file")
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
 def _read_csv(path: Path) -> list[EnrollItem]:

@@ -30,8 +30,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import EmbeddingError, GalleryError
 from ..results import Match
+from ..validate import check_embeddings, check_threshold
 from . import index as ix
 from .fsutil import WriterLock
 from .store import SCHEMA_VERSION, VECTOR_DTYPES, Store
@@ -760,6 +761,8 @@ class Gallery:
             threshold: minimum similarity to accept (e.g. the model's verification
                 threshold). Lower accepts more strangers as someone enrolled.
         """
+        if self.metric == "cosine":
+            threshold = check_threshold(threshold)
         q = np.asarray(query)
         if q.ndim != 1:
             raise GalleryError(f"identify takes one (d,) embedding, got shape {q.shape}")
@@ -849,13 +852,13 @@ class Gallery:
         if not np.issubdtype(arr.dtype, np.number):
             raise GalleryError(f"{what} must be numeric, got dtype {arr.dtype}")
         arr = np.array(arr, dtype=np.float32, order="C")
-        if not np.all(np.isfinite(arr)):
-            raise GalleryError(f"{what} contain NaN or infinite values")
+        if len(arr):
+            try:  # the one embedding rule (npcface.validate), as verify and compare apply it
+                check_embeddings(arr, what=what)
+            except EmbeddingError as exc:
+                raise GalleryError(str(exc)) from None
         if self.metric == "cosine" and len(arr):
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if np.any(norms == 0):
-                raise GalleryError(f"{what} contain an all-zero vector (no direction to compare)")
-            arr /= norms
+            arr /= np.linalg.norm(arr, axis=1, keepdims=True)
         if store and self._store.dtype != np.float32:
             arr = arr.astype(self._store.dtype).astype(np.float32)  # what the database keeps
         return arr
