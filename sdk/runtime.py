@@ -105,6 +105,17 @@ class OrtRunner:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=chosen, provider_options=provider_options
             )
+            if _varying_input_size(self.session):
+                # ONNX Runtime keeps a memory pattern per input shape, without bound: a
+                # detector fed photos of every size would grow without end (measured: +430
+                # MB over 40 sizes of 6-12 MP, flat without; bench/memory_soak.py).
+                opts.enable_mem_pattern = False
+                self.session = ort.InferenceSession(
+                    str(path),
+                    sess_options=opts,
+                    providers=chosen,
+                    provider_options=provider_options,
+                )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"ONNX Runtime could not load {path}: {exc}") from exc
         got = tuple(self.session.get_providers())
@@ -120,6 +131,15 @@ class OrtRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: batch})
+
+
+def _varying_input_size(session: object) -> bool:
+    """True when an input has a symbolic size beyond the batch axis (a detector's height
+    and width); a batch axis alone takes few distinct values."""
+    return any(
+        any(not isinstance(d, int) for d in inp.shape[1:])
+        for inp in session.get_inputs()  # type: ignore[attr-defined]
+    )
 
 
 def _provider_options(provider: str, path: str | os.PathLike[str]) -> dict[str, str]:
