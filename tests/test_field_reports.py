@@ -138,6 +138,27 @@ def test_bulk_enrolment_lists_every_file(tmp_path: Path) -> None:
     g.close()
 
 
+def test_bulk_enrolment_applies_the_recognizers_pixel_limit(tmp_path: Path) -> None:
+    from test_gallery_enroll import DIM, FakeRecognizer
+
+    from npcface.gallery import Gallery
+    from npcface.gallery.enroll import enroll_images, list_images
+
+    (tmp_path / "faces" / "Bob").mkdir(parents=True)
+    for name, side in (("small.png", 90), ("large.png", 120)):
+        cv2.imwrite(str(tmp_path / "faces" / "Bob" / name), np.full((side, side, 3), 99, np.uint8))
+    rec = FakeRecognizer()
+    rec.max_pixels = 10_000  # 90 x 90 fits, 120 x 120 does not
+    g = Gallery.create(tmp_path / "g", DIM, model="fake")
+    for workers in (0, 1):
+        s = enroll_images(g, rec, list_images(tmp_path / "faces"), workers=workers, progress=False)
+        with open(s.report, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [Path(r["path"]).name for r in rows] == ["large.png"]
+        assert "exceeds the limit of 10,000" in rows[0]["reason"]
+    g.close()
+
+
 # --- 4. HEIC / HEIF / AVIF ---------------------------------------------------------------
 def test_heic_photos_decode() -> None:
     pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (npcface[heif]) absent")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, ImageError
-from ..image import IMAGE_SUFFIXES, load_image
+from ..image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image
 from .facade import check_model, crop_face, failure_of
 from .gallery import Gallery
 
@@ -160,11 +160,13 @@ def _read_csv(path: Path) -> list[EnrollItem]:
 
 # ------------------------------------------------------------------- workers
 _known_prefixes = np.zeros(0, dtype=np.uint64)
+_max_pixels = DEFAULT_MAX_PIXELS
 
 
-def _init_worker(prefixes: np.ndarray) -> None:
-    global _known_prefixes
+def _init_worker(prefixes: np.ndarray, max_pixels: int | None = None) -> None:
+    global _known_prefixes, _max_pixels
     _known_prefixes = prefixes
+    _max_pixels = max_pixels or DEFAULT_MAX_PIXELS  # the recogniser's limit, the one limit
     try:  # one decoding thread per worker process
         import cv2
 
@@ -192,7 +194,7 @@ def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, s
         if pos < _known_prefixes.size and _known_prefixes[pos] == _prefix(digest):
             return "known", item, digest, None
     try:
-        image = load_image(data)
+        image = load_image(data, max_pixels=_max_pixels)
     except ImageError as exc:
         reason = str(exc).split(": ", 1)[-1]
         return "unreadable", item, digest, f"{item.path}: {reason}"
@@ -200,17 +202,20 @@ def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, s
 
 
 def _decoded(
-    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray
+    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray, max_pixels: int | None = None
 ) -> Iterator[tuple[str, EnrollItem, str | None, Any]]:
     """Decoded items in input order; at most ``workers * IN_FLIGHT_PER_WORKER`` in flight."""
+    _init_worker(prefixes, max_pixels)  # here too: a re-read in this process uses the limit
     if workers <= 0:
-        _init_worker(prefixes)
         for item in items:
             yield _load(item)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs ONNX/OpenMP threads
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(prefixes,)
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(prefixes, max_pixels),
     ) as pool:
         window: deque[Future] = deque()
         it = iter(items)
@@ -315,7 +320,9 @@ def enroll_images(
             fh.flush()
 
         try:
-            for status, item, digest, payload in _decoded(items, workers, prefixes):
+            for status, item, digest, payload in _decoded(
+                items, workers, prefixes, getattr(recognizer, "max_pixels", None)
+            ):
                 bar.update(1)
                 if status == "known":
                     if digest in known:
