@@ -383,3 +383,20 @@ def test_damaged_tensorrt_engines_are_refused(tmp_path: Path) -> None:
     engine.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="differs from the engine recorded"):
         read_engine_meta(engine)
+
+
+def test_a_changed_engine_choice_cache_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from npcface.embed import Embedder
+
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path / "home"))
+    Embedder("sface", threads=1)  # times the engines once, records autotune.json's hash
+    cache = tmp_path / "home" / "autotune.json"
+    choices = json.loads(cache.read_text())
+    assert len(choices) == 1 and (tmp_path / "home" / "autotune.json.sha256").is_file()
+    cache.write_text(json.dumps(dict.fromkeys(choices, "opencv")))  # changed behind our back
+    with caplog.at_level(logging.WARNING, logger="npcface.runtime"):
+        Embedder("sface", threads=1)
+    assert "cannot be trusted" in caplog.text
+    assert _sha(cache) == (tmp_path / "home" / "autotune.json.sha256").read_text().strip()
