@@ -90,8 +90,11 @@ class FaceRecognizer:
         threads: CPU threads per model (None = all cores).
         backend: recogniser engine: ``auto`` (fastest measured here), ``onnxruntime``,
             ``opencv`` or ``tensorrt``.
-        detector_options: extra keyword arguments for the detector (e.g. score_threshold).
-        max_pixels: largest image accepted.
+        detector_options: extra keyword arguments for the detector (e.g. score_threshold,
+            max_side, refine).
+        max_pixels: largest image accepted, in pixels (default 64 M): the one limit,
+            checked from the header before decoding (Pillow's own 89.5 M guard does not
+            apply, so 150_000_000 admits a 108 MP photo).
     """
 
     def __init__(
