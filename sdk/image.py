@@ -30,8 +30,8 @@ IMAGE_SUFFIXES = frozenset(
     }
 )  # fmt: skip
 """File suffixes (lower case) that npcface treats as images: what :func:`load_image`
-decodes (HEIC/HEIF with the ``heif`` extra). Listing code may use it to name likely images;
-decoding never depends on the suffix, only on the content."""
+decodes (HEIC/HEIF with the ``heif`` extra): the one list used when a folder is listed (training
+data, export crops, benches). Decoding never depends on the suffix, only on the content."""
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image accepted by default (8000 x 8000). Pass ``max_pixels`` to change it."""

@@ -22,13 +22,14 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MissingExtraError, ModelError, ProviderError
+from .errors import InvalidArgumentError, MissingExtraError, ModelError, ProviderError
 from .modelinfo import RecognizerInfo
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ def check_precision_and_profile(
 ) -> None:
     """Raise ValueError unless ``precision`` is known and 1 <= min <= opt <= max."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise InvalidArgumentError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+        )
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the batch profile needs 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}"
         )
 
@@ -76,7 +79,7 @@ class EngineKey:
     def __post_init__(self) -> None:
         check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
         if self.input_size <= 0:
-            raise ValueError(f"input_size must be positive, got {self.input_size}")
+            raise InvalidArgumentError(f"input_size must be positive, got {self.input_size}")
 
     @property
     def profile(self) -> tuple[int, int, int]:
@@ -157,7 +160,7 @@ def read_engine_meta(
     try:
         doc = json.loads(path.read_text())
         if int(doc.get("schema", KEY_SCHEMA)) > KEY_SCHEMA:
-            raise ValueError(f"key schema {doc['schema']} is newer than this npcface reads")
+            raise ModelError(f"key schema {doc['schema']} is newer than this npcface reads")
         key = EngineKey(**doc["key"])
         info = RecognizerInfo.from_json(json.dumps(doc["info"])) if doc.get("info") else None
         recorded = doc.get("engine_sha256")
@@ -251,6 +254,8 @@ class TensorRTRunner:
         cuda = import_cuda_driver()
         dev, capability = cuda_device(cuda, device)
         self.path = Path(path)
+        # one execution context, stream and set of device buffers: calls take turns
+        self._lock = threading.Lock()
         if not self.path.is_file():
             raise ModelError(f"TensorRT engine {self.path} does not exist")
         self.key, self.info = read_engine_meta(self.path)
@@ -298,7 +303,9 @@ class TensorRTRunner:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         s = self.key.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
-            raise ValueError(f"{self.path.name} expects (N, 3, {s}, {s}) input, got {batch.shape}")
+            raise InvalidArgumentError(
+                f"{self.path.name} expects (N, 3, {s}, {s}) input, got {batch.shape}"
+            )
         lo, hi = self.key.min_batch, self.key.max_batch
         parts = []
         for i in range(0, len(batch), hi):
@@ -311,6 +318,10 @@ class TensorRTRunner:
         return [np.concatenate([p[j] for p in parts]) for j in range(len(self.output_names))]
 
     def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return self._run_chunk_locked(chunk)
+
+    def _run_chunk_locked(self, chunk: np.ndarray) -> list[np.ndarray]:
         cuda = self._cuda
         self._ctx.push()
         try:

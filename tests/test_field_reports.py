@@ -90,7 +90,7 @@ def test_bulk_enrolment_lists_every_file(tmp_path: Path) -> None:
     from test_gallery_enroll import DIM, FakeRecognizer
 
     from npcface.gallery import Gallery
-    from npcface.gallery.enroll import enroll_images, list_images
+    from npcface.enroll import enroll_images, list_images
 
     alice = tmp_path / "faces" / "Alice"
     alice.mkdir(parents=True)
@@ -142,7 +142,7 @@ def test_bulk_enrolment_applies_the_recognizers_pixel_limit(tmp_path: Path) -> N
     from test_gallery_enroll import DIM, FakeRecognizer
 
     from npcface.gallery import Gallery
-    from npcface.gallery.enroll import enroll_images, list_images
+    from npcface.enroll import enroll_images, list_images
 
     (tmp_path / "faces" / "Bob").mkdir(parents=True)
     for name, side in (("small.png", 90), ("large.png", 120)):
