@@ -89,8 +89,8 @@ def test_bulk_enrolment_lists_every_file(tmp_path: Path) -> None:
     from PIL import Image
     from test_gallery_enroll import DIM, FakeRecognizer
 
-    from npcface.gallery import Gallery
     from npcface.enroll import enroll_images, list_images
+    from npcface.gallery import Gallery
 
     alice = tmp_path / "faces" / "Alice"
     alice.mkdir(parents=True)
@@ -141,8 +141,8 @@ def test_bulk_enrolment_lists_every_file(tmp_path: Path) -> None:
 def test_bulk_enrolment_applies_the_recognizers_pixel_limit(tmp_path: Path) -> None:
     from test_gallery_enroll import DIM, FakeRecognizer
 
-    from npcface.gallery import Gallery
     from npcface.enroll import enroll_images, list_images
+    from npcface.gallery import Gallery
 
     (tmp_path / "faces" / "Bob").mkdir(parents=True)
     for name, side in (("small.png", 90), ("large.png", 120)):
