@@ -139,12 +139,16 @@ def write_engine_meta(
     engine_path: str | os.PathLike[str], key: EngineKey, info: RecognizerInfo | None
 ) -> Path:
     """Write the key file of ``engine_path`` (key, model facts); returns its path."""
+    from .models import sha256_file
+
     path = key_file(engine_path)
     doc = {
         "schema": KEY_SCHEMA,
         "key": asdict(key),
         "digest": key.digest(),
         "info": json.loads(info.to_json()) if info else None,
+        # the engine as written: checked on load, so a damaged engine is never run
+        "engine_sha256": sha256_file(engine_path) if Path(engine_path).is_file() else None,
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
@@ -167,6 +171,7 @@ def read_engine_meta(
             raise ModelError(f"key schema {doc['schema']} is newer than this npcface reads")
         key = EngineKey(**doc["key"])
         info = RecognizerInfo.from_json(json.dumps(doc["info"])) if doc.get("info") else None
+        recorded = doc.get("engine_sha256")
     except FileNotFoundError:
         raise ModelError(
             f"{engine_path} has no key file {path.name}: npcface runs only engines whose "
@@ -175,6 +180,14 @@ def read_engine_meta(
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"cannot read the engine key file {path}: {exc}") from exc
+    if recorded and Path(engine_path).is_file():
+        from .models import sha256_file
+
+        if sha256_file(engine_path) != recorded:
+            raise ModelError(
+                f"{engine_path} differs from the engine recorded in {path.name} when it was "
+                "built (damaged or replaced); rebuild it with 'npcface export tensorrt MODEL.onnx'"
+            )
     return key, info
 
 

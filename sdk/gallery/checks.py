@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryArgumentError, GalleryEmbeddingError
+from .. import validate
+from ..errors import (
+    EmbeddingError,
+    GalleryArgumentError,
+    GalleryEmbeddingError,
+    InvalidArgumentError,
+)
 
 METRICS = ("cosine", "ip")
 """``cosine``: vectors are L2-normalised on the way in, similarity is the cosine in [-1, 1].
@@ -57,12 +63,11 @@ def prepare_vectors(
     if not np.all(np.isfinite(arr)):
         raise GalleryEmbeddingError(f"{what} contain NaN or infinite values")
     if metric == "cosine" and len(arr):
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            raise GalleryEmbeddingError(
-                f"{what} contain an all-zero vector (no direction to compare)"
-            )
-        arr /= norms
+        try:  # the one embedding rule (npcface.validate), as verify and compare apply it
+            validate.check_embeddings(arr, what=what)
+        except EmbeddingError as exc:
+            raise GalleryEmbeddingError(str(exc)) from None
+        arr /= np.linalg.norm(arr, axis=1, keepdims=True)
     return arr
 
 
@@ -108,13 +113,20 @@ def check_int(value: Any, what: str) -> int:
     return int(value)
 
 
-def check_threshold(threshold: Any) -> float:
+def check_threshold(threshold: Any, metric: str = "cosine") -> float:
+    """A finite number; for ``cosine`` galleries the one threshold rule of
+    :func:`npcface.validate.check_threshold` (a cosine similarity in [-1, 1])."""
     try:
         value = float(threshold)
     except (TypeError, ValueError):
         value = float("nan")
     if isinstance(threshold, bool) or not np.isfinite(value):
         raise GalleryArgumentError(f"threshold must be a finite number, got {threshold!r}")
+    if metric == "cosine":
+        try:
+            value = validate.check_threshold(value)
+        except InvalidArgumentError as exc:
+            raise GalleryArgumentError(str(exc)) from None
     return value
 
 

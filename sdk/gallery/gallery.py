@@ -415,7 +415,7 @@ class Gallery:
         q = np.asarray(query)
         if q.ndim != 1:
             raise GalleryEmbeddingError(f"identify takes one (d,) embedding, got shape {q.shape}")
-        limit = check_threshold(threshold)
+        limit = check_threshold(threshold, self.metric)
         best = self.search(q, k=1)[0]
         if best and best[0].similarity >= limit:
             return best[0]
