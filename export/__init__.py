@@ -18,6 +18,7 @@ _EXPORTS = {
     "export_third_party": "onnx",
     "export_checked": "onnx",
     "ExportResult": "onnx",
+    "OpsetError": "onnx",
     "check_parity": "parity",
     "ParityReport": "parity",
     "ParityError": "parity",

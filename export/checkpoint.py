@@ -7,6 +7,7 @@ overrides cover checkpoints that lack a field.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -21,7 +22,10 @@ from .onnx import file_sha256, import_torch
 
 log = logging.getLogger(__name__)
 
-_STATE_KEYS = ("state_dict", "backbone", "backbone_state_dict", "model")
+_STATE_KEYS = ("state_dict", "backbone", "backbone_state_dict", "state_dict_backbone", "model")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "backbone.", "model.")
+"""Prefixes wrappers put before every key: DDP/DataParallel (``module.``), torch.compile
+(``_orig_mod.``), and a backbone held as an attribute; stripped in any order and nesting."""
 _SUMMARY_SKIP = ("data", "dir", "path", "file", "root", "output", "out", "resume", "log")
 
 
@@ -65,10 +69,159 @@ def _state_dict(ckpt: Any) -> dict[str, Any]:
 
 
 def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
-    for prefix in ("module.", "backbone.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items()}
+    """Strip wrapper prefixes shared by every key, repeatedly (``_orig_mod.module.`` is
+    torch.compile around DDP, ``module._orig_mod.`` the other way round)."""
+    stripped = True
+    while state and stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                stripped = True
     return state
+
+
+# arcface_torch (insightface recognition/arcface_torch/backbones/iresnet.py) module names
+# -> ours (training/backbones/iresnet.py). Same layers, same order, other names.
+_ARCFACE_BLOCK = {"bn1": "0", "conv1": "1", "bn2": "2", "prelu": "3", "conv2": "4", "bn3": "5"}
+_ARCFACE_TOP = {"conv1": "stem.0", "bn1": "stem.1", "prelu": "stem.2", "bn2": "bn"}
+
+
+def is_arcface_iresnet(state: Mapping[str, Any]) -> bool:
+    """Does a state dict use arcface_torch's IResNet names (``layer1.0.bn1``, ``conv1``)?"""
+    return "conv1.weight" in state and any(k.startswith("layer1.0.bn1.") for k in state)
+
+
+def map_arcface_iresnet(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """arcface_torch IResNet keys -> this package's IResNet keys, and the facts they imply.
+
+    Returns:
+        ``(state, facts)``: the renamed state dict, and ``backbone`` (``iresnet{depth}``
+        from the blocks per stage), ``embedding_size``, ``input_size`` (112 for arcface_torch's
+        7 x 7 final map) and ``width`` when the stem is not 64 channels wide.
+
+    Raises:
+        ModelError: the blocks per stage match no known IResNet depth.
+    """
+    import re
+
+    from npcface.training.backbones.iresnet import _LAYERS
+
+    out: dict[str, Any] = {}
+    blocks: dict[int, set[int]] = {}
+    for key, value in state.items():
+        m = re.match(r"layer(\d)\.(\d+)\.(\w+?)\.(.+)$", key)
+        if m:
+            stage, block, name, rest = int(m[1]), int(m[2]), m[3], m[4]
+            blocks.setdefault(stage, set()).add(block)
+            if name == "downsample":
+                new = f"stages.{stage - 1}.{block}.downsample.{rest}"
+            elif name in _ARCFACE_BLOCK:
+                new = f"stages.{stage - 1}.{block}.body.{_ARCFACE_BLOCK[name]}.{rest}"
+            else:
+                new = key
+        else:
+            head, _, rest = key.partition(".")
+            new = f"{_ARCFACE_TOP[head]}.{rest}" if head in _ARCFACE_TOP else key
+        out[new] = value
+    layers = tuple(len(blocks.get(i, ())) for i in (1, 2, 3, 4))
+    depth = next((d for d, lay in _LAYERS.items() if lay == layers), None)
+    if depth is None:
+        raise ModelError(
+            f"arcface_torch IResNet with {layers} blocks per stage matches no known depth "
+            f"({', '.join(f'{d}: {lay}' for d, lay in _LAYERS.items())})"
+        )
+    facts: dict[str, Any] = {"backbone": f"iresnet{depth}"}
+    fc = state.get("fc.weight")
+    stem = state.get("conv1.weight")
+    if fc is not None and stem is not None:
+        facts["embedding_size"] = int(fc.shape[0])
+        last = int(state[f"layer4.{max(blocks[4])}.bn3.weight"].shape[0])
+        side = round((int(fc.shape[1]) / last) ** 0.5)
+        facts["input_size"] = {7: 112, 8: 120}.get(side, side * 16)
+        if int(stem.shape[0]) != 64:
+            facts["width"] = int(stem.shape[0]) / 64
+    return out, facts
+
+
+def _shapes(t: Any) -> str:
+    return "x".join(str(d) for d in getattr(t, "shape", ())) or "scalar"
+
+
+def describe_mismatch(model: Any, state: Mapping[str, Any], limit: int = 3) -> str:
+    """One line on how ``state`` differs from ``model.state_dict()``: counts of missing,
+    unexpected and wrongly shaped keys with a few examples each (never the whole list)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    extra = [k for k in state if k not in want]
+    shaped = [
+        f"{k} {_shapes(state[k])} vs {_shapes(want[k])}"
+        for k in want
+        if k in state and getattr(state[k], "shape", None) != want[k].shape
+    ]
+
+    def part(name: str, items: list[str]) -> str:
+        more = f", ... {len(items) - limit} more" if len(items) > limit else ""
+        return f"{len(items)} {name} ({', '.join(items[:limit])}{more})"
+
+    parts = [
+        part(n, i)
+        for n, i in (("missing", missing), ("unexpected", extra), ("of another shape", shaped))
+        if i
+    ]
+    return f"{'; '.join(parts)} of {len(want)} keys" if parts else "keys match"
+
+
+def _numpy_safe_globals() -> list[Any]:
+    """numpy types a checkpoint may hold beside its tensors (``best_acc = np.float64(...)``,
+    small arrays): scalars, dtypes and plain arrays of numeric dtypes. None of them runs code
+    when unpickled."""
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    kinds = [
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+        np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128,
+    ]  # fmt: skip
+    dtype_classes = [type(np.dtype(k)) for k in kinds]
+    return [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
+
+
+def _load(torch: Any, path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with numpy scalars and arrays allowed; a refusal
+    becomes one line naming the type that is not allowed."""
+    import pickle
+    import re
+
+    try:
+        allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        with allow(_numpy_safe_globals()) if allow else contextlib.nullcontext():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = found[1] if found else "an object"
+        raise ModelError(
+            f"cannot read checkpoint {path}: it stores {what}, which torch.load("
+            "weights_only=True) does not load (it could run code). Save the weights alone, "
+            "e.g. torch.save(ckpt['state_dict'], 'weights.pt'), and export that"
+        ) from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... on broken files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot read checkpoint {path}: {first}") from exc
+
+
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Keys of floating-point tensors holding NaN or inf."""
+    import torch
+
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -200,21 +353,42 @@ def load_checkpoint(
     config under ``config``). A plain state dict works with ``backbone=`` given. Keyword
     arguments override the checkpoint.
 
+    Checkpoints from elsewhere: numpy scalars and arrays stored beside the weights are
+    allowed (:func:`_numpy_safe_globals`); wrapper prefixes (``module.``, ``_orig_mod.``,
+    nested) are stripped; arcface_torch IResNet names are mapped to this package's IResNet
+    (:func:`map_arcface_iresnet`, which also gives the depth, sizes and normalisation).
+
     Raises:
         MissingExtraError: torch is not installed.
-        ModelError: the file is not a readable checkpoint, names no backbone, or its
-            weights do not fit the backbone.
+        ModelError: the file is not a readable checkpoint (one line naming a type that is
+            not safe to load), names no backbone, holds NaN/inf weights, or its weights do
+            not fit the backbone (one line: counts and examples of the mismatched keys).
     """
     torch = import_torch()
     from npcface.training.backbones import get_backbone
 
     path = resolve_checkpoint_path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
-        raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
+    ckpt = _load(torch, path)
     facts = _layout(ckpt)
     config = facts["config"]
+    state = _strip_prefixes(_state_dict(ckpt))
+    if is_arcface_iresnet(state):
+        state, implied = map_arcface_iresnet(state)
+        width = implied.pop("width", None)
+        if width is not None:
+            facts["backbone_kwargs"] = {"width": width, **facts["backbone_kwargs"]}
+        # what the checkpoint says wins; arcface_torch trains on RGB (x / 255 - 0.5) / 0.5
+        implied.update(mean=127.5, std=127.5, channel_order="RGB")
+        for key, value in implied.items():
+            if facts.get(key) is None:
+                facts[key] = value
+        log.info("%s: arcface_torch IResNet names mapped (%s)", path.name, implied)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ModelError(
+            f"{path}: {len(bad)} of {len(state)} tensors hold NaN/inf values (e.g. "
+            f"{', '.join(bad[:3])}): the training run diverged; export an earlier checkpoint"
+        )
     arch = backbone or facts["backbone"]
     if not isinstance(arch, str):
         raise ModelError(f"{path} does not name its backbone; pass --backbone NAME")
@@ -224,11 +398,13 @@ def load_checkpoint(
         model = get_backbone(arch, input_size=size, embedding_size=dim, **facts["backbone_kwargs"])
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{path}: cannot build backbone {arch!r}: {exc}") from exc
-    state = _strip_prefixes(_state_dict(ckpt))
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit backbone {arch!r}: {exc}") from exc
+    except RuntimeError:
+        raise ModelError(
+            f"{path}: weights do not fit backbone {arch!r} at input size {size}, "
+            f"{dim}-d: {describe_mismatch(model, state)}"
+        ) from None
     model.eval()
 
     norm: dict[str, Any] = {}

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     o.add_argument("--embedding-size", type=int, help="override the embedding size")
     o.add_argument("--name", help="model name written into the metadata")
     _info_args(o)
-    o.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 17; default 18)")
+    o.add_argument("--opset", type=int, default=None, help="ONNX opset, 17 to 20 (default 18)")
     o.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
     _crop_args(o, "parity", 32)
     o.add_argument("--no-parity", action="store_true", help="skip the parity check (not advised)")
@@ -176,9 +176,17 @@ def _crop_folder(arg: str | None, required_for: str) -> Path:
 
 
 def _onnx(args: argparse.Namespace) -> int:
-    from .crops import crops_from_folder
-    from .onnx import export_checked, import_torch
+    try:
+        return _onnx_checked(args)
+    except ValueError as exc:  # arguments the export refuses: one line, not a traceback
+        raise NpcfaceError(str(exc)) from None
 
+
+def _onnx_checked(args: argparse.Namespace) -> int:
+    from .crops import crops_from_folder
+    from .onnx import check_opset, export_checked, import_torch
+
+    check_opset(args.opset)  # before the checkpoint is read
     source = Path(args.source)
     if not source.exists():
         raise NpcfaceError(f"{source} does not exist")

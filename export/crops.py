@@ -39,11 +39,20 @@ def preprocess_crops(crops: np.ndarray, info: RecognizerInfo) -> np.ndarray:
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted."""
+    """Image files under ``folder`` (recursive), sorted; hidden files and anything under a
+    hidden folder (``.ipynb_checkpoints``, macOS ``._photo.jpg`` resource files) left out."""
     root = Path(folder)
     if not root.is_dir():
         raise NpcfaceError(f"image folder {root} does not exist")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(
+            part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts
+        )
+    )
 
 
 def spread(items: Sequence[Path], limit: int | None) -> list[Path]:

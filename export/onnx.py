@@ -38,11 +38,30 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 """Opset of the torch.export-based exporter (the TorchScript fallback uses 17)."""
 MIN_OPSET = 17
+MAX_OPSET = 20
+"""Highest opset both torch exporters write (the TorchScript fallback stops at 20)."""
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 BATCH_AXIS = "batch"
 
 _INFO_FIELDS = {f.name for f in fields(RecognizerInfo)}
+
+
+class OpsetError(ModelError, ValueError):
+    """An ONNX opset outside what the export supports (``MIN_OPSET`` .. ``MAX_OPSET``)."""
+
+
+def check_opset(opset: int | None) -> None:
+    """Refuse an opset the export cannot write.
+
+    Raises:
+        OpsetError: ``opset`` is not None and not within ``MIN_OPSET`` .. ``MAX_OPSET``.
+    """
+    if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
+        raise OpsetError(
+            f"opset {opset} is not supported: use {MIN_OPSET} to {MAX_OPSET} "
+            f"(default {DEFAULT_OPSET}; {MIN_OPSET} with the TorchScript exporter)"
+        )
 
 
 def import_torch() -> Any:
@@ -222,7 +241,7 @@ def export_onnx(
         input_size: side S of the input crop (120 for npcface models).
         metadata: model facts (see :func:`make_info`); the input and embedding sizes are
             checked against the model.
-        opset: ONNX opset (>= 17; default 18, or 17 with the TorchScript exporter).
+        opset: ONNX opset, 17 to 20 (default 18, or 17 with the TorchScript exporter).
         simplify: run onnxslim (or onnxsim) on the graph.
         exporter: "auto" (torch.export-based when onnxscript is installed, else
             TorchScript), "dynamo" or "torchscript".
@@ -232,14 +251,14 @@ def export_onnx(
 
     Raises:
         MissingExtraError: torch is not installed.
-        ValueError: bad opset, or metadata contradicting the model.
+        OpsetError: opset outside 17..20 (a :class:`ModelError` and a ``ValueError``).
+        ValueError: metadata contradicting the model.
         ModelError: the exported graph does not have a dynamic batch axis.
     """
     torch = import_torch()
     import onnx
 
-    if opset is not None and opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    check_opset(opset)
     path = Path(path)
     was_training = model.training
     model.eval()

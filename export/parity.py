@@ -220,6 +220,13 @@ def check_parity(
             embedding_size=embedder.info.embedding_size,
         )
     ref = reference_function(model, threads)(preprocess_crops(crops, reference_info))
+    bad_ref = int((~np.isfinite(ref).all(axis=1)).sum())
+    if bad_ref:  # max() would skip NaN differences and report "max |diff| 0"
+        raise ParityError(
+            f"the source model gives NaN/inf embeddings for {bad_ref} of {len(ref)} crops; "
+            "its weights are broken (a diverged training run?), there is nothing to compare",
+            _failed(len(crops), batch_sizes, min_cosine, max_rel_diff),
+        )
 
     x = embedder.preprocess(crops)
     sizes = sorted({int(b) for b in batch_sizes if 0 < int(b) <= len(crops)} | {len(crops)})
@@ -240,11 +247,12 @@ def check_parity(
                 f"{ref.shape}",
                 _failed(len(crops), sizes, min_cosine, max_rel_diff),
             )
-        max_abs = max(max_abs, float(np.abs(out - ref).max()))
+        diff = float(np.abs(out - ref).max())
+        max_abs = max(max_abs, diff if np.isfinite(diff) else float("inf"))
         cosines.append(_rowwise_cosine(out, ref))
     emb = embedder.embed(crops)
     cosines.append(_rowwise_cosine(emb, ref))
-    cos = np.concatenate(cosines)
+    cos = np.nan_to_num(np.concatenate(cosines), nan=-1.0)  # a NaN output fails the check
     ref_max = float(np.abs(ref).max())
     report = ParityReport(
         num_crops=len(crops),

@@ -6,8 +6,10 @@ the typical batch, not 1), builds fp32, fp16 or INT8 (implicit INT8 with an entr
 calibrator over aligned crops, or explicit INT8 from a QDQ ONNX file made by
 ``npcface export quantize --int8``), reuses a timing cache, and writes the engine with a
 key file (:class:`npcface.trt_runner.EngineKey`: TensorRT version, GPU compute capability,
-precision, profile, input size and the ONNX file's SHA-256). An engine whose key matches
-is reused; one whose key differs is rebuilt. :class:`npcface.trt_runner.TensorRTRunner`
+precision, profile, input size, the ONNX file's SHA-256 and, for INT8 calibrated from crops,
+the calibration data's SHA-256). An engine whose key matches is reused; one whose key
+differs is rebuilt. The INT8 calibration cache is keyed the same way (ONNX file,
+calibration data, TensorRT version), so another calibration set never reuses it. :class:`npcface.trt_runner.TensorRTRunner`
 refuses to run an engine whose key does not match the running TensorRT and GPU.
 
 UNVERIFIED: this machine and CI have no GPU and no TensorRT. The code follows the
@@ -17,6 +19,7 @@ for a missing TensorRT or GPU are tested here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -121,6 +124,35 @@ def input_size_of(path: str | os.PathLike[str], info: RecognizerInfo | None) -> 
     raise ModelError(f"cannot tell the input size of {path}; it carries no npcface metadata")
 
 
+def calibration_sha256(crops: np.ndarray, info: RecognizerInfo, batch: int) -> str:
+    """SHA-256 of what INT8 calibration sees: the crops (shape and bytes), their
+    preprocessing (channel order, mean, std) and the calibration batch size."""
+    import hashlib
+
+    crops = np.ascontiguousarray(crops)
+    h = hashlib.sha256()
+    head = {
+        "shape": list(crops.shape),
+        "dtype": str(crops.dtype),
+        "channel_order": info.channel_order,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "batch": int(batch),
+    }
+    h.update(json.dumps(head, sort_keys=True).encode())
+    h.update(memoryview(crops).cast("B"))
+    return h.hexdigest()
+
+
+def calibration_cache_path(cache_dir: str | os.PathLike[str], key: EngineKey) -> Path:
+    """The INT8 calibration cache of an engine key: per ONNX file, calibration data and
+    TensorRT version, so another calibration set or TensorRT release never reads it."""
+    return Path(cache_dir) / (
+        f"calib-{key.onnx_sha256[:16]}-{key.calibration_sha256[:16]}"
+        f"-trt{key.tensorrt_version}.cache"
+    )
+
+
 def make_engine_key(
     onnx_path: str | os.PathLike[str],
     config: TensorRTBuildConfig,
@@ -128,8 +160,11 @@ def make_engine_key(
     compute_capability: str,
     input_size: int,
     onnx_sha256: str | None = None,
+    calibration: str = "",
 ) -> EngineKey:
-    """The key of the engine that ``config`` would build from ``onnx_path`` on this target."""
+    """The key of the engine that ``config`` would build from ``onnx_path`` on this target;
+    ``calibration``: :func:`calibration_sha256` of the INT8 calibration data ("" when the
+    engine is not calibrated from crops)."""
     return EngineKey(
         tensorrt_version=tensorrt_version,
         compute_capability=compute_capability,
@@ -139,6 +174,7 @@ def make_engine_key(
         max_batch=config.max_batch,
         input_size=int(input_size),
         onnx_sha256=onnx_sha256 or file_sha256(onnx_path),
+        calibration_sha256=calibration,
     )
 
 
@@ -257,7 +293,9 @@ def build_engine(
     trt = import_tensorrt()
     cuda = import_cuda_driver()
     _, capability = cuda_device(cuda, device)
-    key = make_engine_key(onnx_path, config, trt.__version__, capability, size)
+    calibrated = config.precision == "int8" and not explicit_int8
+    calib = calibration_sha256(calib_crops, info, config.calibration_batch) if calibrated else ""
+    key = make_engine_key(onnx_path, config, trt.__version__, capability, size, calibration=calib)
     engine_path = engine_output_path(onnx_path, output, key)
     if not rebuild and reusable(engine_path, key):
         log.info("reusing %s (key %s)", engine_path, key.digest())
@@ -296,7 +334,7 @@ def build_engine(
     if config.precision == "int8":
         bconf.set_flag(trt.BuilderFlag.INT8)
         if not explicit_int8:
-            calib_cache = cache_dir / f"calib-{key.onnx_sha256[:16]}.cache"
+            calib_cache = calibration_cache_path(cache_dir, key)
             bconf.int8_calibrator = _calibrator(
                 trt, calib_crops, info, config.calibration_batch, calib_cache
             )

@@ -132,12 +132,24 @@ def embed_crops(
 
     def run(batch: np.ndarray) -> np.ndarray:
         out = [forward(batch[i : i + batch_size]) for i in range(0, len(batch), batch_size)]
-        return _l2(np.concatenate(out))
+        return _l2(_checked(np.concatenate(out)))
 
     feats = run(crops)
     if flip:
         feats = _l2(feats + run(np.ascontiguousarray(crops[:, :, ::-1])))
     return feats
+
+
+def _checked(raw: np.ndarray) -> np.ndarray:
+    """Raw model outputs, refused when a row is not finite or all zero: such a row has no
+    direction, and a score computed from it would be a silent wrong answer."""
+    bad = ~np.isfinite(raw).all(axis=1) | ~raw.any(axis=1)
+    if bad.any():
+        raise ModelError(
+            f"the recognition model gave {int(bad.sum())} of {len(raw)} embeddings that are not "
+            "finite or all zero: its model file is probably damaged"
+        )
+    return raw
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

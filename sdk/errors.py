@@ -64,3 +64,12 @@ class MissingExtraError(NpcfaceError, ImportError):
         )
         self.extra = extra
         self.module = module
+
+
+class GalleryArgumentError(GalleryError, InvalidArgumentError):
+    """A gallery method got an argument it cannot use (bad name, ``k``, threshold, setting,
+    search parameter or path); a :class:`GalleryError` and a ``ValueError`` too."""
+
+
+class GalleryEmbeddingError(GalleryArgumentError, EmbeddingError):
+    """Vectors a gallery cannot store or search: wrong shape or dimension, NaN, all zero."""

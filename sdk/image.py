@@ -3,14 +3,19 @@
 Accepted: a path (``str`` or ``pathlib.Path``), encoded bytes, a numpy array (BGR uint8;
 grayscale, BGRA, float in [0, 1] and 16-bit are converted) or a PIL image. EXIF orientation
 is honoured. Images with more than ``max_pixels`` pixels are refused before they are decoded
-(decompression bombs); empty, truncated and non-image data are refused with the input named.
+(decompression bombs); this is the only pixel limit (Pillow's own is not applied, so a
+larger ``max_pixels`` admits a 108 MP phone photo). Empty, truncated and non-image data are
+refused with the input named. HEIC/HEIF photos need the ``heif`` extra (pillow-heif); AVIF is
+decoded by Pillow itself (11.2 and later).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import warnings
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -21,11 +26,12 @@ from .errors import ImageError
 IMAGE_SUFFIXES = frozenset(
     {
         ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp",
-        ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
+        ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif", ".hif", ".avif",
     }
 )  # fmt: skip
-"""File suffixes (lower case) that npcface treats as images when it lists a folder: the one
-list used by bulk enrolment, training data, export crops and the benches."""
+"""File suffixes (lower case) that npcface treats as images: what :func:`load_image`
+decodes (HEIC/HEIF with the ``heif`` extra): the one list used when a folder is listed (training
+data, export crops, benches). Decoding never depends on the suffix, only on the content."""
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image accepted by default (8000 x 8000). Pass ``max_pixels`` to change it."""
@@ -83,22 +89,99 @@ def load_image(src: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     if not data:
         raise ImageError(f"{name}: empty file")
+    brand = heif_brand(data)
+    if brand is not None and brand[1] == "HEIC/HEIF":
+        _enable_heif(name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        img = _open_unguarded(data)
     except UnidentifiedImageError:
+        if brand is not None:
+            raise ImageError(
+                f"{name}: {brand[1]} image (brand {brand[0]!r}) that this Pillow cannot decode"
+            ) from None
         raise ImageError(f"{name}: not an image (unrecognised format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own guard (about 89M pixels) read the header first: too large either way.
-        raise ImageError(f"{name}: image too large to decode safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
     return _from_pil(img, name, max_pixels)
+
+
+_PIL_GUARD_LOCK = threading.Lock()
+
+
+def _open_unguarded(data: bytes) -> Any:
+    """``Image.open`` (header only) without Pillow's own pixel limit.
+
+    Pillow refuses images above ``Image.MAX_IMAGE_PIXELS`` (about 89.5 M pixels) inside
+    ``open``, before npcface can apply its own ``max_pixels``; so that one limit applies,
+    ours, with its message, the guard is lifted while the header is read (a few
+    microseconds, under a lock) and ``_check_size`` runs before any pixel is decoded.
+    """
+    from PIL import Image
+
+    with _pillow_guard_lifted():
+        return Image.open(io.BytesIO(data))
+
+
+@contextlib.contextmanager
+def _pillow_guard_lifted() -> Iterator[None]:
+    from PIL import Image
+
+    with _PIL_GUARD_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+_HEIF_BRANDS = {
+    **dict.fromkeys(("heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"), "HEIC/HEIF"),
+    **dict.fromkeys(("avif", "avis"), "AVIF"),
+}
+
+
+def heif_brand(data: bytes) -> tuple[str, str] | None:
+    """(brand, format) of an ISO-BMFF image (``ftyp`` box): HEIC/HEIF or AVIF; else None."""
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(data[0:4], "big")
+    brands = [data[8:12]] + [data[i : i + 4] for i in range(16, min(size, len(data), 64), 4)]
+    names = [b.decode("latin-1") for b in brands]
+    for b in names:  # AVIF files also list mif1: the specific brand decides
+        if _HEIF_BRANDS.get(b) == "AVIF":
+            return b, "AVIF"
+    for b in names:
+        if b in _HEIF_BRANDS:
+            return b, _HEIF_BRANDS[b]
+    return None
+
+
+_heif_ready = False
+
+
+def _enable_heif(name: str) -> None:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow on first need (never at import).
+
+    Raises:
+        ImageError: pillow-heif is not installed; the message names the extra.
+    """
+    global _heif_ready
+    if _heif_ready:
+        return
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(
+            f"{name}: HEIC/HEIF image (as iPhones write); decoding it needs pillow-heif: "
+            "pip install 'npcface[heif]'"
+        ) from None
+    pillow_heif.register_heif_opener()
+    _heif_ready = True
 
 
 def _check_size(width: int, height: int, name: str, max_pixels: int) -> None:
@@ -115,10 +198,17 @@ def _from_pil(img: Any, name: str, max_pixels: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
     _check_size(img.size[0], img.size[1], name, max_pixels)
+    # Some decoders (GIF frames) repeat Pillow's pixel check while loading: an image that
+    # passed ours but exceeds Pillow's is loaded with Pillow's guard lifted.
+    limit = Image.MAX_IMAGE_PIXELS
+    big = limit is not None and img.size[0] * img.size[1] > limit
     try:
-        img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        with _pillow_guard_lifted() if big else contextlib.nullcontext():
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as exc:  # a frame larger than the header said
+        raise ImageError(f"{name}: image too large to decode safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: truncated or corrupt image data ({exc})") from exc
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):

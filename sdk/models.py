@@ -110,6 +110,38 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def hash_record(path: str | os.PathLike[str]) -> Path:
+    """The file that records the SHA-256 of a cached file when it was written: ``X.sha256``."""
+    p = Path(path)
+    return p.with_name(p.name + ".sha256")
+
+
+def record_hash(path: str | os.PathLike[str]) -> str:
+    """Hash a cached file just written and record it beside it (atomically); the digest."""
+    digest = sha256_file(path)
+    rec = hash_record(path)
+    tmp = rec.with_name(rec.name + ".tmp")
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, rec)
+    return digest
+
+
+def cache_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the cached file ``path`` cannot be trusted (None when its SHA-256 matches the one
+    recorded by :func:`record_hash`): no record, unreadable, or changed since written."""
+    try:
+        recorded = hash_record(path).read_text().strip()
+    except OSError:
+        return "no SHA-256 was recorded when it was written"
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        return f"it cannot be read ({exc})"
+    if actual != recorded:
+        return f"its SHA-256 {actual[:16]}... differs from {recorded[:16]}... recorded when written"
+    return None
+
+
 def _package_file(spec: ModelSpec) -> Path | None:
     """Locate ``spec.package_path`` inside an installed package without importing it."""
     if not spec.package or not spec.package_path:
@@ -216,23 +248,36 @@ def _recipe(name: str) -> Callable[[str, str], object]:
 
 
 def prepared_file(src: Path, recipe: str, digest: str) -> Path:
-    """Apply ``recipe`` to ``src`` once; later calls return the cached result."""
+    """Apply ``recipe`` to ``src`` once; later calls return the cached result.
+
+    The cached file's SHA-256 is recorded when it is written (``X.onnx.sha256``) and checked
+    on every load; a file that changed since (a flipped bit, a truncated copy) or has no
+    record is rebuilt from ``src`` (already verified against the registry), with a warning.
+    """
     out = npcface_home() / "prepared" / f"{digest[:16]}-{recipe}-v{_PREP_VERSION}.onnx"
     if out.is_file():
-        return out
+        problem = cache_problem(out)
+        if problem is None:
+            return out
+        log.warning(
+            "cached model %s cannot be trusted: %s; rebuilding it from %s", out, problem, src
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.part")
     os.close(fd)
     try:
         _recipe(recipe)(str(src), tmp)
+        record_hash(tmp)
         os.replace(tmp, out)
+        os.replace(hash_record(tmp), hash_record(out))
     except ModelError:
         raise
     except Exception as exc:
         raise ModelError(f"could not prepare {src} with {recipe}: {exc}") from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, hash_record(tmp)):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return out
 
 

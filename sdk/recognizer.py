@@ -21,16 +21,21 @@ from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
 from .results import CropResult, EmbedResult, Face, VerifyResult
+from .validate import check_embeddings, check_threshold, is_embedding_like
 
 log = logging.getLogger(__name__)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
-    """Cosine similarity of two vectors (a float) or row-wise of two (N, d) arrays."""
-    a = np.asarray(a, np.float32)
-    b = np.asarray(b, np.float32)
-    if a.shape != b.shape:
-        raise EmbeddingError(f"embeddings differ in shape: {a.shape} vs {b.shape}")
+    """Cosine similarity of two vectors (a float) or row-wise of two (N, d) arrays.
+
+    Raises:
+        EmbeddingError: shapes differ, or a vector is all zero or not finite.
+    """
+    if np.shape(a) != np.shape(b):
+        raise EmbeddingError(f"embeddings differ in shape: {np.shape(a)} vs {np.shape(b)}")
+    a = check_embeddings(a, what="first embedding").reshape(np.shape(a))
+    b = check_embeddings(b, what="second embedding").reshape(np.shape(b))
     num = (a * b).sum(axis=-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     sim = num / np.maximum(den, 1e-12)
@@ -62,8 +67,11 @@ class FaceRecognizer:
         threads: CPU threads per model (None = all cores).
         backend: recogniser engine: ``auto`` (fastest measured here), ``onnxruntime``,
             ``openvino``, ``opencv`` or ``tensorrt``.
-        detector_options: extra keyword arguments for the detector (e.g. score_threshold).
-        max_pixels: largest image accepted.
+        detector_options: extra keyword arguments for the detector (e.g. score_threshold,
+            max_side, refine).
+        max_pixels: largest image accepted, in pixels (default 64 M): the one limit,
+            checked from the header before decoding (Pillow's own 89.5 M guard does not
+            apply, so 150_000_000 admits a 108 MP photo).
 
     Raises:
         InvalidArgumentError: an unknown face policy.
@@ -379,15 +387,18 @@ class FaceRecognizer:
         """Are the faces in two images the same person?
 
         Args:
-            img1, img2: images (path, bytes, array, PIL) or embeddings (1-D arrays).
-            threshold: cosine threshold; higher is stricter. Defaults to the model's
-                calibrated default.
+            img1, img2: images (path, bytes, array, PIL) or embeddings: a (d,) vector or a
+                (1, d) row as ``represent_all`` and ``embed_crops`` return.
+            threshold: cosine similarity in [-1, 1]; higher is stricter. Defaults to the
+                model's calibrated default.
             far: pick the threshold calibrated for this false-accept rate instead (e.g. 1e-4).
 
         Raises:
             NoFaceError: an image has no face. ImageError: an image cannot be used.
+            InvalidArgumentError: the threshold is not a finite number in [-1, 1].
+            EmbeddingError: an embedding has the wrong size, is all zero or not finite.
         """
-        thr = float(threshold) if threshold is not None else self.default_threshold(far)
+        thr = check_threshold(threshold) if threshold is not None else self.default_threshold(far)
         emb1, face1 = self._embedding_of(img1)
         emb2, face2 = self._embedding_of(img2)
         sim = float(cosine_similarity(emb1, emb2))
@@ -401,8 +412,8 @@ class FaceRecognizer:
         )
 
     def _embedding_of(self, x: ImageInput) -> tuple[np.ndarray, Face | None]:
-        if isinstance(x, np.ndarray) and x.ndim == 1:
-            return x.astype(np.float32), None
+        if is_embedding_like(x):
+            return check_embeddings(x, self.info.embedding_size)[0], None
         return self.represent(x)
 
     # -- galleries ---------------------------------------------------------------------

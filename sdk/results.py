@@ -20,8 +20,12 @@ class Face:
     """One detected face.
 
     Attributes:
-        box: (x1, y1, x2, y2) float32 pixels in the original image.
-        landmarks: (5, 2) float32 pixels, order :data:`LANDMARK_NAMES`.
+        box: (x1, y1, x2, y2) float32 pixels in the original image, clipped to it
+            (0 <= x1 <= x2 <= width, 0 <= y1 <= y2 <= height), so
+            ``img[int(y1):int(y2), int(x1):int(x2)]`` is the visible face even when the
+            border cuts it.
+        landmarks: (5, 2) float32 pixels, order :data:`LANDMARK_NAMES`; not clipped: for a
+            face cut by the border they may lie outside the image, where alignment needs them.
         score: detector confidence in [0, 1].
     """
 

@@ -139,6 +139,17 @@ class OrtRunner:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=chosen, provider_options=provider_options
             )
+            if _varying_input_size(self.session):
+                # ONNX Runtime keeps a memory pattern per input shape, without bound: a
+                # detector fed photos of every size would grow without end (measured: +430
+                # MB over 40 sizes of 6-12 MP, flat without; bench/memory_soak.py).
+                opts.enable_mem_pattern = False
+                self.session = ort.InferenceSession(
+                    str(path),
+                    sess_options=opts,
+                    providers=chosen,
+                    provider_options=provider_options,
+                )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"ONNX Runtime could not load {path}: {exc}") from exc
         got = tuple(self.session.get_providers())
@@ -154,6 +165,15 @@ class OrtRunner:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: batch})
+
+
+def _varying_input_size(session: object) -> bool:
+    """True when an input has a symbolic size beyond the batch axis (a detector's height
+    and width); a batch axis alone takes few distinct values."""
+    return any(
+        any(not isinstance(d, int) for d in inp.shape[1:])
+        for inp in session.get_inputs()  # type: ignore[attr-defined]
+    )
 
 
 def _provider_options(provider: str, path: str | os.PathLike[str]) -> dict[str, str]:
@@ -300,7 +320,7 @@ def _fastest(
     import cv2
     import onnxruntime as ort
 
-    from .models import npcface_home, sha256_file
+    from .models import cache_problem, npcface_home, record_hash, sha256_file
 
     key = "|".join(
         [
@@ -315,9 +335,15 @@ def _fastest(
         ]
     )
     cache_file = npcface_home() / "autotune.json"
+    problem = cache_problem(cache_file) if cache_file.is_file() else "absent"
     try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
+        if problem != "absent" and problem is not None:
+            raise ValueError(problem)
+        cache = json.loads(cache_file.read_text()) if problem is None else {}
+    except (OSError, ValueError) as exc:
+        log.warning(
+            "engine cache %s cannot be trusted (%s); timing the engines again", cache_file, exc
+        )
         cache = {}
     winner = cache.get(key)
     runners: dict[str, Runner] = {"onnxruntime": ort_runner}
@@ -338,6 +364,7 @@ def _fastest(
             tmp = cache_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(cache, indent=1))
             os.replace(tmp, cache_file)
+            record_hash(cache_file)
         except OSError:
             pass
     if winner in runners:

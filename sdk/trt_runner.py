@@ -65,6 +65,8 @@ class EngineKey:
         max_batch: largest batch of the profile.
         input_size: side S of the (batch, 3, S, S) input.
         onnx_sha256: SHA-256 of the ONNX file the engine was built from.
+        calibration_sha256: SHA-256 of the INT8 calibration data (crops and their
+            preprocessing) for implicitly calibrated INT8 engines; "" otherwise.
     """
 
     tensorrt_version: str
@@ -75,6 +77,7 @@ class EngineKey:
     max_batch: int
     input_size: int
     onnx_sha256: str
+    calibration_sha256: str = ""
 
     def __post_init__(self) -> None:
         check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
@@ -87,8 +90,13 @@ class EngineKey:
         return (self.min_batch, self.opt_batch, self.max_batch)
 
     def digest(self, length: int = 16) -> str:
-        """A short stable hash of every field (used in engine file names)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        """A short stable hash of every field (used in engine file names); an empty
+        ``calibration_sha256`` is left out, so keys of uncalibrated engines keep the digest
+        they had before the field existed."""
+        fields = asdict(self)
+        if not fields["calibration_sha256"]:
+            del fields["calibration_sha256"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:length]
 
     def mismatches(self, other: EngineKey) -> list[str]:
@@ -131,12 +139,16 @@ def write_engine_meta(
     engine_path: str | os.PathLike[str], key: EngineKey, info: RecognizerInfo | None
 ) -> Path:
     """Write the key file of ``engine_path`` (key, model facts); returns its path."""
+    from .models import sha256_file
+
     path = key_file(engine_path)
     doc = {
         "schema": KEY_SCHEMA,
         "key": asdict(key),
         "digest": key.digest(),
         "info": json.loads(info.to_json()) if info else None,
+        # the engine as written: checked on load, so a damaged engine is never run
+        "engine_sha256": sha256_file(engine_path) if Path(engine_path).is_file() else None,
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
@@ -159,6 +171,7 @@ def read_engine_meta(
             raise ModelError(f"key schema {doc['schema']} is newer than this npcface reads")
         key = EngineKey(**doc["key"])
         info = RecognizerInfo.from_json(json.dumps(doc["info"])) if doc.get("info") else None
+        recorded = doc.get("engine_sha256")
     except FileNotFoundError:
         raise ModelError(
             f"{engine_path} has no key file {path.name}: npcface runs only engines whose "
@@ -167,6 +180,14 @@ def read_engine_meta(
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"cannot read the engine key file {path}: {exc}") from exc
+    if recorded and Path(engine_path).is_file():
+        from .models import sha256_file
+
+        if sha256_file(engine_path) != recorded:
+            raise ModelError(
+                f"{engine_path} differs from the engine recorded in {path.name} when it was "
+                "built (damaged or replaced); rebuild it with 'npcface export tensorrt MODEL.onnx'"
+            )
     return key, info
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,144 @@ def test_cli_exports_a_training_run_with_parity(
     assert info.extra["source_checkpoint_sha256"] == file_sha256(run_dir / "model.pt")
     rec = FaceRecognizer(recognizer=str(out), backend="onnxruntime")
     assert (rec.input_size, rec.info.embedding_size) == (SIZE, DIM)
+
+
+# --- checkpoints from elsewhere (issue 16.6) -----------------------------------------------
+TINY_KW = {"blocks": [1, 1, 1, 1], "width": 0.125, "last_channels": 32}
+
+
+def _mbf() -> torch.nn.Module:
+    from npcface.training.backbones import get_backbone
+
+    torch.manual_seed(0)
+    return get_backbone("mobilefacenet", input_size=SIZE, embedding_size=DIM, **TINY_KW).eval()
+
+
+def _model_pt(model: torch.nn.Module, state: dict, **extra: object) -> dict:
+    """The model.pt layout (Trainer.export_model) around ``state``, plus ``extra`` keys."""
+    return {
+        "backbone": "mobilefacenet",
+        "backbone_kwargs": TINY_KW,
+        "input_size": SIZE,
+        "embedding_size": DIM,
+        "state_dict": state,
+        **extra,
+    }
+
+
+def test_numpy_scalars_beside_the_weights_are_loaded(tmp_path: Path) -> None:
+    model = _mbf()
+    path = tmp_path / "ckpt.pt"
+    extra = {"best_acc": np.float64(0.9931), "epoch": np.int64(7), "hist": np.arange(3.0)}
+    torch.save(_model_pt(model, model.state_dict(), **extra), path)
+    loaded = load_checkpoint(path)
+    x = np.random.default_rng(0).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_allclose(_forward(loaded.model, x), _forward(model, x), atol=1e-6)
+
+
+def test_unsafe_object_is_refused_in_one_line_naming_it(tmp_path: Path) -> None:
+    import argparse
+
+    model = _mbf()
+    path = tmp_path / "ckpt.pt"
+    torch.save(_model_pt(model, model.state_dict(), args=argparse.Namespace(lr=0.1)), path)
+    with pytest.raises(ModelError) as err:
+        load_checkpoint(path)
+    msg = str(err.value)
+    assert "argparse.Namespace" in msg and "\n" not in msg and "add_safe_globals" not in msg
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.module.", "module._orig_mod.", "module."])
+def test_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> None:
+    model = _mbf()
+    path = tmp_path / "ckpt.pt"
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save(_model_pt(model, state), path)
+    loaded = load_checkpoint(path)
+    x = np.random.default_rng(1).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_allclose(_forward(loaded.model, x), _forward(model, x), atol=1e-6)
+
+
+def test_mismatch_is_described_in_one_short_line(tmp_path: Path) -> None:
+    from npcface.training.backbones import get_backbone
+
+    path = tmp_path / "r18.pt"
+    torch.save(get_backbone("iresnet18", input_size=SIZE, embedding_size=DIM).state_dict(), path)
+    with pytest.raises(ModelError) as err:
+        load_checkpoint(path, backbone="mobilefacenet", input_size=SIZE, embedding_size=DIM)
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) < 600
+    assert re.search(r"\d+ missing \(.*\); \d+ unexpected \(.*more\)", msg)
+
+
+class _ArcBlock(torch.nn.Module):
+    """arcface_torch's IBasicBlock, written out with its own attribute names."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.bn1 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.prelu = nn.PReLU(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, stride, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout, eps=1e-5)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+
+class _ArcIResNet(torch.nn.Module):
+    """arcface_torch's IResNet (112 x 112 in, 7 x 7 final map), narrow for speed."""
+
+    def __init__(self, layers: tuple[int, ...], chans: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(3, chans[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(chans[0], eps=1e-5)
+        self.prelu = nn.PReLU(chans[0])
+        cin = chans[0]
+        for i, (n, cout) in enumerate(zip(layers, chans, strict=True), start=1):
+            blocks = [_ArcBlock(cin, cout, 2)] + [_ArcBlock(cout, cout, 1) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            cin = cout
+        self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.dropout = nn.Dropout(0.0)
+        self.fc = nn.Linear(cin * 7 * 7, dim)
+        self.features = nn.BatchNorm1d(dim, eps=1e-5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.dropout(torch.flatten(self.bn2(x), 1))
+        return self.features(self.fc(x))
+
+
+def test_arcface_torch_iresnet_checkpoint_is_mapped(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    arc = _ArcIResNet((2, 2, 2, 2), (16, 32, 64, 128), 32)
+    g = torch.Generator().manual_seed(1)
+    for m in arc.modules():  # non-trivial BN statistics, so a wrong mapping shows
+        if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+    arc.eval()
+    path = tmp_path / "backbone.pth"  # what arcface_torch saves: backbone.module.state_dict()
+    torch.save(arc.state_dict(), path)
+    loaded = load_checkpoint(path)
+    assert loaded.info.extra["backbone"] == "iresnet18"
+    assert (loaded.info.input_size, loaded.info.embedding_size) == (112, 32)
+    assert (loaded.info.mean, loaded.info.std) == ((127.5,) * 3, (127.5,) * 3)
+    x = np.random.default_rng(2).normal(size=(2, 3, 112, 112)).astype(np.float32)
+    np.testing.assert_allclose(_forward(loaded.model, x), _forward(arc, x), rtol=1e-4, atol=1e-4)
+    # arcface_torch's training checkpoint keeps the backbone under state_dict_backbone
+    torch.save({"state_dict_backbone": arc.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    again = load_checkpoint(tmp_path / "ckpt.pt")
+    np.testing.assert_allclose(_forward(again.model, x), _forward(arc, x), rtol=1e-4, atol=1e-4)

@@ -297,3 +297,44 @@ def test_cli_third_party_needs_info(tmp_path: Path) -> None:
     src = tmp_path / "x.onnx"
     src.write_bytes(b"")
     assert main(["export", "onnx", str(src), "-o", str(tmp_path / "y.onnx")]) == 2
+
+
+# --- opsets (issue 16.8) -------------------------------------------------------------------
+def test_opset_above_20_rejected(tiny: torch.nn.Module, tmp_path: Path) -> None:
+    from npcface.errors import NpcfaceError
+
+    for opset in (21, 16):
+        with pytest.raises(ValueError, match=f"opset {opset} is not supported: use 17 to 20"):
+            export_onnx(tiny, tmp_path / "x.onnx", TINY, opset=opset)
+        with pytest.raises(NpcfaceError):  # typed, so the CLI reports it in one line
+            export_onnx(tiny, tmp_path / "x.onnx", TINY, opset=opset)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", ["11", "21"])
+def test_cli_opset_out_of_range_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], opset: str
+) -> None:
+    """A readable checkpoint, so that only the opset can be what the CLI refuses."""
+    from npcface.cli import main
+    from npcface.training.backbones import get_backbone
+
+    kw = {"blocks": [1, 1, 1, 1], "width": 0.125, "last_channels": 32}
+    model = get_backbone("mobilefacenet", input_size=TINY, embedding_size=16, **kw)
+    ckpt = tmp_path / "model.pt"
+    torch.save(
+        {"backbone": "mobilefacenet", "backbone_kwargs": kw, "input_size": TINY,
+         "embedding_size": 16, "channel_order": "RGB", "mean": 127.5, "std": 128.0,
+         "state_dict": model.state_dict()},
+        ckpt,
+    )  # fmt: skip
+    out = tmp_path / "m.onnx"
+    args = ["export", "onnx", str(ckpt), "-o", str(out), "--no-parity", "--opset", opset]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"npcface export: error: opset {opset} is not supported: use 17 to 20 "
+                   "(default 18; 17 with the TorchScript exporter)"]  # fmt: skip
+    assert not out.exists()
+    if opset == "21":  # the highest accepted opset exports
+        assert main(args[:-1] + ["20"]) == 0 and out.is_file()
+        assert max(o.version for o in onnx.load(str(out)).opset_import if o.domain == "") == 20

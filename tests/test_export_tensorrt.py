@@ -319,3 +319,145 @@ def test_build_and_run_engine_on_gpu(tmp_path: Path) -> None:  # pragma: no cove
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(runner.run(x)[0], ref, atol=1e-3)
+
+
+# --- INT8 calibration keys (issue 16.7) ----------------------------------------------------
+def test_key_digest_covers_calibration_and_keeps_old_digests() -> None:
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    old_fields = {k: v for k, v in asdict(KEY).items() if k != "calibration_sha256"}
+    by_hand = hashlib.sha256(json.dumps(old_fields, sort_keys=True).encode()).hexdigest()[:16]
+    assert KEY.digest() == by_hand  # uncalibrated engines keep their names
+    a, b = replace(KEY, calibration_sha256="a" * 64), replace(KEY, calibration_sha256="b" * 64)
+    assert len({KEY.digest(), a.digest(), b.digest()}) == 3
+    assert a.mismatches(b) == [f"calibration_sha256: {'a' * 64} != {'b' * 64}"]
+
+
+def test_calibration_hash_and_cache_path_follow_the_data_and_tensorrt() -> None:
+    from npcface.export.tensorrt import calibration_cache_path, calibration_sha256
+
+    rng = np.random.default_rng(0)
+    crops_a = rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    crops_b = crops_a.copy()
+    crops_b[3, 2, 1, 0] ^= 1  # one bit of one crop
+    info = RecognizerInfo(name="tiny", input_size=8, embedding_size=4)
+    ha, hb = calibration_sha256(crops_a, info, 4), calibration_sha256(crops_b, info, 4)
+    assert len({ha, hb, calibration_sha256(crops_a, info, 8)}) == 3
+    assert calibration_sha256(crops_a, replace(info, std=(1.0,) * 3), 4) != ha
+    assert calibration_sha256(crops_a.copy(), info, 4) == ha
+    ka = replace(KEY, precision="int8", calibration_sha256=ha)
+    paths = {
+        calibration_cache_path("/c", ka),
+        calibration_cache_path("/c", replace(ka, calibration_sha256=hb)),
+        calibration_cache_path("/c", replace(ka, tensorrt_version="10.4.0")),
+    }
+    assert len(paths) == 3
+
+
+def _fake_builder(monkeypatch: pytest.MonkeyPatch, version: str, log: list) -> None:
+    """Stand-ins for the TensorRT builder API that :func:`build_engine` calls. The fake
+    "calibration" behaves as TensorRT's: it asks the calibrator for a cache, and only
+    without one reads every batch and writes a cache derived from the data it saw."""
+    import hashlib
+
+    _fake_gpu_stack(monkeypatch)
+    trt = sys.modules["tensorrt"]
+    driver = sys.modules["pycuda.driver"]
+    trt.__version__ = version
+    seen = hashlib.sha256()
+
+    class Alloc(int):
+        pass
+
+    driver.mem_alloc = lambda nbytes: Alloc(4096)
+    driver.memcpy_htod = lambda dst, arr: seen.update(np.ascontiguousarray(arr).tobytes())
+
+    class Calibrator:
+        def __init__(self) -> None:
+            pass
+
+    class Config:
+        int8_calibrator = None
+
+        def set_memory_pool_limit(self, *a): ...
+        def add_optimization_profile(self, p): ...
+        def set_flag(self, f): ...
+        def set_calibration_profile(self, p): ...
+        def create_timing_cache(self, blob):
+            return blob
+
+        def set_timing_cache(self, cache, ignore_mismatch): ...
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"timing")
+
+    class Builder:
+        def __init__(self, logger) -> None: ...
+        def create_network(self, flags):
+            inp = types.SimpleNamespace(name="input")
+            return types.SimpleNamespace(num_inputs=1, get_input=lambda i: inp)
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return types.SimpleNamespace(set_shape=lambda *a: None)
+
+        def build_serialized_network(self, network, config):
+            cal = config.int8_calibrator
+            if cal is not None:
+                cache = cal.read_calibration_cache()
+                log.append(cache)
+                if cache is None:
+                    while cal.get_batch(["input"]) is not None:
+                        pass
+                    cal.write_calibration_cache(b"scales of " + seen.hexdigest().encode())
+            return b"serialized engine"
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger) -> None: ...
+        def parse_from_file(self, path):
+            return True
+
+    ns = types.SimpleNamespace
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Builder, trt.OnnxParser, trt.IInt8EntropyCalibrator2 = Builder, Parser, Calibrator
+    trt.MemoryPoolType = ns(WORKSPACE=0)
+    trt.BuilderFlag = ns(FP16=0, INT8=1)
+
+
+def test_int8_engine_and_cache_are_keyed_on_the_calibration_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from npcface.export.tensorrt import TensorRTBuildConfig, build_engine
+
+    onnx_file = _tiny_onnx(tmp_path)  # 8 x 8 input
+    rng = np.random.default_rng(0)
+    set_a = rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    set_b = rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8)
+    cfg = TensorRTBuildConfig(precision="int8", opt_batch=4, max_batch=8, calibration_batch=4)
+    handed: list = []  # the cache each calibration was handed (None = calibrate afresh)
+    _fake_builder(monkeypatch, "10.3.0", handed)
+
+    engine_a = build_engine(onnx_file, tmp_path, cfg, calib_crops=set_a)
+    assert handed == [None]
+    engine_b = build_engine(onnx_file, tmp_path, cfg, calib_crops=set_b)
+    assert engine_b != engine_a  # set B does not reuse the engine calibrated on set A
+    assert handed == [None, None]  # ... nor A's calibration cache
+    assert read_engine_meta(engine_a)[0].calibration_sha256 != (
+        read_engine_meta(engine_b)[0].calibration_sha256
+    )
+
+    assert build_engine(onnx_file, tmp_path, cfg, calib_crops=set_a) == engine_a  # reused
+    assert len(handed) == 2
+    build_engine(onnx_file, tmp_path, cfg, calib_crops=set_a, rebuild=True)
+    assert handed[-1] is not None and handed[-1].startswith(b"scales of ")  # A's own cache
+    assert build_engine(onnx_file, tmp_path, cfg, calib_crops=set_b, rebuild=True) == engine_b
+    assert handed[-1] != handed[-2]  # B's rebuild got B's cache, not A's
+
+    _fake_builder(monkeypatch, "10.4.0", handed)  # another TensorRT: nothing reused
+    engine_new = build_engine(onnx_file, tmp_path, cfg, calib_crops=set_a)
+    assert engine_new not in (engine_a, engine_b) and handed[-1] is None

@@ -96,8 +96,10 @@ def test_enroll_and_identify_commands(
     code, out, _ = run(capsys, "identify", gal, probe, "--top-k", "2", "--json")
     matches = json.loads(out)
     assert code == 0 and len(matches) == 2 and matches[0]["identity"] == "Hans_Blix"
-    code, out, _ = run(capsys, "identify", gal, probe, "--threshold", "1.01")
+    code, out, _ = run(capsys, "identify", gal, probe, "--threshold", "0.99")
     assert code == 1 and "no match" in out
+    code, _, err = run(capsys, "identify", gal, probe, "--threshold", "1.01")
+    assert code == 2 and "cosine similarity" in err  # a threshold is a cosine in [-1, 1]
 
     code, out, _ = run(capsys, "enroll", gal, str(images), "--no-progress", "--workers", "0")
     assert code == 0 and "enrolled 0, skipped 9" in out

@@ -33,6 +33,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = train(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
+    for line in result.data_notes:
+        print(f"data: {line}")
+    if result.resume_changes:
+        changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in result.resume_changes.items())
+        print(f"resumed with changed settings (applied): {changed}")
     if result.losses:
         print(
             f"trained to step {result.step}: last loss {result.losses[-1][1]:.4f}, "

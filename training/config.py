@@ -16,6 +16,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -92,6 +93,10 @@ class DataConfig:
     cache_in_memory: bool = False  # decode every image once into RAM (small data sets)
     synthetic_classes: int = 64  # synthetic data set size
     synthetic_images: int = 1024
+    check_images: bool = True  # decode every image once before training with the SDK's
+    # strict decoder (result reused while the files are unchanged: output/data_check.json)
+    bad_images: str = "skip"  # what the check does with unreadable images: "skip" (leave
+    # them out, listed in the log and data_check.json) or "error" (refuse to start)
 
 
 @dataclass
@@ -117,6 +122,8 @@ class AmpConfig:
 
     mode: str = "auto"  # auto: fp16 + GradScaler on CUDA, bf16 on CPUs with native bf16
     # ("off", "bf16", "fp16" force a choice)
+    max_skipped_steps: int = 20  # fp16 + GradScaler: steps in a row the scaler may skip for
+    # inf/NaN gradients (lowering its scale each time) before the run stops with an error
 
 
 @dataclass
@@ -176,6 +183,8 @@ class TrainConfig:
             (0.0 <= self.data.flip_prob <= 1.0, "data.flip_prob"),
             (self.eval.protocol in ("lfw", "csv"), "eval.protocol"),
             (self.backbone.input_size >= 32, "backbone.input_size"),
+            (self.data.bad_images in ("skip", "error"), "data.bad_images"),
+            (self.amp.max_skipped_steps >= 0, "amp.max_skipped_steps"),
         ]
         bad = [name for ok, name in checks if not ok]
         if bad:
@@ -186,6 +195,8 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------- loading
+
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -216,6 +227,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return _from_dict(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _EXP_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 and 1e8 (no dot) as strings
     if tp in (int, float, str, bool) and (type(value) is tp):
         return value
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")

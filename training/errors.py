@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from npcface.errors import NpcfaceError, UnknownNameError
 
-__all__ = ["ConfigError", "DataError", "TrainingError", "UnknownNameError"]
+__all__ = ["ConfigError", "DataError", "NonFiniteError", "TrainingError", "UnknownNameError"]
 
 
 class TrainingError(NpcfaceError):
@@ -17,3 +17,8 @@ class ConfigError(TrainingError, ValueError):
 
 class DataError(TrainingError, ValueError):
     """A training data set is missing, empty or malformed."""
+
+
+class NonFiniteError(TrainingError, ArithmeticError):
+    """Training produced a NaN or infinite loss, gradient or weight; the run stopped
+    before the bad values reached the weights or a checkpoint."""

@@ -18,6 +18,13 @@ step, sampler position and RNG states, all loadable with ``torch.load(weights_on
 resuming needs the same world size. Resuming reproduces the uninterrupted run's losses
 step for step (data order and flips depend only on the sampler's seed and position).
 
+A resume applies changed optimizer and schedule settings and refuses, listing them, the
+settings that fix the model or the data order (:data:`RESUME_FIXED`); checkpoints record
+what ran. A NaN or infinite loss, gradient or batch-norm statistic stops the run before the
+optimizer step (:class:`~npcface.training.errors.NonFiniteError`), and only finite weights
+are ever checkpointed. Every image is decoded once before training (see
+:mod:`npcface.training.data.check`).
+
 The process group is created by :class:`Trainer` (never at import) and destroyed at the end
 when the trainer created it.
 """
@@ -43,19 +50,92 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .backbones import get_backbone
-from .config import TrainConfig
-from .data import EpochSampler, FaceDataset, build_dataset
-from .errors import ConfigError, TrainingError
+from .config import TrainConfig, _deep_merge
+from .data import EpochSampler, FaceDataset, ImageCheck, build_dataset, check_images
+from .errors import ConfigError, DataError, NonFiniteError, TrainingError
 from .heads import get_head
 from .partial_fc import PartialFC
 from .verify import PairVerifier, VerificationResult
 
-__all__ = ["CHECKPOINT_FORMAT", "TrainResult", "Trainer", "load_model", "lr_factor"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "RESUME_FIXED",
+    "TrainResult",
+    "Trainer",
+    "config_changes",
+    "load_model",
+    "lr_factor",
+]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 _TIMING_WARMUP_STEPS = 3  # steps excluded from the throughput figure (allocation, compile)
+
+RESUME_FIXED = (
+    "seed",
+    "backbone.name",
+    "backbone.input_size",
+    "backbone.embedding_size",
+    "backbone.kwargs",
+    "head.name",
+    "data.dataset",
+    "data.root",
+    "data.list_file",
+    "data.synthetic_classes",
+    "data.synthetic_images",
+    "data.mean",
+    "data.std",
+    "optim.batch_size",
+)
+"""Settings a resume refuses to change (dotted keys and their sub-keys): they fix the
+model's shape, the class centres, the data order or the sampler's position. Every other
+setting may change on resume and is applied: the optimizer's lr, momentum and weight decay
+and the scheduler's base lr, milestones, warm-up and length are set from the new config."""
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _known(key: str, defaults: dict[str, Any]) -> bool:
+    """Is ``key`` (dotted) under a setting this version of :class:`TrainConfig` has?"""
+    head, _, rest = key.partition(".")
+    if head not in defaults:
+        return False
+    if isinstance(defaults[head], dict) and rest:  # a section: its field must exist
+        return rest.partition(".")[0] in defaults[head]
+    return True
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` of the settings that differ between two config dicts.
+
+    ``old`` (a checkpoint's config) is completed with today's defaults first, so settings
+    added since it was written do not count as changed, and settings since removed are
+    ignored. A key only one side has (inside ``kwargs``/``params``) is paired with ``None``.
+    """
+    defaults = TrainConfig().to_dict()
+    a, b = _flat(_deep_merge(defaults, old)), _flat(new)
+    keys = sorted(k for k in set(a) | set(b) if _known(k, defaults))
+    empty = (None, {})  # an empty kwargs/params mapping on one side, its keys on the other
+    return {
+        k: (a.get(k), b.get(k))
+        for k in keys
+        if a.get(k) != b.get(k) and not (a.get(k) in empty and b.get(k) in empty)
+    }
+
+
+def _fixed(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in RESUME_FIXED)
 
 
 def lr_factor(
@@ -79,6 +159,10 @@ class TrainResult:
         checkpoint: the last checkpoint folder written.
         output: the output folder.
         interrupted: stopped early by ``stop_at_step``.
+        data_notes: what the data set left out (hidden files, empty identity folders,
+            unreadable images), one line each.
+        resume_changes: settings that differ from the checkpoint resumed from and were
+            applied (``{key: (old, new)}``).
     """
 
     step: int = 0
@@ -89,6 +173,8 @@ class TrainResult:
     checkpoint: str | None = None
     output: str = ""
     interrupted: bool = False
+    data_notes: list[str] = field(default_factory=list)
+    resume_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -119,6 +205,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """True (a 0-d bool tensor, no sync) when no tensor holds NaN or inf.
+
+    Uses the max-abs norm (fused over the list where torch has ``_foreach_norm``): NaN and
+    inf propagate, and unlike the 2-norm it never overflows for finite values.
+    """
+    tensors = [t.detach() for t in tensors if t.numel()]
+    if not tensors:
+        return torch.tensor(True)
+    if hasattr(torch, "_foreach_norm"):
+        norms = torch._foreach_norm(tensors, float("inf"))
+    else:  # pragma: no cover - older torch
+        norms = [t.abs().max() for t in tensors]
+    return torch.isfinite(torch.stack([n.float() for n in norms])).all()
 
 
 def _worker_init(_: int) -> None:
@@ -190,7 +292,11 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         bb = cfg.backbone
-        self.dataset: FaceDataset = build_dataset(cfg.data, bb.input_size, cfg.seed)
+        self.dataset: FaceDataset = build_dataset(cfg.data, bb.input_size, cfg.seed, cache=False)
+        self.data_check = self._check_images()
+        if cfg.data.cache_in_memory:
+            self.dataset.cache()
+        self.data_notes = list(self.dataset.notes)  # each was logged where it arose
         self.num_classes = self.dataset.num_classes
         if len(self.dataset) < cfg.optim.batch_size * self.world_size:
             raise ConfigError(
@@ -257,6 +363,9 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.epoch_step = 0
+        self.skipped_in_row = 0  # GradScaler skips in a row (fp16)
+        self.history: list[dict[str, Any]] = []  # settings changed on resume, by step
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}
         self.verifier: PairVerifier | None = None
         if cfg.eval.root and self.rank == 0:
             self.verifier = PairVerifier(cfg.eval, bb.input_size)
@@ -271,6 +380,40 @@ class Trainer:
             self.total_steps,
             self.amp_dtype,
         )
+
+    def _check_images(self) -> ImageCheck | None:
+        """Decode every image once before training (rank 0; the result goes to every rank).
+
+        Unreadable images are left out and listed (``data.bad_images: skip``) or refused
+        with their names (``error``), so a run never dies halfway on a bad file.
+        """
+        cfg = self.cfg
+        if not cfg.data.check_images:
+            return None
+        result = None
+        if self.rank == 0:
+            result = check_images(
+                self.dataset, cfg.data.num_workers, self.output / "data_check.json"
+            )
+        if self.world_size > 1:
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
+        if result is None or not result.bad:
+            return result
+        if cfg.data.bad_images == "error":
+            shown = "; ".join(why for _, _, why in result.bad[:5])
+            more = f" (and {len(result.bad) - 5} more)" if len(result.bad) > 5 else ""
+            raise DataError(
+                f"{len(result.bad)} of {result.checked} training images cannot be read: "
+                f"{shown}{more}; list in {self.output / 'data_check.json'}; remove them or "
+                "set data.bad_images=skip"
+            )
+        self.dataset.drop(result.indices)
+        self.dataset.notes += result.notes()
+        if self.rank == 0:
+            log.warning("%s", "\n".join(result.notes()))
+        return result
 
     def set_total_steps(self, total_steps: int) -> None:
         """Set the run length; milestones and warm-up scale with it (epochs -> steps as
@@ -303,10 +446,53 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "config": self.cfg.to_dict(),
+            "num_images": len(self.dataset),
+            "num_classes": self.num_classes,
+            "history": self.history,
         }
 
+    def _all_finite(self, local: bool) -> bool:
+        """``local`` on every rank (one all-reduce when distributed)."""
+        if self.world_size == 1:
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def nonfinite_tensors(self) -> list[str]:
+        """Names of this rank's weights and buffers (backbone, head) holding NaN or inf."""
+        bad = []
+        for prefix, module in (("backbone.", self.backbone), ("partial_fc.", self.pfc)):
+            for name, t in module.state_dict().items():
+                if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                    bad.append(prefix + name)
+        return bad
+
+    def last_checkpoint(self) -> Path | None:
+        """The step folder ``latest`` names, if any."""
+        latest = self._ckpt_root() / "latest"
+        if not latest.is_file():
+            return None
+        folder = self._ckpt_root() / latest.read_text(encoding="utf-8").strip()
+        return folder if folder.is_dir() else None
+
     def save_checkpoint(self) -> Path:
-        """Write this rank's file of ``checkpoints/step_XXXXXXXX/`` and return the folder."""
+        """Write this rank's file of ``checkpoints/step_XXXXXXXX/`` and return the folder.
+
+        Only finite weights are written: a model with a NaN or infinite weight raises
+        :class:`NonFiniteError` and nothing is written or rotated, so rotation never
+        deletes the last finite checkpoint for a broken one. Rotation keeps the newest
+        ``log.keep_checkpoints`` folders up to this step; folders of later steps (left by
+        an earlier run when resuming from an older checkpoint) are not touched.
+        """
+        bad = self.nonfinite_tensors()
+        if not self._all_finite(not bad):
+            last = self.last_checkpoint()
+            raise NonFiniteError(
+                f"step {self.step}: the model holds NaN/inf values "
+                f"({len(bad)} tensors on rank {self.rank}, e.g. {', '.join(bad[:3]) or '-'}); "
+                f"not saved. Last finite checkpoint: {last or 'none'}"
+            )
         folder = self._ckpt_root() / f"step_{self.step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".rank{self.rank}.pt.tmp"
@@ -318,8 +504,8 @@ class Trainer:
             (self._ckpt_root() / "latest").write_text(folder.name + "\n", encoding="utf-8")
             keep = self.cfg.log.keep_checkpoints
             if keep > 0:
-                old = sorted(self._ckpt_root().glob("step_*"))[:-keep]
-                for d in old:
+                ours = [d for d in self._ckpt_root().glob("step_*") if d.name <= folder.name]
+                for d in sorted(ours)[:-keep]:
                     shutil.rmtree(d, ignore_errors=True)
         return folder
 
@@ -350,15 +536,62 @@ class Trainer:
                 f"{path} was written by {state['world_size']} process(es); resume with the "
                 f"same number (now {self.world_size})"
             )
+        changes = config_changes(state.get("config") or {}, self.cfg.to_dict())
+        fixed = {k: v for k, v in changes.items() if _fixed(k)}
+        if fixed:
+            listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
+            raise ConfigError(
+                f"cannot resume from {path} with changed {listed}: these fix the model, the "
+                "class centres or the data order. Put them back, or start a new run "
+                "(another --output) from scratch"
+            )
+        for key, what in (("num_images", len(self.dataset)), ("num_classes", self.num_classes)):
+            if key in state and state[key] != what:
+                raise ConfigError(
+                    f"cannot resume from {path}: it was trained on {state[key]} "
+                    f"{key.split('_')[1]}, the data set now has {what} (files added, removed "
+                    "or found unreadable); start a new run"
+                )
         self.backbone.load_state_dict(state["backbone"])
         self.pfc.load_state_dict(state["partial_fc"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         _set_rng_state(state["rng"])
+        self.history = list(state.get("history") or [])
+        self._apply_optim_settings()
+        self.resume_changes = changes
+        if changes:
+            self.history.append(
+                {
+                    "step": self.step,
+                    "changes": {k: [repr(a), repr(b)] for k, (a, b) in changes.items()},
+                }
+            )
+            log.warning(
+                "resuming from %s with changed settings, applied from step %d: %s",
+                path,
+                self.step + 1,
+                ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()),
+            )
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    def _apply_optim_settings(self) -> None:
+        """Set the optimizer's and scheduler's hyper-parameters from the config (after a
+        checkpoint's state overwrote them with the values it was saved with)."""
+        o = self.cfg.optim
+        groups = self.optimizer.param_groups
+        for g in groups:
+            g["initial_lr"], g["momentum"], g["weight_decay"] = o.lr, o.momentum, o.weight_decay
+        self.scheduler.base_lrs = [o.lr] * len(groups)
+        step = self.scheduler.last_epoch  # the lr of the next step is lr * factor(step)
+        factor = lr_factor(step, self.total_steps, self.milestones, o.gamma, self.warmup_steps)
+        for g in groups:
+            g["lr"] = o.lr * factor
+        self.scheduler._last_lr = [g["lr"] for g in groups]
 
     def export_model(self, path: str | Path | None = None) -> Path:
         """Save the backbone with the facts an exporter needs (``model.pt``)."""
@@ -402,10 +635,65 @@ class Trainer:
         if cfg.optim.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.backbone.parameters(), cfg.optim.grad_clip_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self._check_finite(loss)
+        if self.scaler.is_enabled():
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped when the gradients hold inf/NaN
+            self.scaler.update()
+            self._count_skip(self.scaler.get_scale() < scale)
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         return loss.detach()
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop before a NaN/inf loss or gradient reaches the weights.
+
+        Without a grad scaler a non-finite loss or gradient raises
+        :class:`NonFiniteError` (nothing is updated). With fp16's GradScaler a non-finite
+        *gradient* is the scaler's business (it skips the step and lowers its scale; see
+        :meth:`_count_skip`), but a non-finite *loss* still stops the run: the forward pass
+        itself broke, and no scale fixes that.
+        """
+        loss = loss.detach()
+        stats = [b for b in self.backbone.buffers() if b.is_floating_point()]
+        tensors = {"loss": [loss], "batch-norm statistics": stats}
+        if not self.scaler.is_enabled():
+            grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]]
+            tensors["gradient"] = [g for g in grads if g is not None]
+        flags = {w: _finite(ts) for w, ts in tensors.items() if ts}
+        finite = dict(zip(flags, torch.stack(list(flags.values())).tolist(), strict=True))
+        if self._all_finite(all(finite.values())):
+            return
+        what = " and ".join(w for w, ok in finite.items() if not ok) or "gradient on another rank"
+        verb = "are" if " and " in what or what.endswith(("statistics", "rank")) else "is"
+        last = self.last_checkpoint()
+        raise NonFiniteError(
+            f"step {self.step + 1}: the {what} {verb} not finite (loss {float(loss):.4g}, lr "
+            f"{self.optimizer.param_groups[0]['lr']:.4g}); the run stopped before updating "
+            f"the weights. Last checkpoint: {last or 'none'}. Lower optim.lr, add "
+            "optim.warmup_epochs or optim.grad_clip_norm, and resume with --resume "
+            f"{last or 'CKPT'} --set optim.lr=..."
+        )
+
+    def _count_skip(self, skipped: bool) -> None:
+        """Bound the steps GradScaler skips in a row (``amp.max_skipped_steps``)."""
+        self.skipped_in_row = self.skipped_in_row + 1 if skipped else 0
+        limit = self.cfg.amp.max_skipped_steps
+        if skipped:
+            log.warning(
+                "step %d: inf/NaN gradients, step skipped by the grad scaler (%d in a row, "
+                "scale now %g)",
+                self.step + 1,
+                self.skipped_in_row,
+                self.scaler.get_scale(),
+            )
+        if self.skipped_in_row > limit:
+            raise NonFiniteError(
+                f"step {self.step + 1}: the grad scaler skipped {self.skipped_in_row} steps "
+                f"in a row for inf/NaN gradients (amp.max_skipped_steps = {limit}); the run "
+                f"diverged. Last checkpoint: {self.last_checkpoint() or 'none'}"
+            )
 
     def verify(self) -> VerificationResult | None:
         """Run the pairs protocol on rank 0 (other ranks return None)."""
@@ -436,8 +724,13 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
-        result = TrainResult(step=self.step, output=str(self.output))
-        logger = _MetricLogger(self.output, cfg, enabled=self.rank == 0, append=self.step > 0)
+        result = TrainResult(
+            step=self.step,
+            output=str(self.output),
+            data_notes=list(self.data_notes),
+            resume_changes=dict(self.resume_changes),
+        )
+        logger = _MetricLogger(self.output, cfg, enabled=self.rank == 0, start_step=self.step)
         global_batch = cfg.optim.batch_size * self.world_size
         timed_steps, timed_time, wait_time = 0, 0.0, 0.0
         if self.epoch_step >= self.steps_per_epoch:
@@ -496,6 +789,8 @@ class Trainer:
             if self.rank == 0:
                 self.export_model()
             return self._finish(result, timed_steps, timed_time, wait_time, global_batch)
+        except DataError as exc:  # a file that broke after the check (or checks are off)
+            raise DataError(f"step {self.step + 1}: {_worker_message(exc)}") from None
         finally:
             logger.close()
 
@@ -521,15 +816,54 @@ class Trainer:
             self._owns_group = False
 
 
-class _MetricLogger:
-    """CSV files (``metrics.csv``, ``eval.csv``) + TensorBoard + the ``logging`` module."""
+def _worker_message(exc: BaseException) -> str:
+    """The error line of an exception a DataLoader worker re-raised (its message holds the
+    worker's whole traceback), else the message itself."""
+    text = str(exc)
+    if "Traceback" not in text:
+        return text
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else text
+    head, sep, msg = last.partition(": ")
+    return msg if sep and "Error" in head else last
 
-    def __init__(self, output: Path, cfg: TrainConfig, enabled: bool, append: bool) -> None:
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drop the rows of a CSV log (first column: step) after ``last_step``: a resume from
+    an older checkpoint replays those steps and logs them again."""
+    if not path.is_file():
+        return
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(keep)
+    os.replace(tmp, path)
+    log.info("%s: dropped %d rows after step %d", path.name, len(rows) - len(keep), last_step)
+
+
+class _MetricLogger:
+    """CSV files (``metrics.csv``, ``eval.csv``) + TensorBoard + the ``logging`` module.
+
+    A run that starts at step 0 starts new logs; a resumed run (``start_step`` > 0) first
+    drops whatever the logs hold after ``start_step`` (steps a resume from an older
+    checkpoint replays), so every step appears once. TensorBoard events from
+    ``start_step + 1`` on are purged the same way.
+    """
+
+    def __init__(self, output: Path, cfg: TrainConfig, enabled: bool, start_step: int) -> None:
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
+        append = start_step > 0
         mode = "a" if append else "w"
+        if append:
+            _truncate_log(output / "metrics.csv", start_step)
+            _truncate_log(output / "eval.csv", start_step)
         metrics = output / "metrics.csv"
         new = mode == "w" or not metrics.exists()
         self._metrics_fh = metrics.open(mode, newline="", encoding="utf-8")
@@ -546,7 +880,8 @@ class _MetricLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(output / "tensorboard"))
+                purge = {"purge_step": start_step + 1} if append else {}
+                self.tb = SummaryWriter(str(output / "tensorboard"), **purge)
             except ImportError:
                 log.warning("tensorboard is not installed; logging to CSV only")
 

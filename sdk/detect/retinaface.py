@@ -8,6 +8,7 @@ box (cx, cy, w, h offsets, variances 0.1 / 0.2), class softmax, 5 landmark offse
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..results import Face
 from ..runtime import load_runner
-from .base import nms, rescale_for_detection, to_faces
+from .base import detect_with_refinement, nms
 
 STRIDES = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -34,6 +35,8 @@ class RetinaFaceDetector:
         max_side: downscale larger images for detection (coordinates are mapped back).
         min_side: upscale smaller images (bicubic) for detection only; None keeps the size.
         providers, threads: passed to the runtime.
+        refine: give faces that are small on a downscaled image a second look at full
+            resolution around them.
     """
 
     name = "retinaface"
@@ -48,6 +51,7 @@ class RetinaFaceDetector:
         min_side: int | None = None,
         providers: str | Sequence[str] | None = None,
         threads: int | None = None,
+        refine: bool = True,
     ) -> None:
         from ..models import resolve_model_file
 
@@ -57,10 +61,19 @@ class RetinaFaceDetector:
         self.top_k = int(top_k)
         self.max_side = max_side
         self.min_side = min_side
+        self.refine = bool(refine)
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 image, original pixel coordinates, best score first."""
-        image, scale = rescale_for_detection(image, self.max_side, self.min_side)
+        """Faces in a BGR uint8 image, original pixel coordinates, best score first.
+
+        Boxes are clipped to the image; small faces of a downscaled image get a second look
+        at full resolution (see :func:`~npcface.detect.base.detect_with_refinement`).
+        """
+        return detect_with_refinement(
+            self._detect_arrays, image, self.max_side, self.min_side, self.refine
+        )
+
+    def _detect_arrays(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = image.shape[:2]
         ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
         blob = np.zeros((1, 3, ph, pw), np.float32)
@@ -77,15 +90,17 @@ class RetinaFaceDetector:
         pts = (pr[:, None, :2] + la * VARIANCES[0] * pr[:, None, 2:]) * [pw, ph]
         boxes, pts, sc = boxes.astype(np.float32), pts.astype(np.float32), scores[keep]
         order = nms(boxes, sc, self.nms_threshold, self.top_k)
-        boxes, pts, sc = boxes[order], pts[order], sc[order]
-        if scale != 1.0:
-            boxes /= scale
-            pts /= scale
-        return to_faces(boxes, pts, sc)
+        return boxes[order], pts[order], sc[order]
 
 
+PRIOR_CACHE_SIZE = 8
+"""Priors kept for this many padded input sizes (least recently used dropped)."""
+
+
+@functools.lru_cache(maxsize=PRIOR_CACHE_SIZE)
 def _priors(height: int, width: int) -> np.ndarray:
-    """(P, 4) priors (cx, cy, w, h) normalised by the input size, in the graph's order."""
+    """(P, 4) priors (cx, cy, w, h) normalised by the input size, in the graph's order;
+    read-only, shared between calls."""
     out = []
     for stride, sizes in zip(STRIDES, ANCHOR_SIZES, strict=True):
         nx, ny = math.ceil(width / stride), math.ceil(height / stride)
@@ -95,4 +110,6 @@ def _priors(height: int, width: int) -> np.ndarray:
         sw = np.tile([s / width for s in sizes], nx * ny)
         sh = np.tile([s / height for s in sizes], nx * ny)
         out.append(np.stack([cx, cy, sw, sh], axis=1))
-    return np.concatenate(out).astype(np.float32)
+    priors = np.concatenate(out).astype(np.float32)
+    priors.flags.writeable = False
+    return priors

@@ -30,11 +30,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, ImageError
-from ..image import IMAGE_SUFFIXES, load_image
+from ..image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image
 from .single import check_model
 
 log = logging.getLogger(__name__)
 
+SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
+"""File names (lower case) that operating systems drop into photo folders; ignored, as are
+hidden files and folders (names starting with a dot: .DS_Store, ._IMG_0001.JPG, .git)."""
 REPORT_NAME = "enroll-report.csv"
 IN_FLIGHT_PER_WORKER = 8
 """Decoded images waiting per worker: bounds memory while keeping workers busy."""
@@ -92,9 +95,13 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
 
     Args:
         source: a directory with one sub-directory per identity (the sub-directory's name is
-            the identity; images anywhere below it belong to it), or a ``.csv`` file with
-            rows ``path,identity`` (an optional header row ``path,identity``; relative paths
-            are relative to the CSV's directory).
+            the identity; every file anywhere below it belongs to it, whatever its suffix:
+            files that do not decode are reported by :func:`enroll_images` with the reason,
+            never skipped silently; only hidden files and folders (names starting with a dot,
+            such as .DS_Store and macOS ``._`` files) and :data:`SYSTEM_FILES` are ignored,
+            and their number is logged), or a ``.csv`` file with rows ``path,identity`` (an
+            optional header row ``path,identity``; relative paths are relative to the CSV's
+            directory).
 
     Returns:
         Items sorted by identity then path (deterministic order, so resumed runs agree).
@@ -105,14 +112,24 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
     src = Path(source)
     if src.is_dir():
         items = []
-        loose = 0
+        loose = ignored = 0
         for child in sorted(src.iterdir()):
-            if child.is_dir():
+            if _ignored(child.name):
+                ignored += child.is_file()
+            elif child.is_dir():
                 for f in sorted(child.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    if not f.is_file():
+                        continue
+                    if any(_ignored(part) for part in f.relative_to(child).parts):
+                        ignored += 1
+                    else:
                         items.append(EnrollItem(str(f), child.name))
             elif child.suffix.lower() in IMAGE_SUFFIXES:
                 loose += 1
+        if ignored:
+            log.info(
+                "%s: %d hidden or system files ignored (.DS_Store, ._*, Thumbs.db)", src, ignored
+            )
         if loose:
             log.warning(
                 "%s: %d images directly in the folder are ignored (put each identity's images "
@@ -124,6 +141,10 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
     if src.is_file():
         return _read_csv(src)
     raise GalleryError(f"{src}: no such folder or CSV file")
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
 def _read_csv(path: Path) -> list[EnrollItem]:
@@ -145,11 +166,13 @@ def _read_csv(path: Path) -> list[EnrollItem]:
 
 # ------------------------------------------------------------------- workers
 _known_prefixes = np.zeros(0, dtype=np.uint64)
+_max_pixels = DEFAULT_MAX_PIXELS
 
 
-def _init_worker(prefixes: np.ndarray) -> None:
-    global _known_prefixes
+def _init_worker(prefixes: np.ndarray, max_pixels: int | None = None) -> None:
+    global _known_prefixes, _max_pixels
     _known_prefixes = prefixes
+    _max_pixels = max_pixels or DEFAULT_MAX_PIXELS  # the recogniser's limit, the one limit
     try:  # one decoding thread per worker process
         import cv2
 
@@ -177,7 +200,7 @@ def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, s
         if pos < _known_prefixes.size and _known_prefixes[pos] == _prefix(digest):
             return "known", item, digest, None
     try:
-        image = load_image(data)
+        image = load_image(data, max_pixels=_max_pixels)
     except ImageError as exc:
         reason = str(exc).split(": ", 1)[-1]
         return "unreadable", item, digest, f"{item.path}: {reason}"
@@ -185,17 +208,20 @@ def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, s
 
 
 def _decoded(
-    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray
+    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray, max_pixels: int | None = None
 ) -> Iterator[tuple[str, EnrollItem, str | None, Any]]:
     """Decoded items in input order; at most ``workers * IN_FLIGHT_PER_WORKER`` in flight."""
+    _init_worker(prefixes, max_pixels)  # here too: a re-read in this process uses the limit
     if workers <= 0:
-        _init_worker(prefixes)
         for item in items:
             yield _load(item)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs ONNX/OpenMP threads
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(prefixes,)
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(prefixes, max_pixels),
     ) as pool:
         window: deque[Future] = deque()
         it = iter(items)
@@ -311,7 +337,9 @@ def enroll_images(
             fh.flush()
 
         try:
-            for status, item, digest, payload in _decoded(items, workers, prefixes):
+            for status, item, digest, payload in _decoded(
+                items, workers, prefixes, getattr(recognizer, "max_pixels", None)
+            ):
                 bar.update(1)
                 if status == "known":
                     if digest in known:

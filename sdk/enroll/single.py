@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import GalleryError
 from ..results import Match
+from ..validate import check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,14 @@ def identify(
 
     Raises:
         NoFaceError: no face in the image. ImageError: unreadable image.
+        InvalidArgumentError: the threshold is not a cosine similarity in [-1, 1].
     """
+    if threshold is not None:
+        threshold = check_threshold(threshold)
     check_model(recognizer, gallery)
     arr = image if isinstance(image, np.ndarray) and image.ndim == 1 else None
     emb = arr if arr is not None else recognizer.represent(image)[0]
     matches = gallery.search(emb, k=k)[0]
     if threshold is not None:
-        matches = [m for m in matches if m.similarity >= float(threshold)]
+        matches = [m for m in matches if m.similarity >= threshold]
     return matches

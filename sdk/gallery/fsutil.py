@@ -1,12 +1,17 @@
-"""Small file-system helpers for durable writes and the gallery's writer lock."""
+"""The gallery's writer lock. The durable-write helpers it used to hold are
+:mod:`npcface.fsutil` (re-exported here for old imports)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from ..errors import GalleryError
+from ..fsutil import atomic_write_bytes, fsync_dir, fsync_file
+
+__all__ = ["WriterLock", "atomic_write_bytes", "fsync_dir", "fsync_file"]
 
 try:  # POSIX only; elsewhere the writer lock is advisory-free
     import fcntl
@@ -15,80 +20,70 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger(__name__)
 
-
-def fsync_file(path: str | os.PathLike[str]) -> None:
-    """Flush a file's contents to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make renames inside directory ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+_HELD: set[str] = set()
+"""Gallery directories (real paths) this process holds the writer lock of."""
+_HELD_GUARD = threading.Lock()
+if hasattr(os, "register_at_fork"):  # a forked child holds none of its parent's galleries
+    os.register_at_fork(after_in_child=_HELD.clear)
 
 
 class WriterLock:
     """An exclusive, non-blocking ``flock`` on ``<gallery>/.lock``, held while a gallery is
-    open for writing. The kernel drops it when the process dies, even on SIGKILL."""
+    open for writing. The kernel drops it when the process dies, even on SIGKILL.
+
+    Inside one process a second writable open of the same directory is refused by a
+    process-wide registry (``flock`` alone would blame "another process").
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / ".lock"
+        self._key = os.path.realpath(directory)
         self._fd: int | None = None
+        self._pid = 0
 
     def acquire(self) -> None:
         """Take the lock.
 
         Raises:
-            GalleryError: another process holds it.
+            GalleryError: this process or another one holds it.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                try:
-                    holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-                finally:
-                    os.close(fd)
+        with _HELD_GUARD:
+            if self._key in _HELD:
                 raise GalleryError(
-                    f"{self.path.parent}: gallery is open for writing in another process "
-                    f"(pid {holder}); close it there, or open this one with readonly=True"
-                ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+                    f"{self.path.parent}: gallery is already open for writing in this process "
+                    f"(pid {os.getpid()}); close the other Gallery object first (g.close() or "
+                    "a with block), or open this one with readonly=True"
+                )
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    try:
+                        holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                    finally:
+                        os.close(fd)
+                    where = "this process" if holder == str(os.getpid()) else "another process"
+                    raise GalleryError(
+                        f"{self.path.parent}: gallery is open for writing in {where} "
+                        f"(pid {holder}); close it there, or open this one with readonly=True"
+                    ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            self._fd = fd
+            self._pid = os.getpid()
+            _HELD.add(self._key)
 
     def release(self) -> None:
         """Drop the lock (idempotent)."""
-        if self._fd is None:
-            return
-        try:
-            if fcntl is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self._fd)
-            self._fd = None
+        with _HELD_GUARD:
+            if self._fd is None:
+                return
+            _HELD.discard(self._key)
+            try:
+                # a forked child shares the parent's lock: closing its copy keeps the lock
+                if fcntl is not None and self._pid == os.getpid():
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None

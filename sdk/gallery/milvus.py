@@ -729,7 +729,7 @@ class MilvusGallery:
 
     def info(self) -> Any:
         """Settings and size, as a :class:`~npcface.gallery.GalleryInfo`."""
-        from .gallery import SCHEMA_VERSION, GalleryInfo
+        from .backend import GalleryInfo
 
         with self._mutex:
             self._check_open()
@@ -755,7 +755,7 @@ class MilvusGallery:
                 device_reason="embedded Milvus Lite" if lite else str(self.location.server),
                 model=self.model,
                 index_saved=True,
-                schema_version=SCHEMA_VERSION,
+                schema_version=FORMAT_VERSION,
                 disk_bytes=int(disk),
                 created=float(self._settings.get("created", 0.0)),
             )

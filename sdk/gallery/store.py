@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryCorruptError, GalleryError
-from .fsutil import fsync_dir, fsync_file
+from ..errors import GalleryArgumentError, GalleryCorruptError, GalleryError
+from ..fsutil import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Store:
         self._conn = conn
         self.readonly = readonly
         self._meta: dict[str, Any] = {}
+        self._snapshot_depth = 0
         self._load_meta()
         self.dim = int(self._meta["dim"])
         self.dtype = np.dtype(self._meta["dtype"]).newbyteorder("<")
@@ -178,6 +179,10 @@ class Store:
             if key not in self._meta:
                 raise GalleryCorruptError(f"{self.path}: gallery settings lack {key!r}")
 
+    def reload_meta(self) -> None:
+        """Re-read the settings (another process may have changed them)."""
+        self._load_meta()
+
     def meta(self, key: str, default: Any = None) -> Any:
         """A stored setting (JSON value), or ``default``."""
         return self._meta.get(key, default)
@@ -222,7 +227,7 @@ class Store:
         sources = list(sources) if sources is not None else [None] * n
         content_hashes = list(content_hashes) if content_hashes is not None else [None] * n
         if len(sources) != n or len(content_hashes) != n:
-            raise GalleryError("sources and content_hashes must have one entry per vector")
+            raise GalleryArgumentError("sources and content_hashes must have one entry per vector")
         blobs = np.ascontiguousarray(vectors, dtype=self.dtype)
         now = time.time()
         conn = self._conn
@@ -274,7 +279,7 @@ class Store:
         try:
             text = json.dumps(current, sort_keys=True)
         except (TypeError, ValueError) as exc:
-            raise GalleryError(
+            raise GalleryArgumentError(
                 f"metadata of identity {name!r} must be JSON-serialisable: {exc}"
             ) from exc
         self._conn.execute("UPDATE identities SET metadata = ? WHERE id = ?", (text, identity_id))
@@ -360,6 +365,59 @@ class Store:
             self._conn.execute("VACUUM")
         except sqlite3.DatabaseError as exc:
             raise _wrap(exc, self.path) from exc
+
+    # ---------------------------------------------------------------- snapshots
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside the block sees one committed state of the database.
+
+        Opens a read transaction (WAL: commits of other connections made meanwhile stay
+        invisible until the block ends). Re-entrant; no writes inside the block.
+        """
+        if self._snapshot_depth:
+            self._snapshot_depth += 1
+            try:
+                yield
+            finally:
+                self._snapshot_depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN")
+            self._conn.execute("SELECT seq FROM sqlite_sequence LIMIT 1").fetchall()  # pin
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise _wrap(exc, self.path) from exc
+        self._snapshot_depth = 1
+        try:
+            yield
+        finally:
+            self._snapshot_depth = 0
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes whenever *another* connection commits.
+
+        One cheap call; inside :meth:`read_snapshot` it describes the pinned state.
+        """
+        try:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise _wrap(exc, self.path) from exc
+
+    def deletion_log_complete_after(self, seq: int) -> bool:
+        """Whether every deletion after sequence number ``seq`` is still logged.
+
+        :meth:`prune_deletions` forgets deletions once the saved index has absorbed them; a
+        reader whose index is older than that cannot catch up from the log and must compare
+        its ids with the live templates instead.
+        """
+        max_seq = self._sequence("deletions")
+        if max_seq <= seq:
+            return True
+        (first,) = self._query("SELECT MIN(seq) FROM deletions")[0]
+        return first is not None and int(first) <= seq + 1
 
     # -------------------------------------------------------------------- reads
     def counts(self) -> StoreCounts:

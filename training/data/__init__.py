@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from .base import FaceDataset, decode_image
-from .folder import ImageFolderDataset, ListDataset, scan_folder, write_list_file
+from .base import FaceDataset, decode_image, is_hidden
+from .check import ImageCheck, check_images
+from .folder import FolderScan, ImageFolderDataset, ListDataset, scan_folder, write_list_file
 from .recordio import RecordIODataset, RecordIOReader, RecordIOWriter, pack_record, unpack_record
 from .sampler import EpochSampler
 from .synthetic import SyntheticDataset
@@ -18,6 +19,8 @@ from .synthetic import SyntheticDataset
 __all__ = [
     "EpochSampler",
     "FaceDataset",
+    "FolderScan",
+    "ImageCheck",
     "ImageFolderDataset",
     "ListDataset",
     "RecordIODataset",
@@ -25,7 +28,9 @@ __all__ = [
     "RecordIOWriter",
     "SyntheticDataset",
     "build_dataset",
+    "check_images",
     "decode_image",
+    "is_hidden",
     "pack_record",
     "scan_folder",
     "unpack_record",
@@ -33,13 +38,17 @@ __all__ = [
 ]
 
 
-def build_dataset(cfg: DataConfig, size: int, seed: int = 0) -> FaceDataset:
+def build_dataset(
+    cfg: DataConfig, size: int, seed: int = 0, cache: bool | None = None
+) -> FaceDataset:
     """The data set a :class:`~npcface.training.config.DataConfig` describes.
 
     Args:
         cfg: the data section of a training config.
         size: crop side (the backbone's input size).
         seed: seed of the synthetic data set.
+        cache: decode every image into RAM now (default: ``cfg.cache_in_memory``; the
+            trainer caches after its image check instead).
     """
     if cfg.dataset in ("folder", "recordio") and not cfg.root:
         raise ConfigError(f"data.root is required for dataset {cfg.dataset!r}")
@@ -59,6 +68,6 @@ def build_dataset(cfg: DataConfig, size: int, seed: int = 0) -> FaceDataset:
         raise ConfigError(
             f"unknown data.dataset {cfg.dataset!r}; valid: synthetic, folder, list, recordio"
         )
-    if cfg.cache_in_memory:
+    if cfg.cache_in_memory if cache is None else cache:
         ds.cache()
     return ds

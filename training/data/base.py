@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,20 +15,54 @@ from npcface.image import IMAGE_SUFFIXES
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "FaceDataset", "decode_image"]
+__all__ = ["IMAGE_EXTENSIONS", "FaceDataset", "decode_image", "is_hidden"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the SDK's one list
 
+_JUNK_NAMES = frozenset({"__MACOSX"})  # macOS zip resource-fork folder (not dot-named)
+
+
+def is_hidden(name: str) -> bool:
+    """True for names a data folder scan leaves out: dot-files and dot-folders
+    (``.ipynb_checkpoints``, ``.DS_Store``, macOS ``._photo.jpg`` resource files) and
+    ``__MACOSX``."""
+    return name.startswith(".") or name in _JUNK_NAMES
+
 
 def decode_image(data: bytes | np.ndarray, where: str = "image") -> np.ndarray:
-    """Decode encoded image bytes to an (H, W, 3) uint8 BGR array."""
-    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | bytearray) else data
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"cannot decode {where}")
-    return img
+    """Decode encoded image bytes to an (H, W, 3) uint8 BGR array with the SDK's strict
+    decoder (:func:`npcface.image.load_image`): empty, truncated and non-image data are
+    refused, never returned half grey.
+
+    Raises:
+        DataError: the bytes are not a complete image; the message names ``where``.
+    """
+    from npcface.errors import ImageError
+    from npcface.image import describe, load_image
+
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    try:
+        return load_image(raw)
+    except ImageError as exc:
+        reason = str(exc).removeprefix(describe(raw) + ": ")
+        raise DataError(f"cannot decode {where}: {reason}") from None
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Read an image file with the SDK's strict decoder (see :func:`decode_image`).
+
+    Raises:
+        DataError: the file is missing, empty, truncated or not an image; names the file.
+    """
+    from npcface.errors import ImageError
+    from npcface.image import load_image
+
+    try:
+        return load_image(str(path))
+    except ImageError as exc:
+        raise DataError(f"cannot read image {exc}") from None
 
 
 class FaceDataset(Dataset):
@@ -41,7 +76,12 @@ class FaceDataset(Dataset):
     state (exact resume, same result with any number of workers). A plain ``int`` index
     gives the un-augmented crop.
 
-    Subclasses set ``labels`` (int64 array) and implement :meth:`read`.
+    Subclasses set ``labels`` (int64 array) and implement :meth:`read`; those that read
+    files also implement :meth:`describe`, :meth:`fingerprint` and :meth:`_select`, so that
+    :func:`~npcface.training.data.check.check_images` can decode every item once before
+    training and :meth:`drop` can leave the bad ones out. ``notes`` lists, one line each,
+    what the data set left out while it was built (hidden files, empty identity folders,
+    unreadable images).
 
     Args:
         size: side S of the returned crops; crops of another size are resized (and a
@@ -55,6 +95,7 @@ class FaceDataset(Dataset):
         self.size, self.flip_prob = int(size), float(flip_prob)
         self._cache: np.ndarray | None = None
         self._warned_size = False
+        self.notes: list[str] = []
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,6 +107,28 @@ class FaceDataset(Dataset):
     def read(self, index: int) -> np.ndarray:
         """The stored crop ``index`` as (H, W, 3) uint8 BGR."""
         raise NotImplementedError
+
+    def describe(self, index: int) -> str:
+        """A name for item ``index`` in messages (a file path, a record key)."""
+        return f"item {index}"
+
+    def fingerprint(self) -> str | None:
+        """A digest of the stored items (names, sizes, modification times) that changes
+        when any file changes; None for data sets that read no files (nothing to check)."""
+        return None
+
+    def _select(self, keep: np.ndarray) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot leave items out")
+
+    def drop(self, indices: Sequence[int]) -> None:
+        """Leave items out (unreadable images). Labels are kept as they are: a class whose
+        every image is dropped keeps its index (subclasses with named identities relabel)."""
+        if not len(indices):
+            return
+        keep = np.ones(len(self), dtype=bool)
+        keep[np.asarray(list(indices), dtype=np.int64)] = False
+        self._select(keep)
+        self._cache = None
 
     def cache(self) -> FaceDataset:
         """Decode every crop once into one uint8 array (shared with forked workers)."""

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import IMAGE_EXTENSIONS
+from .folder import scan_folder
 
 __all__ = ["PrepareReport", "list_raw_images", "prepare_dataset"]
 
@@ -98,16 +99,14 @@ class PrepareReport:
 
 
 def list_raw_images(raw_dir: str | Path) -> list[str]:
-    """Relative paths ``<identity>/<photo>`` of the images under ``raw_dir``, sorted."""
-    raw_dir = Path(raw_dir)
-    if not raw_dir.is_dir():
-        raise DataError(f"raw photo folder not found: {raw_dir}")
-    out = []
-    for ident in sorted(p for p in raw_dir.iterdir() if p.is_dir()):
-        for f in sorted(ident.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                out.append(f"{ident.name}/{f.name}")
-    return out
+    """Relative paths ``<identity>/<photo>`` of the images under ``raw_dir``, sorted.
+
+    Hidden files and folders (``.ipynb_checkpoints``, macOS ``._photo.jpg``; see
+    :func:`~npcface.training.data.base.is_hidden`) and identity folders without photos are
+    left out, with one warning line per kind (the same scan as training's folder data set).
+    """
+    scan = scan_folder(raw_dir)
+    return [str(p.relative_to(scan.root).as_posix()) for p in scan.paths]
 
 
 def _out_path(out_dir: Path, rel: str) -> Path:

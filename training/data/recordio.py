@@ -236,4 +236,20 @@ class RecordIODataset(FaceDataset):
     def read(self, index: int) -> np.ndarray:
         key = int(self.keys[index])
         _, payload = unpack_record(self.reader.read_idx(key))
-        return decode_image(payload, f"{self.reader.rec_path} key {key}")
+        return decode_image(payload, self.describe(index))
+
+    def describe(self, index: int) -> str:
+        return f"{self.reader.rec_path} key {int(self.keys[index])}"
+
+    def fingerprint(self) -> str | None:
+        import hashlib
+
+        h = hashlib.sha256()
+        for path in (Path(self.reader.rec_path), Path(self.reader.idx_path)):
+            st = path.stat()
+            h.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(self.keys.tobytes())
+        return h.hexdigest()
+
+    def _select(self, keep: np.ndarray) -> None:
+        self.keys, self.labels = self.keys[keep], self.labels[keep]
