@@ -56,6 +56,9 @@ HNSW_EF = ((200_000, 128), (2_000_000, 256))
 ``bench/gallery_scale.py --milvus-lite`` (see ``sdk/gallery/README.md``)."""
 MAX_TOPK = 16_384
 """Milvus answers at most this many hits per query."""
+CONNECT_TIMEOUT = 60.0
+"""Seconds to wait for Milvus to answer the first call (pymilvus's default, 10 s, was not
+always enough for an embedded Milvus Lite on a busy 2-core machine)."""
 MAX_NAME_LENGTH = 1024
 MAX_SOURCE_LENGTH = 4096
 INSERT_BATCH = 5_000
@@ -883,7 +886,7 @@ def _connect(loc: GalleryLocation) -> Any:
         with _LITE_LOCK:
             key = str(Path(str(loc.path)).resolve())
             _LITE_OPEN[key] = _LITE_OPEN.get(key, 0) + 1
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
     token = os.environ.get(TOKEN_ENV)
     if token and loc.kind != MILVUS_LITE:
         kwargs["token"] = token
