@@ -969,7 +969,9 @@ def _index_params(client: Any, index: MilvusIndex) -> Any:
         index_name="vec",
         index_type=index.index_type,
         metric_type="IP",
-        params=dict(index.build),
+        # nested under "params" (Milvus's JSON form): Milvus Lite drops build parameters
+        # that pymilvus sends as separate keys, and HNSW silently got M=16
+        params={"params": dict(index.build)} if index.build else {},
     )
     return params
 
