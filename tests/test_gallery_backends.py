@@ -236,6 +236,7 @@ def test_milvus_index_choice_and_override(lite_file: Path) -> None:
     from npcface.gallery.milvus import auto_index, parse_index
 
     assert auto_index(10).index_type == "FLAT" and auto_index(60_000).index_type == "HNSW"
+    assert auto_index(2_000_000, lite=True).index_type == "FLAT"  # Lite: exact at any size
     assert parse_index("HNSW:M=16,efConstruction=64").build == {"M": 16, "efConstruction": 64}
     with pytest.raises(GalleryError, match="Milvus Lite cannot build IVF_PQ"):
         parse_index("IVF_PQ:nlist=64,m=8", lite=True)
@@ -265,7 +266,7 @@ def test_milvus_auto_index_moves_to_hnsw_as_it_grows(
 ) -> None:
     import npcface.gallery.milvus as mv
 
-    monkeypatch.setattr(mv, "FLAT_MAX_TEMPLATES", 100)
+    monkeypatch.setattr(mv, "LITE_FLAT_MAX_TEMPLATES", 100)  # the server's tiering, on Lite
     names, vecs, centres = clustered(120, seed=9)
     q = queries_near(centres, 15, seed=10)
     uri = f"milvus-lite://{lite_file}?collection=grow{next(_counter)}"

@@ -48,7 +48,12 @@ FORMAT_VERSION = 1
 METRICS = ("cosine", "ip")
 AUTO = "auto"
 FLAT_MAX_TEMPLATES = 50_000
-"""Up to this many templates ``auto`` searches exactly (``FLAT``), as the local gallery."""
+"""Up to this many templates ``auto`` searches a Milvus server exactly (``FLAT``), as the
+local gallery; HNSW above (not measured on a server here)."""
+LITE_FLAT_MAX_TEMPLATES: int | None = None
+"""Milvus Lite: ``None`` = exact (``FLAT``) at every size. Its HNSW (faiss per 240k-row
+segment) kept only 0.84 / 0.90 of exact search's rank-1 at ef 64 / 128 over 1M real-face
+templates (``bench/gallery_scale.py --real ... --milvus-lite``), exact search keeps 1.0."""
 HNSW_BUILD = {"M": 32, "efConstruction": 200}
 """Graph of the ``auto`` HNSW index (full-precision vectors: nothing to refine)."""
 HNSW_EF = ((200_000, 128), (2_000_000, 256))
@@ -137,9 +142,11 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def auto_index(n: int) -> MilvusIndex:
-    """The index ``auto`` uses for ``n`` templates: exact below 50k, HNSW above."""
-    if n < FLAT_MAX_TEMPLATES:
+def auto_index(n: int, lite: bool = False) -> MilvusIndex:
+    """The index ``auto`` uses for ``n`` templates: on a server exact below 50k and HNSW
+    above; on Milvus Lite exact at every size (see :data:`LITE_FLAT_MAX_TEMPLATES`)."""
+    limit = LITE_FLAT_MAX_TEMPLATES if lite else FLAT_MAX_TEMPLATES
+    if limit is None or n < limit:
         return MilvusIndex("FLAT", {})
     return MilvusIndex("HNSW", dict(HNSW_BUILD))
 
@@ -259,7 +266,7 @@ class MilvusGallery:
                     f"{uri}: a gallery (or collection {name!r}) already exists there; open it "
                     "with Gallery.open()"
                 )
-            first = chosen or auto_index(0)
+            first = chosen or auto_index(0, lite=loc.kind == MILVUS_LITE)
             settings = {
                 "format": FORMAT_VERSION,
                 "dim": dim,
@@ -449,10 +456,10 @@ class MilvusGallery:
             self._n_identities += sum(1 for n in unique if n not in known)
 
     def _maybe_upgrade(self) -> None:
-        """``auto`` galleries: switch FLAT -> HNSW once they pass 50k templates."""
+        """``auto`` galleries on a server: switch FLAT -> HNSW once they pass 50k templates."""
         if self._settings.get("index_spec") != AUTO:
             return
-        target = auto_index(self._n_templates)
+        target = auto_index(self._n_templates, self._lite)
         if target.index_type == self._index.index_type:
             return
         log.info(
@@ -553,7 +560,7 @@ class MilvusGallery:
                 self._settings["index_spec"] = AUTO if chosen is None else index.strip()
                 self._settings["search_params"] = {}
             spec = parse_index(str(self._settings["index_spec"]))
-            self._build_index(spec or auto_index(self._n_templates))
+            self._build_index(spec or auto_index(self._n_templates, self._lite))
 
     def check(self) -> Any:
         """Not applicable: Milvus keeps its index and its rows together (no separate index
@@ -716,6 +723,10 @@ class MilvusGallery:
     def factory(self) -> str:
         """The Milvus index in use, e.g. ``HNSW(M=32,efConstruction=200)``."""
         return self._index.describe()
+
+    @property
+    def _lite(self) -> bool:
+        return self.location.kind == MILVUS_LITE
 
     @property
     def tombstones(self) -> int:
