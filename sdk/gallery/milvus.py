@@ -220,8 +220,8 @@ class MilvusGallery:
             uri: where (see :mod:`npcface.gallery.uri`).
             dim: embedding dimension.
             metric: ``cosine`` (normalised, inner product) or ``ip``.
-            index: ``auto`` (FLAT below 50k templates, then HNSW M=32; switched as the
-                gallery grows) or an explicit Milvus index, e.g. ``"IVF_PQ:nlist=4096,m=32"``
+            index: ``auto`` (on a server FLAT below 50k templates, then HNSW M=32,
+                switched as the gallery grows; on Milvus Lite FLAT at every size) or an explicit Milvus index, e.g. ``"IVF_PQ:nlist=4096,m=32"``
                 (kept as given; see :func:`parse_index`).
             dtype: only ``float32`` (Milvus keeps full-precision vectors; compress with the
                 index instead, e.g. ``HNSW_SQ`` or ``IVF_PQ``).
