@@ -35,14 +35,14 @@ def _have_milvus_lite() -> str | None:
 
 @pytest.fixture(scope="module")
 def lite_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One Milvus Lite file for the module (one embedded server); a collection per test."""
+    """One Milvus Lite file for the module."""
     reason = _have_milvus_lite()
     if reason:
         pytest.skip(reason)
-    path = tmp_path_factory.mktemp("milvus") / "galleries.db"
-    # keep one gallery open so the embedded server starts once for the module
-    with Gallery.create(f"milvus-lite://{path}?collection=pin", DIM):
-        yield path
+    # one file, a collection per test; the embedded server starts with each test's first
+    # gallery and stops when its last one closes (a server kept idle for minutes between
+    # tests stopped answering new connections)
+    yield tmp_path_factory.mktemp("milvus") / "galleries.db"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -169,8 +169,6 @@ with Gallery.open(sys.argv[1], readonly=True) as g:
 
 
 def test_persists_across_reopen_in_another_process(where: tuple[str, str], tmp_path: Path) -> None:
-    if where[0] == "milvus-lite":  # a file of its own: the module's is held by this process
-        where = (where[0], f"milvus-lite://{tmp_path / 'own.db'}")
     names, vecs, centres = clustered(40, seed=11)
     q = queries_near(centres, 5, seed=12)
     hashes = [f"h{i:05d}" for i in range(len(names))]

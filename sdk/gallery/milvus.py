@@ -897,7 +897,10 @@ def _connect(loc: GalleryLocation) -> Any:
         with _LITE_LOCK:
             key = str(Path(str(loc.path)).resolve())
             _LITE_OPEN[key] = _LITE_OPEN.get(key, 0) + 1
-    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT}
+    # dedicated: a channel of its own (pymilvus >= 3 shares one per address by default, and
+    # an idle shared channel to Milvus Lite was closed by its server, "too many pings",
+    # failing the next gallery opened in the process)
+    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "dedicated": True}
     token = os.environ.get(TOKEN_ENV)
     if token and loc.kind != MILVUS_LITE:
         kwargs["token"] = token
