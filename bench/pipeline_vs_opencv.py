@@ -25,7 +25,6 @@ from npcface import FaceRecognizer
 from npcface.eval import evaluate_verification, read_lfw_pairs
 from npcface.modelprep import drop_dangling_inputs
 from npcface.models import get_model_spec, original_file
-from npcface.recognizer import select_face
 
 
 class OpenCVPipeline:
@@ -65,12 +64,7 @@ class OurPipeline:
         _ = self.rec.embedder, self.rec.detector  # load models before timing
 
     def embed(self, path: Path) -> np.ndarray | None:
-        img = self.rec.load(path)
-        faces = self.rec.detector.detect(img)
-        if not faces:
-            return None
-        face = select_face(faces, img.shape, "center")
-        return self.rec.embed_crops(self.rec.align(img, face))[0]
+        return self.rec.embed_many([path])[0].embedding  # the public pipeline, one image
 
 
 def accuracy(pairs, feats: dict[Path, np.ndarray | None]) -> tuple[float, float, int]:

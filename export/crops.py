@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from npcface.errors import NoFaceError, NpcfaceError
+from npcface.errors import NpcfaceError
+from npcface.image import IMAGE_SUFFIXES
 from npcface.modelinfo import RecognizerInfo
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def preprocess_crops(crops: np.ndarray, info: RecognizerInfo) -> np.ndarray:
@@ -60,7 +59,8 @@ def aligned_crops(
     size: int,
     detector: object | str = "yunet",
 ) -> tuple[np.ndarray, list[Path]]:
-    """Detect the largest face of each image and align it to ``size`` x ``size``.
+    """Detect the largest face of each image and align it to ``size`` x ``size``, through the
+    SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`).
 
     Args:
         images: image files. Files already ``size`` x ``size`` are used as they are.
@@ -71,29 +71,26 @@ def aligned_crops(
         ``(crops, used)``: (N, S, S, 3) uint8 BGR crops and the files they came from
         (images without a face are skipped and logged).
     """
-    from npcface.align import align_faces
-    from npcface.detect import get_detector
+    from npcface import FaceRecognizer
     from npcface.image import load_image
-    from npcface.recognizer import select_face
 
-    det = None
+    paths = [Path(p) for p in images]
+    rec = FaceRecognizer(detector=detector, face_policy="largest")
+    # decoded here so that files of exactly S x S x 3 pass through as aligned crops
+    results = rec.crop_many(
+        (load_image(p) for p in paths),
+        size=size,
+        names=[str(p) for p in paths],
+        aligned_arrays=True,
+    )
     crops: list[np.ndarray] = []
     used: list[Path] = []
-    for path in map(Path, images):
-        img = load_image(path)
-        if img.shape[:2] == (size, size):
-            crops.append(img)
-            used.append(path)
-            continue
-        if det is None:
-            det = get_detector(detector) if isinstance(detector, str) else detector
-        try:
-            face = select_face(det.detect(img), img.shape, "largest", str(path))
-        except NoFaceError:
-            log.info("no face in %s; skipped", path)
-            continue
-        crops.append(align_faces(img, face.landmarks, size)[0])
-        used.append(path)
+    for r in results:
+        if r.ok:
+            crops.append(r.crop)
+            used.append(paths[r.index])
+        else:
+            log.info("%s; skipped", r.error)
     if not crops:
         return np.zeros((0, size, size, 3), np.uint8), used
     return np.stack(crops), used

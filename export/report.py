@@ -77,28 +77,21 @@ def lfw_crops(
         detector: detector name or object.
         policy: face policy (``center`` as in ``npcface eval lfw``).
     """
-    from npcface.align import align_faces
-    from npcface.detect import get_detector
-    from npcface.errors import ImageError, NoFaceError
+    from npcface import FaceRecognizer
     from npcface.eval import read_lfw_pairs
-    from npcface.image import load_image
-    from npcface.recognizer import select_face
 
     pairs = subset_pairs(read_lfw_pairs(lfw_dir), per_fold)
     paths = sorted({p.path1 for p in pairs} | {p.path2 for p in pairs})
-    det = get_detector(detector) if isinstance(detector, str) else detector
+    rec = FaceRecognizer(detector=detector, face_policy=policy)
     crops = {s: np.zeros((len(paths), s, s, 3), np.uint8) for s in sizes}
     failed: dict[Path, str] = {}
     t0 = time.perf_counter()
-    for i, path in enumerate(paths):
-        try:
-            img = load_image(path)
-            face = select_face(det.detect(img), img.shape, policy, str(path))
-        except (ImageError, NoFaceError) as exc:
-            failed[Path(path)] = str(exc)
-            continue
-        for s in sizes:
-            crops[s][i] = align_faces(img, face.landmarks, s)[0]
+    for s in sizes:
+        for r in rec.crop_many(paths, size=s, names=[str(p) for p in paths]):
+            if r.ok:
+                crops[s][r.index] = r.crop
+            else:
+                failed[Path(paths[r.index])] = str(r.error)
     log.info(
         "LFW: %d pairs, %d images, %d without a face, %.1f s",
         len(pairs),

@@ -17,7 +17,7 @@ from .errors import NpcfaceError
 # (module, attribute) of every register(subparsers) hook, in help order.
 _GROUPS = (
     ("npcface.cli_sdk", "register"),
-    ("npcface.gallery.cli", "register"),
+    ("npcface.cli_gallery", "register"),
     ("npcface.eval.cli", "register"),
     ("npcface.serve.cli", "register"),
     ("npcface.training.cli", "register"),

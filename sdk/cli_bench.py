@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from .image import IMAGE_SUFFIXES
 
 
 def register(sub: Any) -> None:
@@ -39,10 +38,8 @@ def _images(inputs: list[str], limit: int) -> list[Path]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .errors import NpcfaceError
-    from .recognizer import FaceRecognizer, select_face
+    from .recognizer import FaceRecognizer
 
     paths = _images(args.inputs, args.limit)
     if not paths:
@@ -56,31 +53,9 @@ def _bench(args: argparse.Namespace) -> int:
     _ = rec.detector, rec.embedder  # load before timing
     totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
     faces_found = 0
-    pending = []
     for _ in range(args.repeat):
-        for path in paths:
-            t0 = time.perf_counter()
-            img = rec.load(path)
-            t1 = time.perf_counter()
-            faces = rec.detector.detect(img)
-            t2 = time.perf_counter()
-            totals["decode"] += t1 - t0
-            totals["detect"] += t2 - t1
-            if not faces:
-                continue
-            faces_found += 1
-            crop = rec.align(img, select_face(faces, img.shape, rec.face_policy))
-            t3 = time.perf_counter()
-            totals["align"] += t3 - t2
-            pending.append(crop[0])
-            if len(pending) >= args.batch:
-                rec.embed_crops(np.stack(pending))
-                pending.clear()
-                totals["embed"] += time.perf_counter() - t3
-    if pending:
-        t3 = time.perf_counter()
-        rec.embed_crops(np.stack(pending))
-        totals["embed"] += time.perf_counter() - t3
+        results = rec.embed_many(paths, batch_size=args.batch, timings=totals)
+        faces_found += sum(r.ok for r in results)
     n = len(paths) * args.repeat
     print(f"{n} images, {faces_found} with a face; recogniser on {rec.embedder.runner.backend}")
     for stage, seconds in totals.items():

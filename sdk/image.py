@@ -18,6 +18,15 @@ import numpy as np
 
 from .errors import ImageError
 
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp",
+        ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
+    }
+)  # fmt: skip
+"""File suffixes (lower case) that npcface treats as images when it lists a folder: the one
+list used by bulk enrolment, training data, export crops and the benches."""
+
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image accepted by default (8000 x 8000). Pass ``max_pixels`` to change it."""
 

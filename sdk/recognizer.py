@@ -8,55 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .align import align_faces
-from .errors import MultipleFacesError, NoFaceError, NpcfaceError
+from .choose import check_policy, select_face
+from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
-from .results import Face, VerifyResult
+from .results import CropResult, EmbedResult, Face, VerifyResult
 
 log = logging.getLogger(__name__)
-
-FACE_POLICIES = ("largest", "center", "best_score", "single")
-
-
-def select_face(
-    faces: Sequence[Face], image_shape: tuple[int, ...], policy: str, name: str = "image"
-) -> Face:
-    """Pick one face by ``policy``.
-
-    ``largest``: biggest box area. ``center``: box centre nearest the image centre, among
-    faces at least a quarter of the largest's area. ``best_score``: highest detector score.
-    ``single``: exactly one face, else :class:`MultipleFacesError`.
-
-    Raises:
-        NoFaceError: ``faces`` is empty.
-    """
-    if policy not in FACE_POLICIES:
-        raise ValueError(f"unknown face policy {policy!r}; use one of {', '.join(FACE_POLICIES)}")
-    if not faces:
-        raise NoFaceError(f"{name}: no face found")
-    if policy == "single":
-        if len(faces) > 1:
-            raise MultipleFacesError(f"{name}: {len(faces)} faces found, policy 'single' wants one")
-        return faces[0]
-    if policy == "best_score":
-        return max(faces, key=lambda f: f.score)
-    if policy == "largest":
-        return max(faces, key=lambda f: f.area)
-    h, w = image_shape[:2]
-    biggest = max(f.area for f in faces)
-    near = [f for f in faces if f.area >= 0.25 * biggest]
-
-    def dist(f: Face) -> float:
-        cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
-        return float((cx - w / 2) ** 2 + (cy - h / 2) ** 2)
-
-    return min(near, key=dist)
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
@@ -64,7 +30,7 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
     if a.shape != b.shape:
-        raise ValueError(f"embeddings differ in shape: {a.shape} vs {b.shape}")
+        raise EmbeddingError(f"embeddings differ in shape: {a.shape} vs {b.shape}")
     num = (a * b).sum(axis=-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     sim = num / np.maximum(den, 1e-12)
@@ -73,6 +39,17 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
 
 class FaceRecognizer:
     """Detect, align, embed, verify, and (with a :class:`~npcface.Gallery`) identify faces.
+
+    This class owns the one pipeline: image -> faces -> the chosen face -> aligned crop ->
+    embedding. :meth:`embed_many` runs it over many images and batches the crops for the
+    recogniser; evaluation, enrolment, training's dataset preparation, export's parity crops
+    and the service all call it.
+
+    Thread safety: one ``FaceRecognizer`` may be shared by any number of threads. Models are
+    built once under a lock on first use; every engine (ONNX Runtime, OpenVINO, OpenCV DNN,
+    TensorRT) is safe to call concurrently (see :mod:`npcface.runtime`), and the detectors
+    keep no per-call state on the object. On CPU, concurrency buys little: the engines
+    already use all cores for one call.
 
     Args:
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
@@ -84,9 +61,12 @@ class FaceRecognizer:
         flip: fuse each embedding with its mirror image's (slower, slightly more accurate).
         threads: CPU threads per model (None = all cores).
         backend: recogniser engine: ``auto`` (fastest measured here), ``onnxruntime``,
-            ``opencv`` or ``tensorrt``.
+            ``openvino``, ``opencv`` or ``tensorrt``.
         detector_options: extra keyword arguments for the detector (e.g. score_threshold).
         max_pixels: largest image accepted.
+
+    Raises:
+        InvalidArgumentError: an unknown face policy.
     """
 
     def __init__(
@@ -101,14 +81,10 @@ class FaceRecognizer:
         detector_options: dict[str, Any] | None = None,
         max_pixels: int | None = None,
     ) -> None:
-        if face_policy not in FACE_POLICIES:
-            raise ValueError(
-                f"unknown face policy {face_policy!r}; use one of {', '.join(FACE_POLICIES)}"
-            )
         self._detector_arg = detector
         self._recognizer_arg = recognizer
         self.providers = providers
-        self.face_policy = face_policy
+        self.face_policy = check_policy(face_policy)
         self.flip = flip
         self.threads = threads
         self.backend = backend
@@ -116,35 +92,42 @@ class FaceRecognizer:
         self.max_pixels = max_pixels
         self._detector = None
         self._embedder = None
+        self._build_lock = threading.Lock()
 
-    # -- lazily built parts ------------------------------------------------------------
+    # -- lazily built parts (built once, under a lock) ---------------------------------
     @property
     def detector(self) -> Any:
         if self._detector is None:
-            from .detect import get_detector
-
-            if isinstance(self._detector_arg, str):
-                self._detector = get_detector(
-                    self._detector_arg,
-                    providers=self.providers,
-                    threads=self.threads,
-                    **self.detector_options,
-                )
-            else:
-                self._detector = get_detector(self._detector_arg)
+            with self._build_lock:
+                if self._detector is None:
+                    self._detector = self._build_detector()
         return self._detector
+
+    def _build_detector(self) -> Any:
+        from .detect import get_detector
+
+        if isinstance(self._detector_arg, str):
+            return get_detector(
+                self._detector_arg,
+                providers=self.providers,
+                threads=self.threads,
+                **self.detector_options,
+            )
+        return get_detector(self._detector_arg)
 
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from .embed import Embedder
+            with self._build_lock:
+                if self._embedder is None:
+                    from .embed import Embedder
 
-            self._embedder = Embedder(
-                self._recognizer_arg,
-                providers=self.providers,
-                threads=self.threads,
-                backend=self.backend,
-            )
+                    self._embedder = Embedder(
+                        self._recognizer_arg,
+                        providers=self.providers,
+                        threads=self.threads,
+                        backend=self.backend,
+                    )
         return self._embedder
 
     @property
@@ -164,7 +147,7 @@ class FaceRecognizer:
             if key in info.thresholds:
                 return info.thresholds[key]
             known = sorted(k for k in info.thresholds if k.startswith("far="))
-            raise NpcfaceError(
+            raise InvalidArgumentError(
                 f"{info.name} has no threshold calibrated for FAR {far:g}; calibrated: "
                 f"{', '.join(known) or 'none'}; pass threshold= explicitly"
             )
@@ -195,8 +178,166 @@ class FaceRecognizer:
         return align_faces(img, pts, self.input_size)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Unit-norm (N, d) embeddings of aligned crops."""
+        """Unit-norm (N, d) embeddings of aligned (N, S, S, 3) uint8 BGR crops."""
         return self.embedder.embed(crops, flip=self.flip)
+
+    def _is_crop(self, image: ImageInput, size: int) -> bool:
+        return isinstance(image, np.ndarray) and image.shape == (size, size, 3)
+
+    def _crop(
+        self,
+        image: ImageInput,
+        policy: str,
+        size: int,
+        name: str,
+        timings: dict[str, float] | None = None,
+        aligned_arrays: bool = True,
+        found: list[int] | None = None,
+    ) -> tuple[Face | None, np.ndarray]:
+        """The pipeline's front half for one image: decode, detect, choose, align.
+
+        With ``aligned_arrays``, an array that already is an aligned ``size`` x ``size`` x 3
+        crop is passed through (its face is None). ``found`` receives the number of faces.
+        """
+        t0 = time.perf_counter()
+        img = self.load(image)
+        if aligned_arrays and self._is_crop(image, size):
+            return None, img
+        t1 = time.perf_counter()
+        faces = self.detector.detect(img)
+        if found is not None:
+            found.append(len(faces))
+        face = select_face(faces, img.shape, policy, name)
+        t2 = time.perf_counter()
+        crop = align_faces(img, face.landmarks, size)[0]
+        if timings is not None:
+            t3 = time.perf_counter()
+            timings["decode"] = timings.get("decode", 0.0) + t1 - t0
+            timings["detect"] = timings.get("detect", 0.0) + t2 - t1
+            timings["align"] = timings.get("align", 0.0) + t3 - t2
+        return face, crop
+
+    def _crops(
+        self,
+        images: Iterable[ImageInput],
+        policy: str | None,
+        size: int,
+        names: Sequence[str] | None,
+        timings: dict[str, float] | None = None,
+        aligned_arrays: bool = True,
+    ) -> Iterator[CropResult]:
+        policy = check_policy(policy or self.face_policy)
+        for i, image in enumerate(images):
+            name = names[i] if names is not None else describe(image)
+            found: list[int] = []
+            try:
+                face, crop = self._crop(image, policy, size, name, timings, aligned_arrays, found)
+            except NpcfaceError as exc:
+                yield CropResult(i, name, None, None, exc, sum(found))
+            except (MemoryError, RecursionError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad image must not stop a batch
+                err = NpcfaceError(f"{name}: {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                yield CropResult(i, name, None, None, err, sum(found))
+            else:
+                yield CropResult(i, name, face, crop, None, sum(found))
+
+    def crop_many(
+        self,
+        images: Iterable[ImageInput],
+        policy: str | None = None,
+        size: int | None = None,
+        names: Sequence[str] | None = None,
+        *,
+        aligned_arrays: bool = True,
+    ) -> list[CropResult]:
+        """Aligned crops of the chosen face of each image; failures are values.
+
+        Args:
+            images: paths, bytes, arrays or PIL images.
+            policy: face policy (default: the recogniser's).
+            size: crop side S in pixels (default: the recogniser's input size; giving it
+                avoids loading the recogniser).
+            names: names for results and messages (default: derived from the inputs).
+            aligned_arrays: take an array that already is S x S x 3 as an aligned crop
+                (False: detect and align it like any photo).
+
+        Returns:
+            One :class:`~npcface.results.CropResult` per image, in input order: a (S, S, 3)
+            uint8 BGR crop, or an ``error`` (``ImageError``, ``NoFaceError``, ...).
+
+        Raises:
+            InvalidArgumentError: unknown policy or bad size.
+        """
+        size = self._check_size(size)
+        return list(self._crops(images, policy, size, names, aligned_arrays=aligned_arrays))
+
+    def embed_many(
+        self,
+        images: Iterable[ImageInput],
+        policy: str | None = None,
+        names: Sequence[str] | None = None,
+        batch_size: int = 64,
+        *,
+        timings: dict[str, float] | None = None,
+        aligned_arrays: bool = True,
+    ) -> list[EmbedResult]:
+        """Embeddings of the chosen face of each image, crops batched across images.
+
+        Each image is decoded once, detected once, its face chosen by ``policy`` and
+        aligned; crops of up to ``batch_size`` images go to the recogniser together.
+
+        Args:
+            images: paths, bytes, arrays or PIL images (an array that already is an aligned
+                S x S x 3 crop is embedded as it is).
+            policy: face policy (default: the recogniser's).
+            names: names for results and messages (default: derived from the inputs).
+            batch_size: crops per recogniser call.
+            timings: if given, seconds spent per stage (decode, detect, align, embed) are
+                added to it.
+            aligned_arrays: take an array that already is S x S x 3 as an aligned crop
+                (False: detect and align it like any photo).
+
+        Returns:
+            One :class:`~npcface.results.EmbedResult` per image, in input order: a (d,)
+            float32 unit embedding, or an ``error`` (``ImageError``, ``NoFaceError``, ...).
+
+        Raises:
+            InvalidArgumentError: unknown policy or batch_size < 1.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        size = self.input_size
+        out: list[EmbedResult] = []
+        pending: list[CropResult] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            embs = self.embed_crops(np.stack([r.crop for r in pending]))
+            if timings is not None:
+                timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - t0
+            for r, e in zip(pending, embs, strict=True):
+                out[r.index] = EmbedResult(r.index, r.name, r.face, e, None, r.faces_found)
+            pending.clear()
+
+        for r in self._crops(images, policy, size, names, timings, aligned_arrays):
+            out.append(EmbedResult(r.index, r.name, r.face, None, r.error, r.faces_found))
+            if r.ok:
+                pending.append(r)
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+        return out
+
+    def _check_size(self, size: int | None) -> int:
+        if size is None:
+            return self.input_size
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 8:
+            raise InvalidArgumentError(f"crop size must be an int >= 8 pixels, got {size!r}")
+        return int(size)
 
     def represent(self, image: ImageInput, policy: str | None = None) -> tuple[np.ndarray, Face]:
         """Embedding (d,) and face of the face chosen by ``policy`` in ``image``.
@@ -204,12 +345,11 @@ class FaceRecognizer:
         Raises:
             NoFaceError: no face in the image (the message names the input).
             MultipleFacesError: several faces under policy ``single``.
+            ImageError: the image cannot be used.
         """
-        img = self.load(image)
-        faces = self.detector.detect(img)
-        face = select_face(faces, img.shape, policy or self.face_policy, describe(image))
-        crop = align_faces(img, face.landmarks, self.input_size)
-        return self.embed_crops(crop)[0], face
+        policy = check_policy(policy or self.face_policy)
+        face, crop = self._crop(image, policy, self.input_size, describe(image))
+        return self.embed_crops(crop[None])[0], face
 
     def represent_all(self, image: ImageInput) -> tuple[np.ndarray, list[Face]]:
         """Embeddings (N, d) of every face in ``image`` and the faces, best score first."""
@@ -222,9 +362,7 @@ class FaceRecognizer:
 
     def embed(self, image: ImageInput) -> np.ndarray:
         """Embedding (d,) of the face chosen by the face policy; an aligned crop of the
-        recogniser's input size (S x S x 3) is embedded directly."""
-        if isinstance(image, np.ndarray) and image.shape == (self.input_size,) * 2 + (3,):
-            return self.embed_crops(load_image(image)[None])[0]
+        recogniser's input size (S x S x 3 array) is embedded directly."""
         return self.represent(image)[0]
 
     def compare(self, emb1: np.ndarray, emb2: np.ndarray) -> float | np.ndarray:
@@ -276,7 +414,7 @@ class FaceRecognizer:
         metadata: dict[str, Any] | None = None,
     ) -> list[int]:
         """Add the faces of ``images`` to ``gallery`` under ``identity``; template ids."""
-        from .gallery.facade import enroll
+        from .enroll import enroll
 
         if not isinstance(images, (list, tuple)):
             images = [images]
@@ -286,6 +424,6 @@ class FaceRecognizer:
         self, gallery: Any, image: ImageInput, k: int = 5, threshold: float | None = None
     ) -> list[Any]:
         """The ``k`` most similar identities in ``gallery`` (above ``threshold`` if given)."""
-        from .gallery.facade import identify
+        from .enroll import identify
 
         return identify(self, gallery, image, k=k, threshold=threshold)

@@ -87,3 +87,79 @@ class Match:
     similarity: float
     template_id: int
     metadata: dict[str, Any] | None = field(default=None)
+
+
+def failure_kind(error: BaseException | None) -> str:
+    """How a per-image failure is reported: ``ok``, ``unreadable``, ``no_face``,
+    ``multiple_faces`` or ``error``."""
+    from .errors import ImageError, MultipleFacesError, NoFaceError
+
+    if error is None:
+        return "ok"
+    if isinstance(error, ImageError):
+        return "unreadable"
+    if isinstance(error, NoFaceError):
+        return "no_face"
+    if isinstance(error, MultipleFacesError):
+        return "multiple_faces"
+    return "error"
+
+
+@dataclass(frozen=True)
+class CropResult:
+    """The aligned crop of the face chosen in one image (one entry of ``crop_many``).
+
+    Attributes:
+        index: position of the image in the input sequence.
+        name: the image's name (path, or a description of the input).
+        face: the chosen face, or None when the image failed.
+        crop: (S, S, 3) uint8 BGR aligned crop, or None when the image failed.
+        error: why the image gave no crop (an :class:`~npcface.NpcfaceError`), or None.
+        faces_found: faces the detector found in the image (0 for a pre-aligned crop).
+    """
+
+    index: int
+    name: str
+    face: Face | None
+    crop: np.ndarray | None
+    error: Exception | None = None
+    faces_found: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def kind(self) -> str:
+        """``ok``, ``unreadable``, ``no_face``, ``multiple_faces`` or ``error``."""
+        return failure_kind(self.error)
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """The embedding of the face chosen in one image (one entry of ``embed_many``).
+
+    Attributes:
+        index: position of the image in the input sequence.
+        name: the image's name (path, or a description of the input).
+        face: the chosen face, or None when the image failed.
+        embedding: (d,) float32 unit vector, or None when the image failed.
+        error: why the image gave no embedding (an :class:`~npcface.NpcfaceError`), or None.
+        faces_found: faces the detector found in the image (0 for a pre-aligned crop).
+    """
+
+    index: int
+    name: str
+    face: Face | None
+    embedding: np.ndarray | None
+    error: Exception | None = None
+    faces_found: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def kind(self) -> str:
+        """``ok``, ``unreadable``, ``no_face``, ``multiple_faces`` or ``error``."""
+        return failure_kind(self.error)

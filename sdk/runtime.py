@@ -1,5 +1,10 @@
 """The one place that knows inference engines: ONNX Runtime providers, OpenCV DNN, TensorRT.
 
+Every :class:`Runner` may be called from many threads at once. ONNX Runtime sessions are
+thread-safe as they are. An OpenVINO infer request and an OpenCV ``Net`` hold their input and
+output buffers, so they are not: those runners keep a pool of them and lend one to each
+concurrent call (:class:`_Pool`), so no call ever sees another call's buffers.
+
 Detectors and embedders ask :func:`load_runner` for a :class:`Runner` and never touch an
 engine directly. Provider choice with ``providers=None`` ("auto"): TensorRT, then CUDA, then
 CPU, whichever is installed and actually loads; the choice is logged. When the caller names
@@ -13,10 +18,12 @@ import json
 import logging
 import os
 import platform
+import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -35,8 +42,35 @@ AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutio
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
 
 
+T = TypeVar("T")
+
+
+class _Pool(Generic[T]):
+    """Objects that serve one call at a time (OpenVINO infer requests, OpenCV nets), lent to
+    concurrent callers: a free one if there is one, else a new one from ``make``. The pool
+    grows to the peak concurrency and keeps what it made."""
+
+    def __init__(self, make: Callable[[], T], first: T | None = None) -> None:
+        self._make = make
+        self._free: queue.SimpleQueue[T] = queue.SimpleQueue()
+        if first is not None:
+            self._free.put(first)
+
+    @contextmanager
+    def lend(self) -> Iterator[T]:
+        try:
+            item = self._free.get_nowait()
+        except queue.Empty:
+            item = self._make()
+        try:
+            yield item
+        finally:
+            self._free.put(item)
+
+
 class Runner(Protocol):
-    """A loaded model: one float32 NCHW input batch in, the first output out."""
+    """A loaded model: one float32 NCHW input batch in, the first output out. Safe to call
+    from many threads at once."""
 
     backend: str
     providers: tuple[str, ...]
@@ -138,7 +172,11 @@ def _provider_options(provider: str, path: str | os.PathLike[str]) -> dict[str, 
 
 
 class OpenCVRunner:
-    """OpenCV DNN on the CPU (used where it measures faster than ONNX Runtime)."""
+    """OpenCV DNN on the CPU (used where it measures faster than ONNX Runtime).
+
+    A ``cv2.dnn.Net`` keeps its input between ``setInput`` and ``forward``: each concurrent
+    call gets a net of its own from a pool (one more copy of the weights per extra thread).
+    """
 
     backend = "opencv"
     providers = ("opencv-cpu",)
@@ -146,16 +184,23 @@ class OpenCVRunner:
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         import cv2
 
-        try:
-            self.net = cv2.dnn.readNetFromONNX(str(path))
-        except cv2.error as exc:
-            raise ModelError(f"OpenCV DNN could not load {path}: {exc}") from exc
+        self.path = str(path)
         if threads:
             cv2.setNumThreads(int(threads))
+        self._nets = _Pool(self._load, first=self._load())
+
+    def _load(self) -> object:
+        import cv2
+
+        try:
+            return cv2.dnn.readNetFromONNX(self.path)
+        except cv2.error as exc:
+            raise ModelError(f"OpenCV DNN could not load {self.path}: {exc}") from exc
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        self.net.setInput(np.ascontiguousarray(batch))
-        return [np.asarray(self.net.forward())]
+        with self._nets.lend() as net:
+            net.setInput(np.ascontiguousarray(batch))
+            return [np.array(net.forward(), copy=True)]
 
 
 class OpenVINORunner:
@@ -189,13 +234,18 @@ class OpenVINORunner:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"OpenVINO could not load {path}: {exc}") from exc
-        self.request = self.compiled.create_infer_request()
+        # One infer request serves one call at a time ("Infer Request is busy" otherwise, or
+        # worse, another call's outputs): a pool lends one to each concurrent call.
+        self._requests = _Pool(
+            self.compiled.create_infer_request, first=self.compiled.create_infer_request()
+        )
         self.outputs = list(self.compiled.outputs)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        result = self.request.infer({0: np.ascontiguousarray(batch)})
-        # the request reuses its output buffers on the next call: copy out
-        return [np.array(result[o], copy=True) for o in self.outputs]
+        with self._requests.lend() as request:
+            result = request.infer({0: np.ascontiguousarray(batch)})
+            # the request reuses its output buffers on the next call: copy out while we hold it
+            return [np.array(result[o], copy=True) for o in self.outputs]
 
 
 _CPU_ENGINES = {"opencv": OpenCVRunner, "openvino": OpenVINORunner}

@@ -22,13 +22,14 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import MissingExtraError, ModelError, ProviderError
+from .errors import InvalidArgumentError, MissingExtraError, ModelError, ProviderError
 from .modelinfo import RecognizerInfo
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,8 @@ class TensorRTRunner:
         cuda = import_cuda_driver()
         dev, capability = cuda_device(cuda, device)
         self.path = Path(path)
+        # one execution context, stream and set of device buffers: calls take turns
+        self._lock = threading.Lock()
         if not self.path.is_file():
             raise ModelError(f"TensorRT engine {self.path} does not exist")
         self.key, self.info = read_engine_meta(self.path)
@@ -285,7 +288,9 @@ class TensorRTRunner:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         s = self.key.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
-            raise ValueError(f"{self.path.name} expects (N, 3, {s}, {s}) input, got {batch.shape}")
+            raise InvalidArgumentError(
+                f"{self.path.name} expects (N, 3, {s}, {s}) input, got {batch.shape}"
+            )
         lo, hi = self.key.min_batch, self.key.max_batch
         parts = []
         for i in range(0, len(batch), hi):
@@ -298,6 +303,10 @@ class TensorRTRunner:
         return [np.concatenate([p[j] for p in parts]) for j in range(len(self.output_names))]
 
     def _run_chunk(self, chunk: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return self._run_chunk_locked(chunk)
+
+    def _run_chunk_locked(self, chunk: np.ndarray) -> list[np.ndarray]:
         cuda = self._cuda
         self._ctx.push()
         try:

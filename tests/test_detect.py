@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from conftest import lfw_image
 
+from npcface.choose import select_face
 from npcface.detect import get_detector, list_detectors, nms
 from npcface.errors import ModelError
 from npcface.models import get_model_spec, original_file
-from npcface.recognizer import select_face
 
 NAMES = [
     ("Aaron_Eckhart", 1),

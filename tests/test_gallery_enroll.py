@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
+from npcface import FaceRecognizer
+from npcface.enroll import enroll_images, list_images
 from npcface.errors import GalleryError, NoFaceError
 from npcface.gallery import Gallery
-from npcface.gallery.enroll import enroll_images, list_images
-from npcface.image import load_image
 from npcface.modelinfo import RecognizerInfo
 from npcface.results import Face
 
@@ -28,22 +28,10 @@ DIM = 32
 TESTS = Path(__file__).resolve().parent
 
 
-class FakeRecognizer:
-    """The recogniser interface bulk enrolment uses, without models: fast and deterministic.
+class FakeDetector:
+    """A face in any image that is not almost black, landmarks at fixed relative places."""
 
-    A face is "found" in any image that is not almost black; its embedding is a fixed random
-    projection of the 16 x 16 resized image, so similar images give similar embeddings.
-    """
-
-    face_policy = "largest"
-    info = RecognizerInfo(name="fake", input_size=16, embedding_size=DIM)
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.proj = np.random.default_rng(123).standard_normal((16 * 16 * 3, DIM))
-
-    def load(self, image):
-        return load_image(image)
+    name = "fake"
 
     def detect(self, image):
         if image.mean() < 5:
@@ -61,21 +49,31 @@ class FakeRecognizer:
         )
         return [Face(np.array([0, 0, w, h], np.float32), marks, 0.99)]
 
-    def align(self, image, face):
-        return cv2.resize(image, (16, 16), interpolation=cv2.INTER_AREA)[None]
 
-    def embed_crops(self, crops):
+class FakeEmbedder:
+    """A fixed random projection of the 16 x 16 crop, so similar images embed alike."""
+
+    info = RecognizerInfo(name="fake", input_size=16, embedding_size=DIM)
+    input_size = 16
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.proj = np.random.default_rng(123).standard_normal((16 * 16 * 3, DIM))
+
+    def embed(self, crops, flip=False):
         time.sleep(self.delay)
         x = crops.reshape(len(crops), -1).astype(np.float64) / 255.0 - 0.5
         e = (x @ self.proj).astype(np.float32)
         return e / np.linalg.norm(e, axis=1, keepdims=True)
 
-    def represent(self, image, policy=None):
-        img = self.load(image)
-        faces = self.detect(img)
-        if not faces:
-            raise NoFaceError("no face found")
-        return self.embed_crops(self.align(img, faces[0]))[0], faces[0]
+
+class FakeRecognizer(FaceRecognizer):
+    """The real pipeline (decode, detect, choose, align, batch) with fast, deterministic
+    stand-in models, so that enrolment tests run in seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(detector=FakeDetector(), face_policy="largest")
+        self._embedder = FakeEmbedder(delay)
 
 
 def make_images(root: Path, identities: int = 8, per_identity: int = 8, seed: int = 0) -> int:
@@ -102,7 +100,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_gallery_enroll import DIM, FakeRecognizer
     from npcface.gallery import Gallery
-    from npcface.gallery.enroll import enroll_images, list_images
+    from npcface.enroll import enroll_images, list_images
 
 
     def main():

@@ -13,7 +13,7 @@ from npcface import (
     VerifyResult,
     cosine_similarity,
 )
-from npcface.recognizer import select_face
+from npcface.choose import select_face
 
 
 def test_same_and_different_people(lfw_dir, recognizer):

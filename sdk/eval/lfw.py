@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError, NoFaceError
 from .metrics import evaluate_verification, roc_curve
 from .pairs import Pair, read_lfw_pairs
 
@@ -44,7 +43,10 @@ def embed_paths(
     batch_size: int = 64,
     progress: bool = True,
 ) -> EmbeddingTable:
-    """Detect, align and embed one face per image, batching the recogniser.
+    """Embed one face per image through the recogniser's one pipeline (``embed_many``).
+
+    Images without a usable face (unreadable, no face) are listed in ``failed``; their rows
+    stay zero.
 
     Args:
         recognizer: a :class:`~npcface.FaceRecognizer`.
@@ -57,37 +59,21 @@ def embed_paths(
 
     from tqdm import tqdm
 
-    from ..align import align_faces
-    from ..recognizer import select_face
-
-    policy = policy or recognizer.face_policy
-    size = recognizer.input_size
     dim = recognizer.info.embedding_size
     out = np.zeros((len(paths), dim), np.float32)
     failed: dict[Path, str] = {}
-    crops: list[np.ndarray] = []
-    rows: list[int] = []
     t0 = time.perf_counter()
-
-    def flush() -> None:
-        if crops:
-            out[rows] = recognizer.embed_crops(np.stack(crops))
-            crops.clear()
-            rows.clear()
-
-    for i, path in enumerate(tqdm(paths, desc="embedding", unit="img", disable=not progress)):
-        try:
-            img = recognizer.load(path)
-            faces = recognizer.detector.detect(img)
-            face = select_face(faces, img.shape, policy, str(path))
-        except (ImageError, NoFaceError) as exc:
-            failed[Path(path)] = str(exc)
-            continue
-        crops.append(align_faces(img, face.landmarks, size)[0])
-        rows.append(i)
-        if len(crops) >= batch_size:
-            flush()
-    flush()
+    with tqdm(total=len(paths), desc="embedding", unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), batch_size):
+            chunk = [Path(p) for p in paths[start : start + batch_size]]
+            for r in recognizer.embed_many(
+                chunk, policy=policy, names=[str(p) for p in chunk], batch_size=batch_size
+            ):
+                if r.ok:
+                    out[start + r.index] = r.embedding
+                else:
+                    failed[chunk[r.index]] = str(r.error)
+            bar.update(len(chunk))
     return EmbeddingTable(list(map(Path, paths)), out, failed, time.perf_counter() - t0)
 
 

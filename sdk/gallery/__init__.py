@@ -1,7 +1,7 @@
 """Galleries for 1:N identification: SQLite as the source of truth, a FAISS index for speed.
 
-See :class:`Gallery`; bulk enrolment from image folders is :mod:`npcface.gallery.enroll`,
-and the recogniser integration (images in, matches out) is :mod:`npcface.gallery.facade`.
+See :class:`Gallery`; bulk enrolment from image folders is :mod:`npcface.enroll`,
+and the recogniser integration (images in, matches out) is :mod:`npcface.enroll`.
 """
 
 from npcface.gallery.gallery import ConsistencyReport, Gallery, GalleryInfo

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from npcface.image import IMAGE_SUFFIXES
+
 from ..errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "FaceDataset", "decode_image"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the SDK's one list
 
 
 def decode_image(data: bytes | np.ndarray, where: str = "image") -> np.ndarray:

@@ -1,8 +1,8 @@
 """``npcface train prepare``: detect and align raw photos into training crops with the SDK.
 
-Training crops come from the same detector (:func:`npcface.detect.get_detector`), face
-choice (:func:`npcface.recognizer.select_face`) and 5-point aligner
-(:func:`npcface.align.align_faces`) as inference, so train and test crops match.
+Training crops come from the SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`:
+the same detector, face choice and 5-point aligner as inference), so train and test crops
+match.
 
 Input: ``RAW_DIR/<identity>/<photo>``. Output: ``OUT_DIR/<identity>/<photo stem>.jpg``
 (BGR JPEG, ``size`` x ``size``), plus
@@ -129,20 +129,20 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(detector: str, min_score: float | None, threads: int) -> None:
-    from npcface.detect import get_detector
+    from npcface import FaceRecognizer
 
     cv2.setNumThreads(1)
-    kwargs: dict[str, Any] = {"threads": threads}
+    options: dict[str, Any] = {}
     if min_score is not None:
-        kwargs["score_threshold"] = float(min_score)
-    _WORKER["detector"] = get_detector(detector, **kwargs)
+        options["score_threshold"] = float(min_score)
+    _WORKER["recognizer"] = FaceRecognizer(
+        detector=detector, threads=threads, detector_options=options
+    )
 
 
 def _process(task: tuple[str, str, str, int, str]) -> dict[str, Any]:
-    from npcface.align import align_faces
     from npcface.errors import NpcfaceError
     from npcface.image import load_image
-    from npcface.recognizer import select_face
 
     raw_dir, out_dir, rel, size, multiple = task
     entry: dict[str, Any] = {"src": rel, "faces": 0}
@@ -151,22 +151,23 @@ def _process(task: tuple[str, str, str, int, str]) -> dict[str, Any]:
     except (NpcfaceError, OSError) as exc:
         entry.update(status="error", error=str(exc))
         return entry
-    faces = _WORKER["detector"].detect(image)
+    policy = "single" if multiple == "skip" else multiple
+    r = _WORKER["recognizer"].crop_many([image], policy, size, [rel], aligned_arrays=False)[0]
     h, w = image.shape[:2]
-    entry.update(faces=len(faces), shape=[h, w])
-    if not faces:
+    entry.update(faces=r.faces_found, shape=[h, w])
+    if r.faces_found == 0:
         entry["status"] = "no_face"
         return entry
-    entry["status"] = "ok" if len(faces) == 1 else "multiple"
-    if len(faces) > 1 and multiple == "skip":
+    entry["status"] = "ok" if r.faces_found == 1 else "multiple"
+    if not r.ok:
+        if r.kind != "multiple_faces":
+            entry.update(status="error", error=str(r.error))
         return entry
-    face = faces[0] if len(faces) == 1 else select_face(faces, image.shape, multiple, rel)
-    crop = align_faces(image, face.landmarks, size)[0]
-    _write_crop(_out_path(Path(out_dir), rel), crop)
+    _write_crop(_out_path(Path(out_dir), rel), r.crop)
     entry.update(
         written=True,
-        score=round(float(face.score), 4),
-        landmarks=[[round(float(x) / w, 5), round(float(y) / h, 5)] for x, y in face.landmarks],
+        score=round(float(r.face.score), 4),
+        landmarks=[[round(float(x) / w, 5), round(float(y) / h, 5)] for x, y in r.face.landmarks],
     )
     return entry
 

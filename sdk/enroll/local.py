@@ -1,8 +1,8 @@
 """Bulk enrolment: a folder (one sub-folder per identity) or a CSV of ``path,identity``.
 
 * Files are read, hashed (SHA-256 of the bytes) and decoded in worker processes.
-* Faces are detected and aligned in this process, embedded in batches, and each batch is
-  committed to the gallery in one transaction: a template is acknowledged (``on_commit``)
+* Faces go through the recogniser's one pipeline (:meth:`~npcface.FaceRecognizer.embed_many`)
+  in this process, crops embedded in batches, and each batch is committed to the gallery in one transaction: a template is acknowledged (``on_commit``)
   only once it is durable.
 * Resumable: files whose content hash is already in the gallery are skipped, so re-running
   the same command after an interruption (even SIGKILL) continues where it stopped.
@@ -30,15 +30,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, ImageError
-from ..image import load_image
-from .facade import check_model, crop_face, failure_of
-from .gallery import Gallery
+from ..image import IMAGE_SUFFIXES, load_image
+from .single import check_model
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
-)
 REPORT_NAME = "enroll-report.csv"
 IN_FLIGHT_PER_WORKER = 8
 """Decoded images waiting per worker: bounds memory while keeping workers busy."""
@@ -105,9 +101,9 @@ def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
         for child in sorted(src.iterdir()):
             if child.is_dir():
                 for f in sorted(child.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
+                    if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                         items.append(EnrollItem(str(f), child.name))
-            elif child.suffix.lower() in IMAGE_EXTENSIONS:
+            elif child.suffix.lower() in IMAGE_SUFFIXES:
                 loose += 1
         if loose:
             log.warning(
@@ -216,7 +212,7 @@ def _decoded(
 
 # --------------------------------------------------------------------- enrol
 def enroll_images(
-    gallery: Gallery,
+    gallery: Any,
     recognizer: Any,
     items: Iterable[EnrollItem],
     *,
@@ -263,20 +259,31 @@ def enroll_images(
     bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
 
     def commit() -> None:
+        """Embed the decoded batch through the one pipeline; commit its faces, report the rest."""
         nonlocal last_save, save_cost
         if not batch:
             return
-        embs = recognizer.embed_crops(np.stack([c for _, _, c in batch]))
-        done_items = [it for it, _, _ in batch]
-        digests = [d for _, d, _ in batch]
+        results = recognizer.embed_many(
+            [img for _, _, img in batch],
+            names=[it.path for it, _, _ in batch],
+            aligned_arrays=False,  # photos, decoded by the workers: always detect and align
+        )
+        done = [(it, d, r.embedding) for (it, d, _), r in zip(batch, results, strict=True) if r.ok]
+        for (it, _, _), r in zip(batch, results, strict=True):
+            if not r.ok:
+                fail(it, r.kind, str(r.error))
+        batch.clear()
+        if not done:
+            return
+        done_items = [it for it, _, _ in done]
+        digests = [d for _, d, _ in done]
         ids = gallery.add_many(
             [it.identity for it in done_items],
-            embs,
+            np.stack([e for _, _, e in done]),
             sources=[it.path for it in done_items],
             content_hashes=digests,
         )
         counts["enrolled"] += len(ids)
-        batch.clear()
         if on_commit is not None:
             on_commit(ids, done_items, digests)
         if time.monotonic() - last_save >= max(save_interval, 10 * save_cost):
@@ -316,13 +323,7 @@ def enroll_images(
                     )
                     continue
                 seen[digest] = item.path
-                try:
-                    _, crop = crop_face(recognizer, payload, item.path)
-                except Exception as exc:  # noqa: BLE001 - reported, never fatal
-                    f = failure_of(0, exc, item.path)
-                    fail(item, f.kind, f.reason)
-                    continue
-                batch.append((item, digest, crop))
+                batch.append((item, digest, payload))
                 if len(batch) >= batch_size:
                     commit()
                     bar.set_postfix(counts, refresh=False)

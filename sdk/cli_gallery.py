@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_sdk import add_model_args, recognizer_from_args
+from .cli_sdk import add_model_args, recognizer_from_args
 
 
 def register(sub: Any) -> None:
@@ -102,8 +102,8 @@ def register(sub: Any) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from . import Gallery
     from .enroll import enroll_images, list_images
+    from .gallery import Gallery
 
     items = list_images(args.images)
     rec = recognizer_from_args(args)
@@ -146,7 +146,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _identify(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     rec = recognizer_from_args(args)
     with Gallery.open(args.gallery, readonly=True) as gallery:
@@ -175,7 +175,7 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.create(
         args.path,
@@ -192,7 +192,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.open(args.path, readonly=True) as g:
         info = g.info()
@@ -223,7 +223,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.open(args.path, readonly=True) as g:
         rows = list(g.template_counts().items())
@@ -236,7 +236,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.open(args.path) as g:
         for identity in args.identities:
@@ -245,7 +245,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.open(args.path) as g:
         g.rebuild(args.index)
@@ -254,7 +254,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from . import Gallery
+    from .gallery import Gallery
 
     with Gallery.open(args.path) as g:
         before = g.tombstones
