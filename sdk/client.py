@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from .errors import ImageError, MissingExtraError, NpcfaceError
 from .image import ImageInput, describe, load_image
-from .results import Face, Match, VerifyResult
+from .results import EmbedResult, Face, Match, VerifyResult
 from .serve import wire
 
 
@@ -150,7 +149,7 @@ class Client:
         """Embedding (d,) of the face chosen by the face policy (:meth:`FaceRecognizer.embed`)."""
         return self.represent(image)[0]
 
-    def embed_many(self, images: Sequence[ImageInput]) -> list[Any]:
+    def embed_many(self, images: Sequence[ImageInput]) -> list[EmbedResult]:
         """One result per image, in order, embedded as one batch by the service; failures
         are values (``error``), not exceptions (:meth:`FaceRecognizer.embed_many`)."""
         files = [_file("images", img) for img in images]
@@ -265,12 +264,15 @@ class RemoteGallery:
         return f"RemoteGallery({self.client.base_url!r}, {self.name!r})"
 
     def info(self) -> Any:
-        """:class:`~npcface.gallery.GalleryInfo` of the gallery."""
+        """:class:`~npcface.gallery.GalleryInfo` of the gallery (``path`` is its URL; the
+        server does not tell where its files are)."""
+        from dataclasses import fields
+
         from .gallery import GalleryInfo
 
         d = self.client.request("GET", self._path)
-        d.pop("name", None)
-        return GalleryInfo(**d)
+        d["path"] = f"{self.client.base_url}{self._path}"
+        return GalleryInfo(**{f.name: d[f.name] for f in fields(GalleryInfo) if f.name in d})
 
     def __len__(self) -> int:
         return int(self.client.request("GET", f"{self._path}/identities?limit=1")["total"])
@@ -451,22 +453,5 @@ def _json(value: Any) -> str:
 
 def _embed_result(
     index: int, name: str, face: Face | None, emb: np.ndarray | None, err: NpcfaceError | None
-) -> Any:
-    try:
-        from .results import EmbedResult
-    except ImportError:  # before the library had EmbedResult
-        EmbedResult = _EmbedResult  # noqa: N806
+) -> EmbedResult:
     return EmbedResult(index=index, name=name, face=face, embedding=emb, error=err)
-
-
-@dataclass(frozen=True)
-class _EmbedResult:
-    index: int
-    name: str
-    face: Face | None
-    embedding: np.ndarray | None
-    error: NpcfaceError | None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None

@@ -15,13 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ..errors import ImageError, NpcfaceError
-from ..image import describe, load_image
+from ..image import describe
 from .wire import ServiceError
 
 
@@ -159,29 +158,19 @@ def _from_base64(value: Any, ref: str) -> Upload:
     return Upload(ref, label, data)
 
 
-def decode(upload: Upload, max_pixels: int) -> np.ndarray:
-    """The upload as a BGR uint8 image (the library's :func:`~npcface.load_image`).
-
-    Raises:
-        ImageError: empty, truncated, not an image, too many pixels (message names it).
-    """
-    try:
-        return load_image(upload.data, max_pixels=max_pixels)
-    except ImageError as exc:
-        raise _named(exc, upload.label, upload.ref, describe(upload.data)) from None
-
-
 def _named(exc: NpcfaceError, label: str, ref: str, was: str | None = None) -> NpcfaceError:
     """``exc`` (same class) with its message naming ``label`` and ``input`` set to ``ref``."""
     text = str(exc)
     if was and text.startswith(was):
-        text = text[len(was) :].lstrip(": ")
+        text = f"{label}{text[len(was) :]}"
+    elif not text.startswith(label):
+        text = f"{label}: {text}"
     new = type(exc).__new__(type(exc))
-    Exception.__init__(new, f"{label}: {text}")
+    Exception.__init__(new, text)
     new.input = ref  # type: ignore[attr-defined]
     return new
 
 
-def rename(exc: NpcfaceError, image: np.ndarray, upload: Upload) -> NpcfaceError:
-    """A pipeline error about a decoded array, renamed after the upload it came from."""
-    return _named(exc, upload.label, upload.ref, describe(image))
+def rename(exc: NpcfaceError, upload: Upload) -> NpcfaceError:
+    """A pipeline error about an upload's bytes, naming the upload instead (same class)."""
+    return _named(exc, upload.label, upload.ref, describe(upload.data))

@@ -22,8 +22,8 @@ class Settings:
         detector, recognizer, providers, face_policy, flip, det_min_side, backend: the
             pipeline, as in :class:`~npcface.FaceRecognizer` and the other commands.
         max_body_bytes: largest request body (413 beyond it).
-        max_pixels: largest decoded image (width x height); larger ones are refused from
-            their header, before decoding (422).
+        max_pixels: largest image (width x height) the recogniser built from these
+            settings accepts; larger ones are refused from their header, before decoding.
         max_images: most images (or embeddings) in one request (400 beyond it).
         request_timeout_s: a request still running after this many seconds gets 503
             ``timeout`` (the work it started finishes in the background).

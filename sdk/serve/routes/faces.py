@@ -6,11 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from ...errors import InvalidArgumentError, NoFaceError, NpcfaceError
-from ...image import describe
-from .. import deps, schemas
-from ..inputs import Payload, decode, rename
-from ..pipeline import embed_batch
+from ...errors import InvalidArgumentError, NpcfaceError
+from ...image import DEFAULT_MAX_PIXELS
+from .. import deps, pipeline, schemas
+from ..inputs import Payload
 from ..wire import embedding_to_json, error_body, face_to_json
 
 router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(deps.can_read)])
@@ -41,83 +40,53 @@ def model(request: Request, rec: deps.Recognizer) -> dict[str, Any]:
         "thresholds": info.thresholds,
         "face_policy": rec.face_policy,
         "max_images": settings.max_images,
-        "max_pixels": settings.max_pixels,
+        "max_pixels": rec.max_pixels or DEFAULT_MAX_PIXELS,
         "max_body_bytes": settings.max_body_bytes,
     }
 
 
 @router.post("/detect", response_model=schemas.DetectOut, openapi_extra=IMAGES_BODY)
-def detect(
-    request: Request,
-    payload: deps.Images,
-    rec: deps.Recognizer,
-) -> dict[str, Any]:
+def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
     """Every face in each image (box, landmarks, score, quality if rated), best score first.
 
     One bad image fails the request (422, naming it).
     """
-    uploads = _require_images(payload)
-    settings = request.app.state.settings
     out = []
-    for up in uploads:
-        image = decode(up, settings.max_pixels)
-        try:
-            faces = rec.detect(image)
-        except NpcfaceError as exc:
-            raise rename(exc, image, up) from None
+    for up in _require_images(payload):
+        faces = pipeline.detect(rec, up)
         request.app.state.metrics.faces.inc(len(faces))
         out.append({"input": up.ref, "faces": [face_to_json(f) for f in faces]})
     return {"images": out}
 
 
 @router.post("/embed", response_model=schemas.EmbedOut, openapi_extra=EMBED_BODY)
-def embed(
-    request: Request,
-    payload: deps.Images,
-    rec: deps.Recognizer,
-) -> dict[str, Any]:
+def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
     """Embeddings of the face chosen by the face policy in each image (crops embedded as
     one batch), or of every face with ``all_faces``. Images that fail are answered with
     their error; the others still get embeddings."""
     uploads = _require_images(payload)
-    settings = request.app.state.settings
     items: list[dict[str, Any]] = []
     if deps.flag(payload, "all_faces"):
         for up in uploads:
-            items.append(_all_faces(request, rec, up, settings.max_pixels))
-    else:
-        for r in embed_batch(rec, uploads, settings.max_pixels):
-            if r.error is not None:
-                items.append({"input": r.ref, "ok": False, "faces": [], "error": _err(r.error)})
+            try:
+                embs, faces = pipeline.represent_all(rec, up)
+            except NpcfaceError as exc:
+                items.append({"input": up.ref, "ok": False, "faces": [], "error": _err(exc)})
                 continue
-            request.app.state.metrics.faces.inc()
-            items.append(
-                {
-                    "input": r.ref,
-                    "ok": True,
-                    "faces": [
-                        {"face": face_to_json(r.face), "embedding": embedding_to_json(r.embedding)}
-                    ],
-                }
-            )
+            items.append(_item(up.ref, faces, embs))
+    else:
+        for r, up in zip(pipeline.embed_batch(rec, uploads), uploads, strict=True):
+            if r.error is not None:
+                items.append({"input": up.ref, "ok": False, "faces": [], "error": _err(r.error)})
+            else:
+                items.append(_item(up.ref, [r.face], [r.embedding]))
+    request.app.state.metrics.faces.inc(sum(len(i["faces"]) for i in items))
     return {"model": rec.info.name, "images": items}
 
 
-def _all_faces(request: Request, rec: Any, up: Any, max_pixels: int) -> dict[str, Any]:
-    try:
-        image = decode(up, max_pixels)
-        try:
-            embs, faces = rec.represent_all(image)
-        except NpcfaceError as exc:
-            raise rename(exc, image, up) from None
-        if not faces:
-            raise rename(NoFaceError(f"{describe(image)}: no face found"), image, up)
-    except NpcfaceError as exc:
-        exc.input = up.ref  # type: ignore[attr-defined]
-        return {"input": up.ref, "ok": False, "faces": [], "error": _err(exc)}
-    request.app.state.metrics.faces.inc(len(faces))
+def _item(ref: str, faces: list[Any], embs: Any) -> dict[str, Any]:
     return {
-        "input": up.ref,
+        "input": ref,
         "ok": True,
         "faces": [
             {"face": face_to_json(f), "embedding": embedding_to_json(e)}
@@ -126,7 +95,7 @@ def _all_faces(request: Request, rec: Any, up: Any, max_pixels: int) -> dict[str
     }
 
 
-def _err(exc: NpcfaceError) -> dict[str, Any]:
+def _err(exc: Exception) -> dict[str, Any]:
     return error_body(exc)[1]
 
 

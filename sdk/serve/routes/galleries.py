@@ -7,11 +7,10 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from ...errors import EmbeddingError, InvalidArgumentError, NoFaceError, NpcfaceError
-from ...image import describe
+from ...errors import EmbeddingError, InvalidArgumentError
 from .. import deps, schemas
-from ..inputs import Payload, decode, rename
-from ..pipeline import check_model, represent, search
+from ..inputs import Payload
+from ..pipeline import check_model, represent, represent_all, search
 from ..wire import face_to_json, match_to_json
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
@@ -93,16 +92,10 @@ def identify(
         exc = InvalidArgumentError(f"image: send exactly one image, got {len(uploads)}")
         exc.input = "image"  # type: ignore[attr-defined]
         raise exc
-    image = decode(uploads[0], settings.max_pixels)
     if every:
-        try:
-            embs, faces = rec.represent_all(image)
-        except NpcfaceError as exc:
-            raise rename(exc, image, uploads[0]) from None
-        if not faces:
-            raise rename(NoFaceError(f"{describe(image)}: no face found"), image, uploads[0])
+        embs, faces = represent_all(rec, uploads[0])
     else:
-        emb, face = represent(rec, image, uploads[0])
+        emb, face = represent(rec, uploads[0])
         embs, faces = emb[None], [face]
     request.app.state.metrics.faces.inc(len(faces))
     with request.app.state.galleries.reader(name) as g:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from ...errors import EmbeddingError, InvalidArgumentError
 from ...results import Face
 from .. import deps, schemas
-from ..inputs import Payload, decode
+from ..inputs import Payload
 from ..pipeline import represent
 from ..wire import embedding_from_json, far_of_threshold, verify_to_json
 
@@ -46,9 +46,8 @@ def verify(
     (default: the model's calibrated default); the answer says the FAR it was calibrated at.
     """
     threshold, far = deps.threshold_of(rec, payload)
-    max_pixels = request.app.state.settings.max_pixels
-    emb1, face1 = _side(request, rec, payload, 1, max_pixels)
-    emb2, face2 = _side(request, rec, payload, 2, max_pixels)
+    emb1, face1 = _side(request, rec, payload, 1)
+    emb2, face2 = _side(request, rec, payload, 2)
     result = rec.verify(emb1, emb2, threshold=threshold, far=far)
     result = dataclasses.replace(result, face1=face1, face2=face2)
     if far is None and threshold is None:
@@ -56,16 +55,13 @@ def verify(
     return verify_to_json(result, far)
 
 
-def _side(
-    request: Request, rec: Any, payload: Payload, n: int, max_pixels: int
-) -> tuple[np.ndarray, Face | None]:
+def _side(request: Request, rec: Any, payload: Payload, n: int) -> tuple[np.ndarray, Face | None]:
     uploads = payload.images(f"image{n}")
     emb = payload.get(f"embedding{n}")
     if len(uploads) > 1 or (uploads and emb is not None):
         exc = InvalidArgumentError(f"image{n}: send one image or one embedding{n}, not several")
     elif uploads:
-        image = decode(uploads[0], max_pixels)
-        vec, face = represent(rec, image, uploads[0])
+        vec, face = represent(rec, uploads[0])
         request.app.state.metrics.faces.inc()
         return vec, face
     elif emb is not None:
