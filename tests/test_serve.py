@@ -379,15 +379,16 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
 # ------------------------------------------------------------------ concurrency
 def test_32_concurrent_verifies_give_the_library_answers(server, recognizer, lfw_dir):
     lines = (lfw_dir / "pairs.txt").read_text().splitlines()[1:]
-    pairs = []
-    for line in lines[:16] + lines[300:316]:  # 16 same-person, 16 different-person pairs
+    distinct = []
+    for line in lines[:4] + lines[300:304]:  # 4 same-person and 4 different-person pairs
         p = line.split()
         if len(p) == 3:
-            pairs.append((lfw_image(lfw_dir, p[0], int(p[1])), lfw_image(lfw_dir, p[0], int(p[2]))))
+            pair = (lfw_image(lfw_dir, p[0], int(p[1])), lfw_image(lfw_dir, p[0], int(p[2])))
         else:
-            pairs.append((lfw_image(lfw_dir, p[0], int(p[1])), lfw_image(lfw_dir, p[2], int(p[3]))))
-    assert len(pairs) == 32
-    want = [recognizer.verify(a, b) for a, b in pairs]
+            pair = (lfw_image(lfw_dir, p[0], int(p[1])), lfw_image(lfw_dir, p[2], int(p[3])))
+        distinct.append(pair)
+    answers = [recognizer.verify(a, b) for a, b in distinct]
+    pairs, want = distinct * 4, answers * 4  # 32 requests at once, each pair 4 times
     barrier = threading.Barrier(32)
 
     def call(pair):
@@ -398,7 +399,7 @@ def test_32_concurrent_verifies_give_the_library_answers(server, recognizer, lfw
     with ThreadPoolExecutor(32) as pool:
         got = list(pool.map(call, pairs))
     assert [g.verified for g in got] == [w.verified for w in want]
-    assert sum(w.verified for w in want) >= 12  # the pairs are what they say
+    assert sum(w.verified for w in answers) >= 3  # the pairs are what they say
     np.testing.assert_allclose([g.similarity for g in got], [w.similarity for w in want], atol=1e-5)
 
 
@@ -471,3 +472,77 @@ def test_cli_defaults_to_loopback_and_the_default_models():
         (),
     )
     assert (s.max_images, s.request_timeout_s) == (32, 60.0)
+
+
+# ------------------------------------------------------------------ durability
+def test_sigkill_during_enrolment_loses_no_acknowledged_identity(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from npcface import Gallery
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "galleries"
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "npcface.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--gallery-root", str(root)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client = Client(url, timeout=30)
+        deadline = time.monotonic() + 120
+        while not client.ready():
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        client.create_gallery("door")
+        acked: dict[str, tuple[list[int], np.ndarray]] = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def enrol(worker: int) -> None:
+            rng = np.random.default_rng(worker)
+            with Client(url, timeout=30) as c:
+                g = c.gallery("door")
+                for n in range(10_000):
+                    if stop.is_set():
+                        return
+                    name = f"w{worker}-{n}"
+                    vecs = rng.standard_normal((1 + n % 3, 128)).astype(np.float32)
+                    try:
+                        ids = g.add(name, vecs, metadata={"n": n})
+                    except NpcfaceError:
+                        return  # the server is gone
+                    with lock:
+                        acked[name] = (ids, vecs)
+
+        threads = [threading.Thread(target=enrol, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < 60:
+            assert proc.poll() is None
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight
+        proc.wait(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    with Gallery.open(root / "door") as g:  # the writer lock died with the process
+        counts = g.template_counts()
+        for name, (ids, vecs) in acked.items():
+            assert sorted(g.templates(name)) == sorted(ids), name
+            best = g.search(vecs[0], k=1)[0][0]
+            assert best.identity == name and best.metadata == {"n": int(name.split("-")[1])}
+        assert set(acked) <= set(counts)
+        assert g.check().ok
