@@ -30,7 +30,6 @@ async function draw(canvas, file, faces, labels) {
   ctx.drawImage(bitmap, 0, 0);
   const lw = Math.max(2, Math.round(bitmap.width / 200));
   ctx.lineWidth = lw;
-  ctx.font = `${Math.max(12, lw * 6)}px system-ui, sans-serif`;
   (faces || []).forEach((f, i) => {
     const [x1, y1, x2, y2] = f.box;
     const color = labels && labels[i] ? "#19c37d" : "#ffcc00";
@@ -38,7 +37,15 @@ async function draw(canvas, file, faces, labels) {
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
     ctx.fillStyle = color;
     for (const [x, y] of f.landmarks) ctx.fillRect(x - lw, y - lw, 2 * lw, 2 * lw);
-    if (labels && labels[i]) ctx.fillText(labels[i], x1, Math.max(y1 - 4, 12));
+    if (labels && labels[i]) {
+      const size = Math.max(14, lw * 7);
+      ctx.font = `${size}px system-ui, sans-serif`;
+      const y = Math.max(y1 - size - 6, 0);
+      ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
+      ctx.fillRect(x1 - lw / 2, y, ctx.measureText(labels[i]).width + 8, size + 6);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(labels[i], x1 + 4, y + size);
+    }
   });
   canvas.parentElement.classList.add("has-image");
 }
