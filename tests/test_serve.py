@@ -546,3 +546,44 @@ def test_sigkill_during_enrolment_loses_no_acknowledged_identity(tmp_path):
             assert best.identity == name and best.metadata == {"n": int(name.split("-")[1])}
         assert set(acked) <= set(counts)
         assert g.check().ok
+
+
+# ------------------------------------------------------------------ several workers
+def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
+    """Two workers' gallery managers (as in two processes: flock holds between open files):
+    the writer's commits reach the other's reads, and the writer lock passes over when idle."""
+    from npcface.serve.galleries import GalleryManager
+    from npcface.serve.wire import ServiceError
+
+    a = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=0.3, writer_idle_s=0.2)
+    b = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=3.0, writer_idle_s=0.2)
+    a.create("g", dim=4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    with a.writer("g") as g:
+        g.add("alice", x[:2])
+    with b.reader("g") as g:  # b follows a's committed writes
+        assert g.identities() == ["alice"]
+        assert g.search(x[0], k=1)[0][0].identity == "alice"
+    with pytest.raises(ServiceError) as exc, a.writer("g"), b.writer("g"):  # b must wait ...
+        pass
+    assert exc.value.code == "gallery_busy"
+    done = threading.Event()
+
+    def idle_upkeep():  # ... until a's upkeep gives the idle lock back
+        while not done.is_set():
+            a.release_idle()
+            done.wait(0.05)
+
+    t = threading.Thread(target=idle_upkeep)
+    t.start()
+    try:
+        with b.writer("g") as g:
+            g.add("bob", x[2])
+    finally:
+        done.set()
+        t.join()
+    with a.reader("g") as g:
+        assert g.identities() == ["alice", "bob"]
+    a.close()
+    b.close()
