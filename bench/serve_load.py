@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="most seconds per turn")
     ap.add_argument("--identities", type=int, default=200, help="gallery size for identify")
     ap.add_argument("--backend", default="auto", help="recogniser engine of both sides")
+    ap.add_argument("--batch-ms", type=float, default=0.0, help="the server's --batch-ms (0: off)")
     args = ap.parse_args()
 
     from npcface import FaceRecognizer, Gallery
@@ -124,10 +125,11 @@ def main() -> int:
             rec.enroll(g, name, files[:2])
     print(
         f"{len(pairs)} LFW pairs, gallery of {len(people)} identities; backend {args.backend}; "
+        f"server --batch-ms {args.batch_ms:g}; "
         f"{os.cpu_count()} CPUs; at most {args.requests} requests / {args.seconds:g} s per turn",
         flush=True,
     )
-    proc, url = start_server(work, ["--backend", args.backend])
+    proc, url = start_server(work, ["--backend", args.backend, "--batch-ms", str(args.batch_ms)])
     try:
         client = Client(url, timeout=120)
         deadline = time.monotonic() + 180
