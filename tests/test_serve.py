@@ -628,3 +628,44 @@ def test_crop_batcher_embeds_concurrent_crops_together(recognizer, lfw_dir, tmp_
         res = Client(srv.url).embed_many([files[0], b"junk", files[2]])
         assert [r.ok for r in res] == [True, False, True]
         np.testing.assert_allclose(res[2].embedding, recognizer.embed(files[2]), atol=1e-5)
+
+
+def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict:
+        text = httpx.get(f"{server.url}/metrics").text
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    g = client.create_gallery("metered")
+    g.add("a", np.ones((2, 128), np.float32))
+    g.add("b", np.arange(128, dtype=np.float32) + 1)
+    before = scrape()
+    photo = lfw_image(lfw_dir, "Aaron_Peirsol", 1)
+    with caplog.at_level("INFO", logger="npcface.serve.access"):
+        r = httpx.post(
+            f"{server.url}/v1/detect",
+            files=[("images", photo.read_bytes()), ("images", photo.read_bytes())],
+            headers={"X-Request-ID": "trace-42"},
+        )
+    n_faces = sum(len(i["faces"]) for i in r.json()["images"])
+    after = scrape()
+    route = (("method", "POST"), ("route", "/v1/detect"), ("status", "200"))
+    assert (
+        after[("npcface_requests_total", route)]
+        == before.get(("npcface_requests_total", route), 0) + 1
+    )
+    hist = ("npcface_request_seconds_count", (("method", "POST"), ("route", "/v1/detect")))
+    assert after[hist] == before.get(hist, 0) + 1
+    faces = ("npcface_faces_detected_total", ())
+    assert after[faces] - before.get(faces, 0) == n_faces >= 2
+    assert after[("npcface_images_total", ())] - before.get(("npcface_images_total", ()), 0) == 2
+    assert after[("npcface_gallery_identities", (("gallery", "metered"),))] == 2
+    assert after[("npcface_gallery_templates", (("gallery", "metered"),))] == 3
+    lines = [rec.getMessage() for rec in caplog.records if "trace-42" in rec.getMessage()]
+    assert len(lines) == 1 and "POST /v1/detect 200" in lines[0]
+    client.delete_gallery("metered")
