@@ -31,6 +31,7 @@ from npcface.client import Client  # noqa: E402
 from npcface.serve import Settings, create_app  # noqa: E402
 from npcface.serve.auth import KeyRing, hash_key  # noqa: E402
 from npcface.serve.background import BackgroundServer  # noqa: E402
+from npcface.serve.wire import ServiceError  # noqa: E402
 
 MAX_IMAGES = 6
 MAX_BODY = 3 * 1024 * 1024
@@ -432,12 +433,12 @@ def test_api_keys(recognizer, tmp_path):
         assert exc.value.status == 403
         with pytest.raises(NpcfaceError) as exc:
             reader.delete_gallery("g1")
-        assert exc.value.status == 403
+        assert exc.value.status == 403 and exc.value.code == "forbidden"
         g.add("x", np.ones(128, np.float32))
         assert reader.gallery("g1").identities() == ["x"]  # reading is allowed
         with pytest.raises(NpcfaceError) as exc:
             Client(u).galleries()
-        assert exc.value.status == 401
+        assert exc.value.status == 401 and isinstance(exc.value, ServiceError)
         writer.delete_gallery("g1")
 
 
@@ -553,7 +554,6 @@ def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
     """Two workers' gallery managers (as in two processes: flock holds between open files):
     the writer's commits reach the other's reads, and the writer lock passes over when idle."""
     from npcface.serve.galleries import GalleryManager
-    from npcface.serve.wire import ServiceError
 
     a = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=0.3, writer_idle_s=0.2)
     b = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=3.0, writer_idle_s=0.2)

@@ -112,19 +112,27 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def exception_from(body: Mapping[str, Any], status: int) -> E.NpcfaceError:
-    """The library exception a JSON error body stands for (what the library would raise)."""
+    """The library exception a JSON error body stands for (what the library would raise),
+    or a :class:`ServiceError` for the service's own conditions (auth, timeout, ...); with
+    ``code``, ``status`` and ``input`` attributes."""
     code = str(body.get("error", ""))
     message = str(body.get("message", f"HTTP {status}"))
     kind = ERRORS.get(code)
     cls = kind.exception if kind is not None else E.NpcfaceError
+    if cls is E.NpcfaceError and code in ERRORS and code != "npcface_error":
+        return _with_status(ServiceError(code, message, body.get("input")), status)
     if cls is E.MissingExtraError:  # its constructor takes parts; keep the server's message
         exc: E.NpcfaceError = cls.__new__(cls)
         Exception.__init__(exc, message)
     else:
         exc = cls(message)
     exc.code = code  # type: ignore[attr-defined]
-    exc.status = status  # type: ignore[attr-defined]
     exc.input = body.get("input")  # type: ignore[attr-defined]
+    return _with_status(exc, status)
+
+
+def _with_status(exc: E.NpcfaceError, status: int) -> E.NpcfaceError:
+    exc.status = status  # type: ignore[attr-defined]
     return exc
 
 
