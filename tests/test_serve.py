@@ -43,6 +43,7 @@ def server(recognizer, tmp_path_factory):
         gallery_root=tmp_path_factory.mktemp("galleries"),
         max_images=MAX_IMAGES,
         max_body_bytes=MAX_BODY,
+        request_timeout_s=600,  # a loaded 2-core test machine is slow; timeouts have their test
     )
     with BackgroundServer(create_app(settings, recognizer=recognizer)) as srv:
         srv.settings = settings
@@ -393,7 +394,7 @@ def test_32_concurrent_verifies_give_the_library_answers(server, recognizer, lfw
     barrier = threading.Barrier(32)
 
     def call(pair):
-        with Client(server.url) as c:
+        with Client(server.url, timeout=600) as c:
             barrier.wait()
             return c.verify(*pair)
 
