@@ -167,6 +167,7 @@ def _named(exc: NpcfaceError, label: str, ref: str, was: str | None = None) -> N
         text = f"{label}: {text}"
     new = type(exc).__new__(type(exc))
     Exception.__init__(new, text)
+    new.__dict__.update(exc.__dict__)
     new.input = ref  # type: ignore[attr-defined]
     return new
 

@@ -68,7 +68,7 @@ def enroll(
         vecs = np.stack([r.embedding for r in results])
         with galleries.writer(name) as g:
             check_model(rec, g)
-            ids = g.add(identity, vecs, metadata)
+            ids = g.add(identity, vecs, metadata, sources=[u.label for u in uploads])
     else:
         vecs = _matrix(embeddings)
         with galleries.writer(name) as g:
