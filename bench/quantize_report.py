@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from npcface.export.quantize import Int8Options, convert_fp16, model_info, quantize_int8
     from npcface.export.report import compare_variants, lfw_crops
     from npcface.modelprep import drop_dangling_inputs
-    from npcface.models import _REGISTRY, get_model_spec, original_file, resolve_model_file
+    from npcface.models import find_model_spec, get_model_spec, original_file, resolve_model_file
 
-    spec = _REGISTRY.get(args.model)
+    spec = find_model_spec(args.model)
     src = resolve_model_file(args.model)
     info = model_info(src, parse_info(args.info) or (spec.info if spec else None))
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="npcface-quant-"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .errors import InvalidArgumentError
+
 ARCFACE_TEMPLATE_112 = np.array(
     [
         [38.2946, 51.6963],
@@ -25,7 +27,7 @@ ARCFACE_TEMPLATE_112 = np.array(
 def reference_landmarks(size: int = 112) -> np.ndarray:
     """The (5, 2) template for an ``size`` x ``size`` crop."""
     if size <= 0:
-        raise ValueError(f"crop size must be positive, got {size}")
+        raise InvalidArgumentError(f"crop size must be positive, got {size}")
     return ARCFACE_TEMPLATE_112 * (size / 112.0)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import InvalidArgumentError, ModelError
 from .modelinfo import RecognizerInfo, read_onnx_info
 from .runtime import Runner, load_runner
 
@@ -43,10 +43,10 @@ class Embedder:
         backend: str = "auto",
         info: RecognizerInfo | None = None,
     ) -> None:
-        from .models import _REGISTRY, resolve_model_file
+        from .models import find_model_spec, resolve_model_file
 
         key = os.fspath(model)
-        spec = _REGISTRY.get(key)
+        spec = find_model_spec(key)
         self.path: Path = resolve_model_file(key)
         info = info or (spec.info if spec else None)
         if info is None and self.path.suffix == ".onnx":
@@ -87,7 +87,7 @@ class Embedder:
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 BGR -> (N, 3, S, S) float32 in the model's order and scale."""
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self.name} expects crops of shape (N, {self.input_size}, {self.input_size}, 3), "
                 f"got {crops.shape}"
             )

@@ -14,6 +14,11 @@ class InvalidArgumentError(NpcfaceError, ValueError):
     """
 
 
+class UnknownNameError(InvalidArgumentError):
+    """A registry (detectors, models, backbones, heads) has no entry of that name; the message
+    lists the valid ones."""
+
+
 class EmbeddingError(InvalidArgumentError):
     """An embedding cannot be used: wrong shape or size, zero, or not finite."""
 
@@ -32,6 +37,10 @@ class MultipleFacesError(NpcfaceError):
 
 class ModelError(NpcfaceError):
     """A model could not be found, verified (SHA-256) or loaded."""
+
+
+class UnknownModelError(UnknownNameError, ModelError):
+    """No detector or model is registered under that name."""
 
 
 class ProviderError(NpcfaceError):

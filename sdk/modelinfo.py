@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import InvalidArgumentError, ModelError
+
 METADATA_KEY = "npcface"
 SCHEMA_VERSION = 1
 
@@ -43,9 +45,11 @@ class RecognizerInfo:
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+            raise InvalidArgumentError(
+                f"channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}"
+            )
         if self.input_size <= 0 or self.embedding_size <= 0:
-            raise ValueError("input_size and embedding_size must be positive")
+            raise InvalidArgumentError("input_size and embedding_size must be positive")
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -57,7 +61,7 @@ class RecognizerInfo:
         d = json.loads(text)
         schema = d.pop("schema", SCHEMA_VERSION)
         if schema > SCHEMA_VERSION:
-            raise ValueError(f"model metadata schema {schema} is newer than this npcface reads")
+            raise ModelError(f"model metadata schema {schema} is newer than this npcface reads")
         d["mean"] = tuple(float(v) for v in d["mean"])
         d["std"] = tuple(float(v) for v in d["std"])
         d["thresholds"] = {str(k): float(v) for k, v in d.get("thresholds", {}).items()}

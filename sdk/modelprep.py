@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ModelError
+
 log = logging.getLogger(__name__)
 
 _FOLDABLE = {"DequantizeLinear", "Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze", "Identity"}
@@ -169,4 +171,4 @@ def extract_python_bytes(src: str, dst: str) -> dict[str, int]:
                 with open(dst, "wb") as f:
                     f.write(value)
                 return {"bytes": len(value)}
-    raise ValueError(f"{src} holds no bytes literal")
+    raise ModelError(f"{src} holds no bytes literal")

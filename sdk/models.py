@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, UnknownModelError
 from .modelinfo import RecognizerInfo
+from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -66,32 +67,32 @@ class ModelSpec:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+MODELS: Registry[ModelSpec] = Registry("model", UnknownModelError)
 
 
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry (replaces one of the same name)."""
-    _REGISTRY[spec.name] = spec
-    return spec
+def register_model(spec: ModelSpec, *aliases: str) -> ModelSpec:
+    """Add a model to the registry.
+
+    Raises:
+        InvalidArgumentError: the name (or an alias) is already registered.
+    """
+    return MODELS.add(spec.name, spec, *aliases)
 
 
 def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
     """Names of registered models matching a glob ``pattern`` (and ``kind``), sorted."""
-    return sorted(
-        n
-        for n, s in _REGISTRY.items()
-        if fnmatch.fnmatch(n, pattern) and (kind is None or s.kind == kind)
-    )
+    return [n for n, s in MODELS.items() if fnmatch.fnmatch(n, pattern) and kind in (None, s.kind)]
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The registry entry for ``name``; raises :class:`ModelError` listing valid names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
-        ) from None
+    """The registry entry for ``name``; raises :class:`UnknownModelError` (a ``ModelError``)
+    listing valid names."""
+    return MODELS.get(name)
+
+
+def find_model_spec(name: str) -> ModelSpec | None:
+    """The registry entry for ``name``, or None when it is not a registered name."""
+    return MODELS.get(name) if name in MODELS else None
 
 
 def npcface_home() -> Path:
@@ -184,7 +185,7 @@ def original_file(spec: ModelSpec, allow_download: bool = True) -> Path:
 def resolve_model_file(name_or_path: str | os.PathLike[str], allow_download: bool = True) -> Path:
     """A ready-to-run file for a model name or a path (prepared and cached when the spec says so)."""
     text = os.fspath(name_or_path)
-    if text not in _REGISTRY:
+    if text not in MODELS:
         path = Path(text).expanduser()
         if path.is_file():
             return path

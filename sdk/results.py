@@ -105,8 +105,24 @@ def failure_kind(error: BaseException | None) -> str:
     return "error"
 
 
+class _PerImage:
+    """What the per-image results of the batched pipeline share: success, or a failure kind."""
+
+    error: Exception | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the image gave a result (``error`` is None)."""
+        return self.error is None
+
+    @property
+    def kind(self) -> str:
+        """``ok``, ``unreadable``, ``no_face``, ``multiple_faces`` or ``error``."""
+        return failure_kind(self.error)
+
+
 @dataclass(frozen=True)
-class CropResult:
+class CropResult(_PerImage):
     """The aligned crop of the face chosen in one image (one entry of ``crop_many``).
 
     Attributes:
@@ -125,18 +141,9 @@ class CropResult:
     error: Exception | None = None
     faces_found: int = 0
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def kind(self) -> str:
-        """``ok``, ``unreadable``, ``no_face``, ``multiple_faces`` or ``error``."""
-        return failure_kind(self.error)
-
 
 @dataclass(frozen=True)
-class EmbedResult:
+class EmbedResult(_PerImage):
     """The embedding of the face chosen in one image (one entry of ``embed_many``).
 
     Attributes:
@@ -154,12 +161,3 @@ class EmbedResult:
     embedding: np.ndarray | None
     error: Exception | None = None
     faces_found: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def kind(self) -> str:
-        """``ok``, ``unreadable``, ``no_face``, ``multiple_faces`` or ``error``."""
-        return failure_kind(self.error)

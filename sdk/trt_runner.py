@@ -43,9 +43,11 @@ def check_precision_and_profile(
 ) -> None:
     """Raise ValueError unless ``precision`` is known and 1 <= min <= opt <= max."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        raise InvalidArgumentError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+        )
     if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the batch profile needs 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}"
         )
 
@@ -77,7 +79,7 @@ class EngineKey:
     def __post_init__(self) -> None:
         check_precision_and_profile(self.precision, self.min_batch, self.opt_batch, self.max_batch)
         if self.input_size <= 0:
-            raise ValueError(f"input_size must be positive, got {self.input_size}")
+            raise InvalidArgumentError(f"input_size must be positive, got {self.input_size}")
 
     @property
     def profile(self) -> tuple[int, int, int]:
@@ -154,7 +156,7 @@ def read_engine_meta(
     try:
         doc = json.loads(path.read_text())
         if int(doc.get("schema", KEY_SCHEMA)) > KEY_SCHEMA:
-            raise ValueError(f"key schema {doc['schema']} is newer than this npcface reads")
+            raise ModelError(f"key schema {doc['schema']} is newer than this npcface reads")
         key = EngineKey(**doc["key"])
         info = RecognizerInfo.from_json(json.dumps(doc["info"])) if doc.get("info") else None
     except FileNotFoundError:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from npcface.errors import NpcfaceError
+from npcface.errors import NpcfaceError, UnknownNameError
 
 __all__ = ["ConfigError", "DataError", "TrainingError", "UnknownNameError"]
 
 
 class TrainingError(NpcfaceError):
     """Root of the errors raised by :mod:`npcface.training`."""
-
-
-class UnknownNameError(TrainingError, ValueError):
-    """A registry (heads, backbones, datasets) has no entry of that name; lists the valid ones."""
 
 
 class ConfigError(TrainingError, ValueError):

@@ -37,8 +37,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from npcface.registry import Registry
+
 from .comm import ShardComm, get_comm
-from .registry import Registry
 
 __all__ = [
     "SQRT_EPS",

@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import InvalidArgumentError, UnknownModelError
+from ..registry import Registry
 from .base import Detector, nms
 
-_DETECTORS: dict[str, Callable[..., Detector]] = {}
+DETECTORS: Registry[Callable[..., Detector]] = Registry("detector", UnknownModelError)
 
 
-def register_detector(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
-    def wrap(factory: Callable[..., Detector]) -> Callable[..., Detector]:
-        _DETECTORS[name] = factory
-        return factory
-
-    return wrap
+def register_detector(
+    name: str, *aliases: str
+) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
+    """Decorator registering a detector factory under ``name`` (and ``aliases``)."""
+    return DETECTORS.register(name, *aliases)
 
 
 @register_detector("yunet")
@@ -26,7 +26,7 @@ def _yunet(**kwargs: Any) -> Detector:
     return YuNetDetector(**kwargs)
 
 
-@register_detector("retinaface")
+@register_detector("retinaface", "retinaface-mnet025")
 def _retinaface(**kwargs: Any) -> Detector:
     from .retinaface import RetinaFaceDetector
 
@@ -34,7 +34,8 @@ def _retinaface(**kwargs: Any) -> Detector:
 
 
 def list_detectors() -> list[str]:
-    return sorted(_DETECTORS)
+    """Registered detector names (and aliases), sorted."""
+    return DETECTORS.names()
 
 
 def get_detector(name: str = "yunet", **kwargs: Any) -> Detector:
@@ -45,14 +46,10 @@ def get_detector(name: str = "yunet", **kwargs: Any) -> Detector:
     if not isinstance(name, str):
         if isinstance(name, Detector):
             return name
-        raise ModelError(f"a detector must be a name or have .detect(); got {type(name).__name__}")
-    try:
-        factory = _DETECTORS[name]
-    except KeyError:
-        raise ModelError(
-            f"unknown detector {name!r}; available: {', '.join(list_detectors())}"
-        ) from None
-    return factory(**kwargs)
+        raise InvalidArgumentError(
+            f"a detector must be a name or have .detect(); got {type(name).__name__}"
+        )
+    return DETECTORS.get(name)(**kwargs)
 
 
 __all__ = ["Detector", "get_detector", "list_detectors", "nms", "register_detector"]

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,26 +33,28 @@ logger = logging.getLogger(__name__)
 def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
     array = np.asarray(scores)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
+        raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"{name} is empty")
+        raise InvalidArgumentError(f"{name} is empty")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} must be numeric, got dtype {array.dtype}")
+        raise InvalidArgumentError(f"{name} must be numeric, got dtype {array.dtype}")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
     return array
 
 
 def _as_labels(labels: Any, size: int, name: str = "labels") -> np.ndarray:
     array = np.asarray(labels)
     if array.ndim != 1 or array.shape[0] != size:
-        raise ValueError(f"{name} must have shape ({size},) like the scores, got {array.shape}")
+        raise InvalidArgumentError(
+            f"{name} must have shape ({size},) like the scores, got {array.shape}"
+        )
     if array.dtype == np.bool_:
         return array
     if not np.issubdtype(array.dtype, np.number) or not np.all((array == 0) | (array == 1)):
-        raise ValueError(f"{name} must be booleans or 0/1")
+        raise InvalidArgumentError(f"{name} must be booleans or 0/1")
     return array.astype(bool)
 
 
@@ -61,13 +65,15 @@ def _scores_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _both_classes(labels: np.ndarray, what: str) -> None:
     if labels.all() or not labels.any():
-        raise ValueError(f"{what} needs both genuine (label 1) and impostor (label 0) pairs")
+        raise InvalidArgumentError(
+            f"{what} needs both genuine (label 1) and impostor (label 0) pairs"
+        )
 
 
 def _check_rate(rate: float, name: str) -> float:
     rate = float(rate)
     if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        raise InvalidArgumentError(f"{name} must be in [0, 1], got {rate}")
     return rate
 
 
@@ -127,11 +133,13 @@ def auc(far: Any, tar: Any) -> float:
     x = np.asarray(far, dtype=np.float64)
     y = np.asarray(tar, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"far and tar must be 1-D of equal length, got {x.shape}, {y.shape}")
+        raise InvalidArgumentError(
+            f"far and tar must be 1-D of equal length, got {x.shape}, {y.shape}"
+        )
     if x.size < 2:
-        raise ValueError("auc needs at least two ROC points")
+        raise InvalidArgumentError("auc needs at least two ROC points")
     if np.any(np.diff(x) < 0):
-        raise ValueError("far must be non-decreasing (sort the curve by FAR first)")
+        raise InvalidArgumentError("far must be non-decreasing (sort the curve by FAR first)")
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) * 0.5))
 
 
@@ -184,7 +192,7 @@ def threshold_at_far(scores: Any, labels: Any, far: float) -> float:
     far = _check_rate(far, "far")
     negatives = s[~y]
     if negatives.size == 0:
-        raise ValueError("threshold_at_far needs impostor (label 0) pairs")
+        raise InvalidArgumentError("threshold_at_far needs impostor (label 0) pairs")
     if far * negatives.size < 1:
         logger.debug(
             "FAR %g is below the resolution 1/%d of the impostor set; threshold set just "
@@ -284,16 +292,18 @@ def _fold_ids(folds: int | Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     if isinstance(folds, (int, np.integer)) and not isinstance(folds, bool):
         k = int(folds)
         if not 2 <= k <= n:
-            raise ValueError(f"number of folds must be in [2, {n}], got {k}")
+            raise InvalidArgumentError(f"number of folds must be in [2, {n}], got {k}")
         ids = np.empty(n, dtype=np.int64)
         for fold, chunk in enumerate(np.array_split(np.arange(n), k)):
             ids[chunk] = fold
         return ids
     ids = np.asarray(folds)
     if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(f"folds must be an int or have shape ({n},), got shape {ids.shape}")
+        raise InvalidArgumentError(
+            f"folds must be an int or have shape ({n},), got shape {ids.shape}"
+        )
     if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"fold ids must be integers, got dtype {ids.dtype}")
+        raise InvalidArgumentError(f"fold ids must be integers, got dtype {ids.dtype}")
     return ids
 
 
@@ -321,7 +331,7 @@ def kfold_accuracy(
     ids = _fold_ids(folds, s.size)
     unique = np.unique(ids)
     if unique.size < 2:
-        raise ValueError("kfold_accuracy needs at least two folds")
+        raise InvalidArgumentError("kfold_accuracy needs at least two folds")
     accuracies: list[float] = []
     thresholds: list[float] = []
     for fold in unique:
@@ -368,19 +378,25 @@ def rank_k_accuracy(
     """
     sim = np.asarray(similarities)
     if sim.ndim != 2 or sim.size == 0:
-        raise ValueError(f"similarities must be a non-empty (P, G) matrix, got {sim.shape}")
+        raise InvalidArgumentError(
+            f"similarities must be a non-empty (P, G) matrix, got {sim.shape}"
+        )
     if not np.all(np.isfinite(sim)):
-        raise ValueError("similarities contain NaN or infinite values")
+        raise InvalidArgumentError("similarities contain NaN or infinite values")
     num_probes, num_gallery = sim.shape
     probes = np.asarray(probe_labels)
     gallery = np.asarray(gallery_labels)
     if probes.shape != (num_probes,):
-        raise ValueError(f"probe_labels must have shape ({num_probes},), got {probes.shape}")
+        raise InvalidArgumentError(
+            f"probe_labels must have shape ({num_probes},), got {probes.shape}"
+        )
     if gallery.shape != (num_gallery,):
-        raise ValueError(f"gallery_labels must have shape ({num_gallery},), got {gallery.shape}")
+        raise InvalidArgumentError(
+            f"gallery_labels must have shape ({num_gallery},), got {gallery.shape}"
+        )
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be a non-empty sequence of ranks >= 1, got {ks}")
+        raise InvalidArgumentError(f"ks must be a non-empty sequence of ranks >= 1, got {ks}")
 
     identities, inverse = np.unique(gallery, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -389,7 +405,7 @@ def rank_k_accuracy(
     present = identities[position] == probes
     if not present.all():
         missing = np.unique(probes[~present])
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{int((~present).sum())} probe(s) have identities missing from the gallery "
             f"(e.g. {missing[:5].tolist()}); closed-set rank-k needs every probe enrolled"
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from npcface.errors import MissingExtraError
+from npcface.errors import InvalidArgumentError, MissingExtraError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def plot_roc(
     except ImportError as exc:
         raise MissingExtraError("ROC plots", "plot", "matplotlib") from exc
     if not curves:
-        raise ValueError("plot_roc needs at least one curve")
+        raise InvalidArgumentError("plot_roc needs at least one curve")
 
     # a Figure with its own Agg canvas: no pyplot, no change to the global backend
     figure = Figure(figsize=(6.0, 4.5), dpi=120)
@@ -56,7 +56,7 @@ def plot_roc(
         far = np.asarray(curve[0], dtype=np.float64)
         tar = np.asarray(curve[1], dtype=np.float64)
         if far.shape != tar.shape or far.ndim != 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"curve {label!r}: far and tar must be 1-D of equal length, "
                 f"got {far.shape} and {tar.shape}"
             )

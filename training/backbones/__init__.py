@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..registry import Registry
+from npcface.registry import Registry
 
 __all__ = ["BACKBONES", "get_backbone", "list_backbones", "register_backbone"]
 
