@@ -670,3 +670,25 @@ def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
     lines = [rec.getMessage() for rec in caplog.records if "trace-42" in rec.getMessage()]
     assert len(lines) == 1 and "POST /v1/detect 200" in lines[0]
     client.delete_gallery("metered")
+
+
+def test_every_library_error_class_survives_the_wire():
+    """Each NpcfaceError subclass maps to a 4xx code that the client turns back into it."""
+    import inspect
+
+    from npcface import errors
+    from npcface.serve.wire import error_body, exception_from
+
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.NpcfaceError)
+    ]
+    assert len(classes) >= 10
+    for cls in classes:
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, "the message")
+        status, body = error_body(exc)
+        assert 400 <= status < 500, cls
+        back = exception_from(body, status)
+        assert type(back) is cls and str(back) == "the message" and back.status == status
