@@ -4,8 +4,9 @@ Verify (two LFW photos) and identify (one LFW photo against a gallery of LFW ide
 several concurrencies; for each, the library (``FaceRecognizer.verify`` /
 ``FaceRecognizer.identify`` from N threads, on the same encoded bytes a client sends) and
 the service (N threads, each with an ``npcface.client.Client``, against ``npcface serve``
-started as a subprocess on loopback) take turns, twice each, so drift on a shared machine
-hits both. Bounded: at most ``--requests`` requests and ``--seconds`` seconds per turn.
+started as a subprocess on loopback) alternate so that drift on a shared machine hits both:
+request by request at concurrency 1, in turns lib-svc-svc-lib above. Bounded: at most
+``--requests`` requests and ``--seconds`` seconds per side and concurrency level.
 
     python bench/serve_load.py --data ../shared/data/lfw
 
@@ -87,6 +88,23 @@ def run_load(
     return len(lat) / wall, np.asarray(lat)
 
 
+def paired(
+    lib_call: Callable[[int], None], svc_call: Callable[[int], None], n: int, seconds: float
+) -> dict[str, list]:
+    """Concurrency 1, one request of each side in turn (which goes first alternates)."""
+    lat: dict[str, list[float]] = {"lib": [], "svc": []}
+    t_end = time.perf_counter() + 2 * seconds
+    for i in range(n):
+        if time.perf_counter() > t_end:
+            break
+        order = (("lib", lib_call), ("svc", svc_call))
+        for side, call in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            call(i)
+            lat[side].append(time.perf_counter() - t0)
+    return {k: [(1 / float(np.mean(v)), np.asarray(v))] for k, v in lat.items()}
+
+
 def start_server(root: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,8 +119,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/lfw", help="LFW folder (pairs.txt, images/)")
     ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--requests", type=int, default=48, help="most requests per turn")
-    ap.add_argument("--seconds", type=float, default=20.0, help="most seconds per turn")
+    ap.add_argument("--requests", type=int, default=48, help="most requests per side and level")
+    ap.add_argument("--seconds", type=float, default=40.0, help="most seconds per side and level")
+    ap.add_argument("--rounds", type=int, default=2, help="lib-svc-svc-lib rounds (c > 1)")
     ap.add_argument("--identities", type=int, default=200, help="gallery size for identify")
     ap.add_argument("--backend", default="auto", help="recogniser engine of both sides")
     ap.add_argument("--batch-ms", type=float, default=0.0, help="the server's --batch-ms (0: off)")
@@ -126,7 +145,8 @@ def main() -> int:
     print(
         f"{len(pairs)} LFW pairs, gallery of {len(people)} identities; backend {args.backend}; "
         f"server --batch-ms {args.batch_ms:g}; "
-        f"{os.cpu_count()} CPUs; at most {args.requests} requests / {args.seconds:g} s per turn",
+        f"{os.cpu_count()} CPUs; at most {args.requests} requests / {args.seconds:g} s per side "
+        "and level",
         flush=True,
     )
     proc, url = start_server(work, ["--backend", args.backend, "--batch-ms", str(args.batch_ms)])
@@ -163,9 +183,15 @@ def main() -> int:
         for op, (lib_call, svc_call) in ops.items():
             for c in (int(x) for x in args.concurrency.split(",")):
                 res: dict[str, list] = {"lib": [], "svc": []}
-                for side in ("lib", "svc", "svc", "lib"):  # interleaved, twice each
-                    call = lib_call if side == "lib" else svc_call
-                    res[side].append(run_load(call, c, args.requests, args.seconds))
+                if c == 1:  # request by request, alternating: drift hits both alike
+                    res = paired(lib_call, svc_call, args.requests, args.seconds)
+                else:  # turns lib, svc, svc, lib, ... each a share of the budget
+                    for side in ("lib", "svc", "svc", "lib") * args.rounds:
+                        call = lib_call if side == "lib" else svc_call
+                        share = 2 * args.rounds
+                        res[side].append(
+                            run_load(call, c, args.requests // share, args.seconds / share)
+                        )
                 row = {"op": op, "c": c}
                 for side, runs in res.items():
                     lat = np.concatenate([r[1] for r in runs])
