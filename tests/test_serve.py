@@ -351,13 +351,14 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
 
     # embeddings enrolment, then deletes
     extra = np.random.default_rng(1).standard_normal((2, q.size)).astype(np.float32)
-    ids = g.add("synthetic", extra, metadata={"kind": "test"})
-    assert len(ids) == 2 and g.search(extra[0], k=1)[0][0].identity == "synthetic"
+    ids = g.add("lab/synthetic 1", extra, metadata={"kind": "test"})
+    assert len(ids) == 2 and g.search(extra[0], k=1)[0][0].identity == "lab/synthetic 1"
+    assert "lab/synthetic 1" in g and g.templates("lab/synthetic 1") == ids  # '/' in a name
     with pytest.raises(GalleryError):
         g.add("bad", np.ones(q.size + 1, np.float32))  # wrong dimension: the library's class
-    assert g.remove("synthetic") == 2
+    assert g.remove("lab/synthetic 1") == 2
     with pytest.raises(GalleryError) as exc:
-        g.remove("synthetic")
+        g.remove("lab/synthetic 1")
     assert exc.value.status == 404 and exc.value.code == "identity_not_found"
     with pytest.raises(NoFaceError):
         g.enroll("blank", [_png(np.full((90, 90, 3), 30, np.uint8))])

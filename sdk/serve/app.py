@@ -67,12 +67,15 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         app.state.recognizer = rec
         if settings.batch_ms > 0:
             app.state.batcher = CropBatcher(rec, settings.batch_ms / 1e3)
-        upkeep = asyncio.create_task(_upkeep(manager, settings.writer_idle_s))
+        upkeep = None
+        if not manager.keep_writer:  # several workers: writer locks go back when idle
+            upkeep = asyncio.create_task(_upkeep(manager, settings.writer_idle_s))
         log.info("serving %s; galleries in %s", rec.info.name, manager.root)
         try:
             yield
         finally:
-            upkeep.cancel()
+            if upkeep is not None:
+                upkeep.cancel()
             app.state.recognizer = None
             if app.state.batcher is not None:
                 app.state.batcher.close()

@@ -103,7 +103,12 @@ class RequestFrame:
 
         task = asyncio.ensure_future(self.app(scope, receive, send_wrapper))
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+            except asyncio.CancelledError:  # the client went away: so does the request
+                task.cancel()
+                task.add_done_callback(_quiet)
+                raise
             if task in done:
                 task.result()
             else:

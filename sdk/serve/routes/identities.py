@@ -36,7 +36,7 @@ def list_identities(
 
 
 @router.post(
-    "/{identity}",
+    "/{identity:path}",
     response_model=schemas.EnrollOut,
     status_code=201,
     openapi_extra=ENROLL_BODY,
@@ -77,7 +77,7 @@ def enroll(
 
 
 @router.get(
-    "/{identity}", response_model=schemas.IdentityOut, dependencies=[Depends(deps.can_read)]
+    "/{identity:path}", response_model=schemas.IdentityOut, dependencies=[Depends(deps.can_read)]
 )
 def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
     """One identity: its template ids."""
@@ -88,7 +88,7 @@ def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dic
 
 
 @router.delete(
-    "/{identity}", response_model=schemas.DeletedOut, dependencies=[Depends(deps.can_write)]
+    "/{identity:path}", response_model=schemas.DeletedOut, dependencies=[Depends(deps.can_write)]
 )
 def delete_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
     """Delete an identity and all its templates."""
