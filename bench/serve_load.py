@@ -124,7 +124,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="lib-svc-svc-lib rounds (c > 1)")
     ap.add_argument("--identities", type=int, default=200, help="gallery size for identify")
     ap.add_argument("--backend", default="auto", help="recogniser engine of both sides")
-    ap.add_argument("--batch-ms", type=float, default=0.0, help="the server's --batch-ms (0: off)")
+    ap.add_argument("--server-args", default="", help="more options for npcface serve")
     args = ap.parse_args()
 
     from npcface import FaceRecognizer, Gallery
@@ -142,14 +142,15 @@ def main() -> int:
     with Gallery.create(work / "lfw", dim=rec.info.embedding_size, model=rec.info.name) as g:
         for name, files in people:
             rec.enroll(g, name, files[:2])
+    extra = ["--backend", args.backend, *args.server_args.split()]
     print(
         f"{len(pairs)} LFW pairs, gallery of {len(people)} identities; backend {args.backend}; "
-        f"server --batch-ms {args.batch_ms:g}; "
+        f"server options {' '.join(extra)}; "
         f"{os.cpu_count()} CPUs; at most {args.requests} requests / {args.seconds:g} s per side "
         "and level",
         flush=True,
     )
-    proc, url = start_server(work, ["--backend", args.backend, "--batch-ms", str(args.batch_ms)])
+    proc, url = start_server(work, extra)
     try:
         client = Client(url, timeout=120)
         deadline = time.monotonic() + 180

@@ -591,47 +591,6 @@ def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
     b.close()
 
 
-def test_crop_batcher_embeds_concurrent_crops_together(recognizer, lfw_dir, tmp_path):
-    from npcface.serve.batching import CropBatcher
-
-    files = [lfw_image(lfw_dir, n, 1) for n in ("Aaron_Peirsol", "Abel_Pacheco", "AJ_Cook")]
-    crops = np.stack([r.crop for r in recognizer.crop_many(files * 4)])
-    want = recognizer.embed_crops(crops)
-    sizes = []
-
-    class Counting(FaceRecognizer):
-        def embed_crops(self, batch):
-            sizes.append(len(batch))
-            return recognizer.embed_crops(batch)
-
-    batcher = CropBatcher(Counting(), window_s=0.5)
-    barrier = threading.Barrier(len(crops))
-
-    def one(i):
-        barrier.wait()
-        return batcher.embed(crops[i : i + 1])[0]
-
-    try:
-        with ThreadPoolExecutor(len(crops)) as pool:
-            got = np.stack(list(pool.map(one, range(len(crops)))))
-    finally:
-        batcher.close()
-    np.testing.assert_allclose(got, want, atol=1e-5)  # each request gets its own rows
-    assert sum(sizes) == len(crops) and max(sizes) > 1  # and they were batched
-
-    # the service with --batch-ms: the library's answers, failures still in place
-    app = create_app(Settings(gallery_root=tmp_path, batch_ms=20), recognizer=recognizer)
-    with BackgroundServer(app) as srv:
-        pairs = [(files[0], files[1]), (files[1], files[2]), (files[0], files[0])]
-        with ThreadPoolExecutor(3) as pool:
-            got_v = list(pool.map(lambda p: Client(srv.url).verify(*p), pairs))
-        for g, (a, b) in zip(got_v, pairs, strict=True):
-            assert g.similarity == pytest.approx(recognizer.verify(a, b).similarity, abs=1e-5)
-        res = Client(srv.url).embed_many([files[0], b"junk", files[2]])
-        assert [r.ok for r in res] == [True, False, True]
-        np.testing.assert_allclose(res[2].embedding, recognizer.embed(files[2]), atol=1e-5)
-
-
 def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -23,7 +23,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import NpcfaceError
 from .auth import KeyRing
-from .batching import CropBatcher
 from .galleries import GalleryManager
 from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
@@ -65,8 +64,6 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         rec = recognizer if recognizer is not None else settings.build_recognizer()
         await run_in_threadpool(_warm_up, rec)
         app.state.recognizer = rec
-        if settings.batch_ms > 0:
-            app.state.batcher = CropBatcher(rec, settings.batch_ms / 1e3)
         upkeep = None
         if not manager.keep_writer:  # several workers: writer locks go back when idle
             upkeep = asyncio.create_task(_upkeep(manager, settings.writer_idle_s))
@@ -77,9 +74,6 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
             if upkeep is not None:
                 upkeep.cancel()
             app.state.recognizer = None
-            if app.state.batcher is not None:
-                app.state.batcher.close()
-                app.state.batcher = None
             await run_in_threadpool(manager.close)
 
     app = FastAPI(
@@ -95,7 +89,6 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     app.state.galleries = manager
     app.state.metrics = metrics
     app.state.recognizer = None
-    app.state.batcher = None
     for router in (
         faces.router,
         verification.router,

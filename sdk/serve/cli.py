@@ -55,12 +55,6 @@ def register(sub: Any) -> None:
         help="allow this origin by CORS (repeatable; default: no CORS)",
     )
     s.add_argument(
-        "--batch-ms",
-        type=float,
-        default=0.0,
-        help="embed crops of concurrent requests together, waiting up to this long (default 0: off)",
-    )
-    s.add_argument(
         "--backend",
         default="auto",
         help="recogniser engine: auto, onnxruntime, opencv, tensorrt (default auto)",
@@ -90,7 +84,6 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         request_timeout_s=args.timeout,
         workers=args.workers,
         cors_origins=tuple(args.cors_origin),
-        batch_ms=args.batch_ms,
     )
 
 

@@ -15,7 +15,6 @@ from ..enroll import check_model
 from ..errors import NoFaceError, NpcfaceError
 from ..image import describe
 from ..results import EmbedResult, Face, Match
-from .batching import CropBatcher
 from .inputs import Upload, rename
 from .wire import ServiceError
 
@@ -30,24 +29,10 @@ __all__ = [
 ]
 
 
-def embed_batch(
-    rec: Any, uploads: Sequence[Upload], batcher: CropBatcher | None = None
-) -> list[EmbedResult]:
-    """One face per upload (the recogniser's face policy), crops embedded as one batch
-    (with other requests' crops too when a ``batcher`` is given); failures are values
-    (``error``, with ``input`` set to the upload's ref), in order."""
-    data, names = [u.data for u in uploads], [u.label for u in uploads]
-    if batcher is None:
-        results = rec.embed_many(data, names=names)
-    else:
-        crops = rec.crop_many(data, names=names)
-        ok = [r for r in crops if r.ok]
-        embs = batcher.embed(np.stack([r.crop for r in ok])) if ok else []
-        by_index = {r.index: e for r, e in zip(ok, embs, strict=True)}
-        results = [
-            EmbedResult(r.index, r.name, r.face, by_index.get(r.index), r.error, r.faces_found)
-            for r in crops
-        ]
+def embed_batch(rec: Any, uploads: Sequence[Upload]) -> list[EmbedResult]:
+    """One face per upload (the recogniser's face policy), crops embedded as one batch;
+    failures are values (``error``, with ``input`` set to the upload's ref), in order."""
+    results = rec.embed_many([u.data for u in uploads], names=[u.label for u in uploads])
     out = []
     for r, up in zip(results, uploads, strict=True):
         if r.error is not None and isinstance(r.error, NpcfaceError):
@@ -66,15 +51,8 @@ def detect(rec: Any, upload: Upload) -> list[Face]:
         raise rename(exc, upload) from None
 
 
-def represent(
-    rec: Any, upload: Upload, batcher: CropBatcher | None = None
-) -> tuple[np.ndarray, Face]:
+def represent(rec: Any, upload: Upload) -> tuple[np.ndarray, Face]:
     """Embedding and face of the face chosen by the face policy."""
-    if batcher is not None:
-        r = embed_batch(rec, [upload], batcher)[0]
-        if r.error is not None:
-            raise r.error
-        return r.embedding, r.face
     try:
         return rec.represent(upload.data)
     except NpcfaceError as exc:

@@ -34,9 +34,6 @@ class Settings:
         writer_idle_s: idle time after which a worker gives a gallery's writer lock back
             (only when ``workers > 1``).
         cors_origins: origins allowed by CORS; empty (the default) adds no CORS headers.
-        batch_ms: embed the aligned crops of concurrent requests together, waiting up to
-            this many milliseconds for company (0, the default: each request on its own;
-            see :mod:`npcface.serve.batching`).
         recognizer_factory: builds the recogniser instead of the pipeline options (for
             embedding the app in a process that already has one).
     """
@@ -59,7 +56,6 @@ class Settings:
     writer_wait_s: float = 10.0
     writer_idle_s: float = 2.0
     cors_origins: tuple[str, ...] = field(default=())
-    batch_ms: float = 0.0
     recognizer_factory: Callable[[], Any] | None = field(default=None, compare=False)
 
     def build_recognizer(self) -> Any:

@@ -75,9 +75,7 @@ def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[
                 continue
             items.append(_item(up.ref, faces, embs))
     else:
-        for r, up in zip(
-            pipeline.embed_batch(rec, uploads, request.app.state.batcher), uploads, strict=True
-        ):
+        for r, up in zip(pipeline.embed_batch(rec, uploads), uploads, strict=True):
             if r.error is not None:
                 items.append({"input": up.ref, "ok": False, "faces": [], "error": _err(r.error)})
             else:

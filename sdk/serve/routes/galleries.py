@@ -95,7 +95,7 @@ def identify(
     if every:
         embs, faces = represent_all(rec, uploads[0])
     else:
-        emb, face = represent(rec, uploads[0], request.app.state.batcher)
+        emb, face = represent(rec, uploads[0])
         embs, faces = emb[None], [face]
     request.app.state.metrics.faces.inc(len(faces))
     with request.app.state.galleries.reader(name) as g:

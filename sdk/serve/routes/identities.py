@@ -60,7 +60,7 @@ def enroll(
         raise exc
     galleries = request.app.state.galleries
     if uploads:
-        results = embed_batch(rec, uploads, request.app.state.batcher)
+        results = embed_batch(rec, uploads)
         for r in results:
             if r.error is not None:
                 raise r.error

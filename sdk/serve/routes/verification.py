@@ -61,7 +61,7 @@ def _side(request: Request, rec: Any, payload: Payload, n: int) -> tuple[np.ndar
     if len(uploads) > 1 or (uploads and emb is not None):
         exc = InvalidArgumentError(f"image{n}: send one image or one embedding{n}, not several")
     elif uploads:
-        vec, face = represent(rec, uploads[0], request.app.state.batcher)
+        vec, face = represent(rec, uploads[0])
         request.app.state.metrics.faces.inc()
         return vec, face
     elif emb is not None:
