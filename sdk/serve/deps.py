@@ -28,7 +28,7 @@ async def can_write(request: Request) -> str:
     return request.app.state.keys.check(_presented_key(request), "write")
 
 
-def recognizer(request: Request) -> Any:
+async def recognizer(request: Request) -> Any:
     return request.app.state.recognizer
 
 

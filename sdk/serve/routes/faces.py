@@ -29,7 +29,7 @@ EMBED_BODY = schemas.multipart_and_json(
 )
 
 
-@router.get("/model", response_model=schemas.ModelOut)
+@router.get("/model", response_model=None, responses={200: {"model": schemas.ModelOut}})
 def model(request: Request, rec: deps.Recognizer) -> dict[str, Any]:
     """The recogniser the service runs, its calibrated thresholds and the request limits."""
     info, settings = rec.info, request.app.state.settings
@@ -45,7 +45,12 @@ def model(request: Request, rec: deps.Recognizer) -> dict[str, Any]:
     }
 
 
-@router.post("/detect", response_model=schemas.DetectOut, openapi_extra=IMAGES_BODY)
+@router.post(
+    "/detect",
+    response_model=None,
+    responses={200: {"model": schemas.DetectOut}},
+    openapi_extra=IMAGES_BODY,
+)
 def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
     """Every face in each image (box, landmarks, score, quality if rated), best score first.
 
@@ -59,7 +64,12 @@ def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict
     return {"images": out}
 
 
-@router.post("/embed", response_model=schemas.EmbedOut, openapi_extra=EMBED_BODY)
+@router.post(
+    "/embed",
+    response_model=None,
+    responses={200: {"model": schemas.EmbedOut}},
+    openapi_extra=EMBED_BODY,
+)
 def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
     """Embeddings of the face chosen by the face policy in each image (crops embedded as
     one batch), or of every face with ``all_faces``. Images that fail are answered with

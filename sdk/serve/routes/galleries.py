@@ -32,7 +32,11 @@ IDENTIFY_BODY = schemas.multipart_and_json(
 
 
 @router.post(
-    "", response_model=schemas.GalleryOut, status_code=201, dependencies=[Depends(deps.can_write)]
+    "",
+    response_model=None,
+    responses={201: {"model": schemas.GalleryOut}},
+    status_code=201,
+    dependencies=[Depends(deps.can_write)],
 )
 def create_gallery(
     request: Request, body: schemas.GalleryIn, rec: deps.Recognizer
@@ -45,23 +49,38 @@ def create_gallery(
     created = request.app.state.galleries.create(
         body.name, dim=dim, metric=body.metric, index=body.index, dtype=body.dtype, model=model
     )
-    return {"name": body.name, **created.to_dict()}
+    return {"name": body.name, **_public(created)}
 
 
-@router.get("", response_model=schemas.GalleryList, dependencies=[Depends(deps.can_read)])
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": schemas.GalleryList}},
+    dependencies=[Depends(deps.can_read)],
+)
 def list_galleries(request: Request) -> dict[str, Any]:
     """Names of the galleries under the server's gallery root."""
     return {"galleries": request.app.state.galleries.names()}
 
 
-@router.get("/{name}", response_model=schemas.GalleryOut, dependencies=[Depends(deps.can_read)])
+@router.get(
+    "/{name}",
+    response_model=None,
+    responses={200: {"model": schemas.GalleryOut}},
+    dependencies=[Depends(deps.can_read)],
+)
 def gallery_info(request: Request, name: deps.GalleryName) -> dict[str, Any]:
     """Settings and size of a gallery."""
     with request.app.state.galleries.reader(name) as g:
-        return {"name": name, **g.info().to_dict()}
+        return {"name": name, **_public(g.info())}
 
 
-@router.delete("/{name}", response_model=schemas.DeletedOut, dependencies=[Depends(deps.can_write)])
+@router.delete(
+    "/{name}",
+    response_model=None,
+    responses={200: {"model": schemas.DeletedOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def delete_gallery(request: Request, name: deps.GalleryName) -> dict[str, Any]:
     """Delete a gallery and all its files."""
     request.app.state.galleries.delete(name)
@@ -70,7 +89,8 @@ def delete_gallery(request: Request, name: deps.GalleryName) -> dict[str, Any]:
 
 @router.post(
     "/{name}/identify",
-    response_model=schemas.IdentifyOut,
+    response_model=None,
+    responses={200: {"model": schemas.IdentifyOut}},
     openapi_extra=IDENTIFY_BODY,
     dependencies=[Depends(deps.can_read)],
 )
@@ -112,7 +132,10 @@ def identify(
 
 
 @router.post(
-    "/{name}/search", response_model=schemas.SearchOut, dependencies=[Depends(deps.can_read)]
+    "/{name}/search",
+    response_model=None,
+    responses={200: {"model": schemas.SearchOut}},
+    dependencies=[Depends(deps.can_read)],
 )
 def search_embeddings(
     request: Request,
@@ -141,3 +164,8 @@ def search_embeddings(
         "far": far,
         "matches": [[match_to_json(m) for m in row] for row in rows],
     }
+
+
+def _public(info: Any) -> dict[str, Any]:
+    """A GalleryInfo without the server's file paths."""
+    return {k: v for k, v in info.to_dict().items() if k != "path"}

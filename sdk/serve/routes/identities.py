@@ -16,7 +16,12 @@ router = APIRouter(prefix="/v1/galleries/{name}/identities", tags=["identities"]
 ENROLL_BODY = schemas.multipart_and_json(schemas.EnrollIn.model_json_schema(), {"images": "many"})
 
 
-@router.get("", response_model=schemas.IdentityPage, dependencies=[Depends(deps.can_read)])
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": schemas.IdentityPage}},
+    dependencies=[Depends(deps.can_read)],
+)
 def list_identities(
     request: Request,
     name: deps.GalleryName,
@@ -37,7 +42,8 @@ def list_identities(
 
 @router.post(
     "/{identity:path}",
-    response_model=schemas.EnrollOut,
+    response_model=None,
+    responses={201: {"model": schemas.EnrollOut}},
     status_code=201,
     openapi_extra=ENROLL_BODY,
     dependencies=[Depends(deps.can_write)],
@@ -77,7 +83,10 @@ def enroll(
 
 
 @router.get(
-    "/{identity:path}", response_model=schemas.IdentityOut, dependencies=[Depends(deps.can_read)]
+    "/{identity:path}",
+    response_model=None,
+    responses={200: {"model": schemas.IdentityOut}},
+    dependencies=[Depends(deps.can_read)],
 )
 def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
     """One identity: its template ids."""
@@ -88,7 +97,10 @@ def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dic
 
 
 @router.delete(
-    "/{identity:path}", response_model=schemas.DeletedOut, dependencies=[Depends(deps.can_write)]
+    "/{identity:path}",
+    response_model=None,
+    responses={200: {"model": schemas.DeletedOut}},
+    dependencies=[Depends(deps.can_write)],
 )
 def delete_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
     """Delete an identity and all its templates."""

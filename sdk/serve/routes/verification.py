@@ -35,7 +35,12 @@ VERIFY_BODY = schemas.multipart_and_json(
 )
 
 
-@router.post("/verify", response_model=schemas.VerifyOut, openapi_extra=VERIFY_BODY)
+@router.post(
+    "/verify",
+    response_model=None,
+    responses={200: {"model": schemas.VerifyOut}},
+    openapi_extra=VERIFY_BODY,
+)
 def verify(
     request: Request,
     payload: deps.ImagePair,
