@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 
 from .align import align_faces
-from .errors import MultipleFacesError, NoFaceError, NpcfaceError
+from .errors import InvalidArgumentError, MultipleFacesError, NoFaceError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
+from .presets import DEFAULT_PRESET, get_preset
+from .quality import DEFAULT_ENROLL_QUALITY, with_qualities, with_quality
 from .results import Face, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -75,32 +77,53 @@ class FaceRecognizer:
     """Detect, align, embed, verify, and (with a :class:`~npcface.Gallery`) identify faces.
 
     Args:
+        preset: named configuration of detector, face policy and flip fusion:
+            ``"accurate"`` (default: RetinaFace, centre policy, flip fusion) or ``"fast"``
+            (YuNet, centre policy, no flip); see :mod:`npcface.presets`. The arguments
+            below override the preset's when given.
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
         recognizer: registry name (``"sface"``) or an ONNX/engine file exported by npcface.
         providers: ONNX Runtime providers; None picks TensorRT, CUDA, then CPU, whichever
             works. Naming a GPU provider that is missing raises ``ProviderError``.
-        face_policy: which face to use when an image has several: ``largest`` (default),
-            ``center``, ``best_score`` or ``single``.
+        face_policy: which face to use when an image has several: ``center`` (the photo's
+            subject: the most central of the faces at least a quarter of the largest's
+            area), ``largest``, ``best_score`` or ``single``.
         flip: fuse each embedding with its mirror image's (slower, slightly more accurate).
+        enroll_quality: enrolment refuses faces whose overall quality
+            (:class:`npcface.quality.FaceQuality`) is below this (0 accepts all) with
+            :class:`npcface.quality.LowQualityError`.
         threads: CPU threads per model (None = all cores).
         backend: recogniser engine: ``auto`` (fastest measured here), ``onnxruntime``,
             ``opencv`` or ``tensorrt``.
-        detector_options: extra keyword arguments for the detector (e.g. score_threshold).
+        detector_options: extra keyword arguments for the detector (e.g. score_threshold);
+            merged over the preset's.
         max_pixels: largest image accepted.
     """
 
     def __init__(
         self,
-        detector: Any = "yunet",
+        detector: Any = None,
         recognizer: str | os.PathLike[str] = "sface",
         providers: str | Sequence[str] | None = None,
-        face_policy: str = "largest",
-        flip: bool = False,
+        face_policy: str | None = None,
+        flip: bool | None = None,
         threads: int | None = None,
         backend: str = "auto",
         detector_options: dict[str, Any] | None = None,
         max_pixels: int | None = None,
+        preset: str = DEFAULT_PRESET,
+        enroll_quality: float = DEFAULT_ENROLL_QUALITY,
     ) -> None:
+        chosen = get_preset(preset)
+        if detector is None:
+            detector = chosen.detector
+            detector_options = {**chosen.detector_options, **(detector_options or {})}
+        face_policy = chosen.face_policy if face_policy is None else face_policy
+        flip = chosen.flip if flip is None else flip
+        if not 0.0 <= enroll_quality <= 1.0:
+            raise InvalidArgumentError(f"enroll_quality must be in [0, 1], got {enroll_quality}")
+        self.preset = chosen.name
+        self.enroll_quality = float(enroll_quality)
         if face_policy not in FACE_POLICIES:
             raise ValueError(
                 f"unknown face policy {face_policy!r}; use one of {', '.join(FACE_POLICIES)}"
@@ -109,7 +132,7 @@ class FaceRecognizer:
         self._recognizer_arg = recognizer
         self.providers = providers
         self.face_policy = face_policy
-        self.flip = flip
+        self.flip = bool(flip)
         self.threads = threads
         self.backend = backend
         self.detector_options = dict(detector_options or {})
@@ -182,8 +205,9 @@ class FaceRecognizer:
         return load_image(image, max_pixels=self.max_pixels)
 
     def detect(self, image: ImageInput) -> list[Face]:
-        """All faces in an image, best score first."""
-        return self.detector.detect(self.load(image))
+        """All faces in an image, best score first, each with its quality."""
+        img = self.load(image)
+        return with_qualities(img, self.detector.detect(img))
 
     def align(self, image: ImageInput, faces: Sequence[Face] | Face) -> np.ndarray:
         """Aligned (N, S, S, 3) uint8 BGR crops of ``faces`` at the recogniser's input size."""
@@ -199,7 +223,7 @@ class FaceRecognizer:
         return self.embedder.embed(crops, flip=self.flip)
 
     def represent(self, image: ImageInput, policy: str | None = None) -> tuple[np.ndarray, Face]:
-        """Embedding (d,) and face of the face chosen by ``policy`` in ``image``.
+        """Embedding (d,) and face (with its quality) of the face chosen by ``policy``.
 
         Raises:
             NoFaceError: no face in the image (the message names the input).
@@ -209,7 +233,7 @@ class FaceRecognizer:
         faces = self.detector.detect(img)
         face = select_face(faces, img.shape, policy or self.face_policy, describe(image))
         crop = align_faces(img, face.landmarks, self.input_size)
-        return self.embed_crops(crop)[0], face
+        return self.embed_crops(crop)[0], with_quality(face, crop[0])
 
     def represent_all(self, image: ImageInput) -> tuple[np.ndarray, list[Face]]:
         """Embeddings (N, d) of every face in ``image`` and the faces, best score first."""
@@ -218,6 +242,7 @@ class FaceRecognizer:
         if not faces:
             return np.zeros((0, self.info.embedding_size), np.float32), []
         crops = align_faces(img, np.stack([f.landmarks for f in faces]), self.input_size)
+        faces = [with_quality(f, c) for f, c in zip(faces, crops, strict=True)]
         return self.embed_crops(crops), faces
 
     def embed(self, image: ImageInput) -> np.ndarray:

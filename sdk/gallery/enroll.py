@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import GalleryError, ImageError
 from ..image import load_image
-from .facade import check_model, crop_face, failure_of
+from .facade import check_model, enroll_crop, failure_of
 from .gallery import Gallery
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class EnrollSummary:
         enrolled: templates added by this run.
         skipped: images already in the gallery (same content hash) or repeated in the input.
         failed: images that gave no template (see the report).
+        low_quality: of those, faces refused by the quality gate (report kind
+            ``low_quality``; the recogniser's ``enroll_quality``).
         seconds: wall time.
         report: path of the CSV report of failures.
     """
@@ -71,6 +73,7 @@ class EnrollSummary:
     failed: int
     seconds: float
     report: str | None
+    low_quality: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -253,7 +256,7 @@ def enroll_images(
     known = gallery.content_hashes()
     prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
     seen: dict[str, str] = {}
-    counts = {"enrolled": 0, "skipped": 0, "failed": 0}
+    counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
     batch: list[tuple[EnrollItem, str, np.ndarray]] = []
     t0 = last_save = time.monotonic()
     save_cost = 0.0
@@ -292,6 +295,7 @@ def enroll_images(
 
         def fail(item: EnrollItem, kind: str, reason: str) -> None:
             counts["failed"] += 1
+            counts["low_quality"] += kind == "low_quality"
             writer.writerow([item.path, item.identity, kind, reason])
             fh.flush()
 
@@ -317,7 +321,7 @@ def enroll_images(
                     continue
                 seen[digest] = item.path
                 try:
-                    _, crop = crop_face(recognizer, payload, item.path)
+                    _, crop = enroll_crop(recognizer, payload, item.path)
                 except Exception as exc:  # noqa: BLE001 - reported, never fatal
                     f = failure_of(0, exc, item.path)
                     fail(item, f.kind, f.reason)
@@ -343,6 +347,7 @@ def enroll_images(
         failed=counts["failed"],
         seconds=time.monotonic() - t0,
         report=str(report_path),
+        low_quality=counts["low_quality"],
     )
     log.info(
         "enrolled %d, skipped %d, failed %d of %d images in %.1f s",

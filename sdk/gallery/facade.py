@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import GalleryError, ImageError, NoFaceError
 from ..image import describe
+from ..quality import LowQualityError, check_enrollable, with_quality
 from ..results import Face, Match
 from .gallery import Gallery
 
@@ -44,7 +45,7 @@ class ImageFailure:
 
     Attributes:
         index: position of the image in the input sequence.
-        kind: ``unreadable``, ``no_face`` or ``error`` (anything else, e.g. several faces
+        kind: ``unreadable``, ``no_face``, ``low_quality`` or ``error`` (anything else, e.g. several faces
             under policy ``single``).
         reason: the error message (names the image).
     """
@@ -59,6 +60,7 @@ def embed_images(
     images: Sequence[Any],
     names: Sequence[str] | None = None,
     strict: bool = False,
+    gate: bool = False,
 ) -> tuple[list[FaceEmbedding], list[ImageFailure]]:
     """Detect, select, align and embed one face per image; crops are embedded in one batch.
 
@@ -68,6 +70,8 @@ def embed_images(
         images: paths, bytes or decoded BGR arrays.
         names: names for error messages (default: derived from the inputs).
         strict: raise the first per-image error instead of collecting it.
+        gate: refuse faces below the recogniser's ``enroll_quality``
+            (:class:`~npcface.quality.LowQualityError`, kind ``low_quality``).
 
     Returns:
         ``(embeddings, failures)``: one entry per image in one of the two lists.
@@ -77,7 +81,7 @@ def embed_images(
     for i, image in enumerate(images):
         name = names[i] if names is not None else describe(image)
         try:
-            face, crop = crop_face(recognizer, image, name)
+            face, crop = (enroll_crop if gate else crop_face)(recognizer, image, name)
         except Exception as exc:  # noqa: BLE001 - one bad image must not stop a batch
             if strict:
                 raise
@@ -106,12 +110,29 @@ def crop_face(recognizer: Any, image: Any, name: str) -> tuple[Face, np.ndarray]
     return face, recognizer.align(img, face)[0]
 
 
+def enroll_crop(recognizer: Any, image: Any, name: str) -> tuple[Face, np.ndarray]:
+    """:func:`crop_face`, then the enrolment quality gate (the recogniser's ``enroll_quality``).
+
+    Raises:
+        LowQualityError: the face is below the gate (and what :func:`crop_face` raises).
+    """
+    face, crop = crop_face(recognizer, image, name)
+    gate = getattr(recognizer, "enroll_quality", 0.0)
+    if gate:
+        if face.quality is None:
+            face = with_quality(face, crop)
+        check_enrollable(face, gate, name)
+    return face, crop
+
+
 def failure_of(index: int, exc: BaseException, name: str) -> ImageFailure:
     """Classify a per-image exception for a report."""
     if isinstance(exc, ImageError):
         return ImageFailure(index, "unreadable", str(exc))
     if isinstance(exc, NoFaceError):
         return ImageFailure(index, "no_face", str(exc))
+    if isinstance(exc, LowQualityError):
+        return ImageFailure(index, "low_quality", str(exc))
     return ImageFailure(index, "error", f"{name}: {type(exc).__name__}: {exc}")
 
 
@@ -160,6 +181,8 @@ def enroll(
 
     Raises:
         NoFaceError: an image has no face (nothing is enrolled).
+        LowQualityError: a face is below the recogniser's ``enroll_quality`` gate (nothing
+            is enrolled).
         ImageError: an image cannot be read (nothing is enrolled).
         GalleryError: the gallery belongs to another model, or is read-only.
     """
@@ -167,7 +190,7 @@ def enroll(
     if not images:
         raise GalleryError(f"no images given to enroll {identity!r}")
     check_model(recognizer, gallery)
-    embs, _ = embed_images(recognizer, images, strict=True)
+    embs, _ = embed_images(recognizer, images, strict=True, gate=True)
     sources = [str(img) if isinstance(img, (str, os.PathLike)) else None for img in images]
     return gallery.add(identity, np.stack([e.embedding for e in embs]), metadata, sources=sources)
 
