@@ -155,7 +155,7 @@ def calibrate(
         f"{datetime.date.today().isoformat()}"
     )
     return Calibration(
-        thresholds={k: round(v, 4) for k, v in thresholds.items()},
+        thresholds=thresholds,  # exact: rounding down would accept more impostors than FAR
         tar=tar,
         images=len(items),
         failed=len(table.failed),
