@@ -12,9 +12,10 @@ from npcface import FaceRecognizer
 from npcface.recognizer import select_face
 
 # LFW photos in which the largest detected face is not the labelled person: found by running
-# the former default (YuNet + policy "largest") over all 7,701 pairs.txt photos and keeping
-# those where it differs from the centre choice (10 photos); these four have the bystander
-# larger under RetinaFace too. (person, photo with a bystander, another photo of the person)
+# the former default (YuNet + policy "largest") over the pairs.txt photos and keeping those
+# where it differs from the centre choice (28 photos, names A to T); in these four the
+# bystander is larger under RetinaFace too, and embedding it fails verification against
+# another photo of the person. (person, photo with a bystander, another photo of the person)
 BYSTANDER_PHOTOS = (
     ("Charles_Schumer", 2, 1),
     ("Condoleezza_Rice", 5, 1),
