@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError, NpcfaceError
+from .errors import InvalidArgumentError, LowQualityError
 from .results import Face
 
 NOSE_DEPTH = 0.55
@@ -36,26 +36,14 @@ SHARPNESS_SIZE = 112
 DEFAULT_ENROLL_QUALITY = 0.25
 """Default enrolment gate (see :attr:`FaceQuality.overall` for what the figure means)."""
 
+__all__ = ["FaceQuality", "LowQualityError", "assess", "check_enrollable", "head_pose"]
+
 # Ramps of the overall figure: (value at which the factor starts to fall, value where it is 0).
 YAW_RAMP = (30.0, 75.0)
 PITCH_RAMP = (25.0, 60.0)
 SIZE_RAMP = (16.0, 48.0)  # face box short side in pixels: 0 at 16, 1 from 48
 SHARPNESS_RAMP = (20.0, 120.0)  # Laplacian variance of the 112 px grey crop: 0 at 20, 1 from 120
 SCORE_RAMP = (0.5, 0.8)
-
-
-class LowQualityError(NpcfaceError):
-    """A face is too small, blurred or turned to be enrolled; the message says which and the fix.
-
-    Attributes:
-        quality: the face's :class:`FaceQuality`.
-        gate: the minimum overall quality that was required.
-    """
-
-    def __init__(self, message: str, quality: FaceQuality, gate: float) -> None:
-        super().__init__(message)
-        self.quality = quality
-        self.gate = gate
 
 
 @dataclass(frozen=True)
