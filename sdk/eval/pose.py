@@ -221,11 +221,13 @@ def plot_accuracy_by_yaw(
         acc = {r["bin"]: 100 * r["accuracy"] for r in rows}
         xs = np.arange(len(labels)) + k * width
         ax.bar(xs, [acc.get(b, 0.0) for b in labels], width, label=name)
-    ax.set_xticks(np.arange(len(labels)) + width * (len(curves) - 1) / 2, labels)
+    counts = {r["bin"]: r["pairs"] for r in next(iter(curves.values()))}
+    ticks = [f"{b}\n({counts[b]} pairs)" for b in labels]
+    ax.set_xticks(np.arange(len(labels)) + width * (len(curves) - 1) / 2, ticks)
     ax.set_xlabel("|yaw| of the turned photo (degrees)")
     ax.set_ylabel("10-fold accuracy (%)")
     ax.set_ylim(50, 100)
-    ax.legend()
+    ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
