@@ -167,6 +167,7 @@ class FaceRecognizer:
                 providers=self.providers,
                 threads=self.threads,
                 backend=self.backend,
+                typical_batch=2 if self.flip else 1,
             )
         return self._embedder
 
