@@ -23,7 +23,7 @@ class Preset:
         name: the preset's name.
         detector: detector registry name.
         detector_options: keyword arguments for the detector.
-        face_policy: which face of a photo is used (see :data:`npcface.recognizer.FACE_POLICIES`).
+        face_policy: which face of a photo is used (see :data:`npcface.choose.FACE_POLICIES`).
         flip: fuse each embedding with its mirror image's.
         summary: one line on what it is for.
     """

@@ -9,7 +9,7 @@ import pytest
 from conftest import lfw_image
 
 from npcface import FaceRecognizer
-from npcface.recognizer import select_face
+from npcface.choose import select_face
 
 # LFW photos in which the largest detected face is not the labelled person: found by running
 # the former default (YuNet + policy "largest") over the pairs.txt photos and keeping those

@@ -10,8 +10,8 @@ import pytest
 from conftest import lfw_image
 
 from npcface import FaceRecognizer
+from npcface.enroll import enroll_images, list_images
 from npcface.gallery import Gallery
-from npcface.gallery.enroll import enroll_images, list_images
 from npcface.quality import DEFAULT_ENROLL_QUALITY, LowQualityError
 
 
