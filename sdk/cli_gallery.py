@@ -10,6 +10,11 @@ from typing import Any
 
 from .cli_sdk import add_model_args, recognizer_from_args
 
+GALLERY_HELP = (
+    "gallery folder, or milvus://HOST:PORT/NAME (Milvus server) or "
+    "milvus-lite:///ABSOLUTE/PATH/FILE.db (embedded Milvus Lite)"
+)
+
 
 def register(sub: Any) -> None:
     e = sub.add_parser(
@@ -18,15 +23,34 @@ def register(sub: Any) -> None:
         description="Enroll images into a gallery (created if missing). Resumable: files "
         "already enrolled (same content) are skipped. Per-file failures go to a CSV report.",
     )
-    e.add_argument("gallery", metavar="GALLERY_DIR")
+    e.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
     e.add_argument("images", metavar="IMAGES", help="folder of identity sub-folders, or a CSV")
+    e.add_argument(
+        "--engine",
+        default="local",
+        choices=("local", "ray"),
+        help="local: decoding processes + this process; ray: a Ray Data actor pool "
+        "(pip install 'npcface[ray]')",
+    )
+    e.add_argument(
+        "--address",
+        default=None,
+        help="--engine ray: Ray cluster address (auto, ray://HEAD:10001); default: "
+        "RAY_ADDRESS, else a local Ray",
+    )
+    e.add_argument(
+        "--actors", type=int, default=None, help="--engine ray: embedding actors (default: CPUs)"
+    )
     e.add_argument("--workers", type=int, default=None, help="decoding processes (default 4)")
     e.add_argument("--batch-size", type=int, default=32, help="faces embedded per batch")
     e.add_argument(
         "--report", default=None, help="failure report (default GALLERY/enroll-report.csv)"
     )
     e.add_argument(
-        "--index", default="auto", help="index for a new gallery: auto or a FAISS factory string"
+        "--index",
+        default="auto",
+        help="index for a new gallery: auto, a FAISS factory string (local) or a Milvus "
+        "index such as HNSW:M=32,efConstruction=200 (Milvus)",
     )
     e.add_argument(
         "--dtype",
@@ -51,7 +75,7 @@ def register(sub: Any) -> None:
         description="Search a gallery for the face in an image. Exit status: 0 a match (at or "
         "above --threshold when given), 1 none, 2 error.",
     )
-    i.add_argument("gallery", metavar="GALLERY_DIR")
+    i.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
     i.add_argument("image", metavar="IMG")
     i.add_argument("--top-k", type=int, default=5, help="identities to list")
     i.add_argument(
@@ -66,7 +90,7 @@ def register(sub: Any) -> None:
     gsub.required = True
 
     c = gsub.add_parser("create", help="create an empty gallery")
-    c.add_argument("path", metavar="GALLERY_DIR")
+    c.add_argument("path", metavar="GALLERY")
     c.add_argument("--dim", type=int, required=True, help="embedding dimension (SFace: 128)")
     c.add_argument("--metric", default="cosine", choices=("cosine", "ip"))
     c.add_argument(
@@ -79,30 +103,30 @@ def register(sub: Any) -> None:
     c.set_defaults(func=_create)
 
     n = gsub.add_parser("info", help="settings and size of a gallery")
-    n.add_argument("path", metavar="GALLERY_DIR")
+    n.add_argument("path", metavar="GALLERY")
     n.add_argument("--check", action="store_true", help="also compare index and database (O(n))")
     n.add_argument("--json", action="store_true")
     n.set_defaults(func=_info)
 
     ls = gsub.add_parser("list", help="enrolled identities and their template counts")
-    ls.add_argument("path", metavar="GALLERY_DIR")
+    ls.add_argument("path", metavar="GALLERY")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
 
     r = gsub.add_parser("remove", help="delete identities and all their templates")
-    r.add_argument("path", metavar="GALLERY_DIR")
+    r.add_argument("path", metavar="GALLERY")
     r.add_argument("identities", nargs="+", metavar="IDENTITY")
     r.set_defaults(func=_remove)
 
     b = gsub.add_parser("rebuild", help="rebuild the index from the database")
-    b.add_argument("path", metavar="GALLERY_DIR")
+    b.add_argument("path", metavar="GALLERY")
     b.add_argument("--index", default=None, help="switch to auto or another FAISS factory string")
     b.set_defaults(func=_rebuild)
 
     k = gsub.add_parser(
         "compact", help="drop deleted templates from the index, shrink the database"
     )
-    k.add_argument("path", metavar="GALLERY_DIR")
+    k.add_argument("path", metavar="GALLERY")
     k.add_argument("--no-vacuum", action="store_true", help="do not rewrite the database file")
     k.set_defaults(func=_compact)
 
@@ -115,27 +139,40 @@ def _enroll(args: argparse.Namespace) -> int:
     rec = recognizer_from_args(args)
     if args.min_quality is not None:
         rec.enroll_quality = args.min_quality
-    path = Path(args.gallery)
-    if (path / "gallery.db").exists():
-        gallery = Gallery.open(path)
+    if gallery_exists(args.gallery):
+        gallery = Gallery.open(args.gallery)
     else:
         gallery = Gallery.create(
-            path,
+            args.gallery,
             dim=rec.info.embedding_size,
             index=args.index,
             dtype=args.dtype,
             model=rec.info.name,
         )
     with gallery:
-        summary = enroll_images(
-            gallery,
-            rec,
-            items,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            report=args.report,
-            progress=not args.no_progress,
-        )
+        if args.engine == "ray":
+            from .enroll.ray_engine import enroll_images_ray
+
+            summary = enroll_images_ray(
+                gallery,
+                rec,
+                items,
+                address=args.address,
+                actors=args.actors,
+                batch_size=args.batch_size,
+                report=args.report,
+                progress=not args.no_progress,
+            )
+        else:
+            summary = enroll_images(
+                gallery,
+                rec,
+                items,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                report=args.report,
+                progress=not args.no_progress,
+            )
         info = gallery.info()
     if args.json:
         print(json.dumps({**summary.to_dict(), "gallery": info.to_dict()}, indent=2))
@@ -152,6 +189,17 @@ def _enroll(args: argparse.Namespace) -> int:
         if summary.failed:
             print(f"failures: {summary.report}")
     return 0
+
+
+def gallery_exists(where: str) -> bool:
+    """Whether a gallery exists at a folder path or Milvus address."""
+    from .gallery import is_milvus_uri
+
+    if is_milvus_uri(where):
+        from .gallery.milvus import MilvusGallery
+
+        return MilvusGallery.exists(where)
+    return (Path(where) / "gallery.db").exists()
 
 
 def _identify(args: argparse.Namespace) -> int:

@@ -84,6 +84,14 @@ class EnrollSummary:
         return d
 
 
+def default_report(gallery: Any) -> Path:
+    """Where the failure report goes by default: in a local gallery's folder, else in the
+    gallery's ``report_dir`` (next to a Milvus Lite file; the working directory for a
+    server)."""
+    base = getattr(gallery, "report_dir", None)
+    return Path(base if base is not None else gallery.path) / REPORT_NAME
+
+
 # ------------------------------------------------------------------- listing
 def list_images(source: str | os.PathLike[str]) -> list[EnrollItem]:
     """The images to enroll from a folder or a CSV file.
@@ -274,7 +282,7 @@ def enroll_images(
         raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
     check_model(recognizer, gallery)
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    report_path = Path(report) if report is not None else gallery.path / REPORT_NAME
+    report_path = Path(report) if report is not None else default_report(gallery)
     known = gallery.content_hashes()
     prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
     seen: dict[str, str] = {}

@@ -5,5 +5,15 @@ and the recogniser integration (images in, matches out) is :mod:`npcface.enroll`
 """
 
 from npcface.gallery.gallery import ConsistencyReport, Gallery, GalleryInfo
+from npcface.gallery.milvus import MilvusGallery
+from npcface.gallery.uri import GalleryLocation, is_milvus_uri, parse_gallery_uri
 
-__all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
+__all__ = [
+    "ConsistencyReport",
+    "Gallery",
+    "GalleryInfo",
+    "GalleryLocation",
+    "MilvusGallery",
+    "is_milvus_uri",
+    "parse_gallery_uri",
+]

@@ -55,6 +55,7 @@ from .checks import (
     texts,
 )
 from .local import LocalBackend
+from .uri import is_milvus_uri
 
 __all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
 
@@ -140,6 +141,18 @@ class Gallery:
         Raises:
             GalleryError: invalid settings, or a gallery already exists at ``path``.
         """
+        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
+            from .milvus import MilvusGallery
+
+            return MilvusGallery.create(  # type: ignore[return-value]
+                str(path),
+                dim,
+                metric,
+                index=index,
+                dtype=dtype,
+                model=model,
+                search_params=search_params,
+            )
         backend_cls, location = backend_for(check_location(path))
         dim = check_dim(dim)
         if metric not in METRICS:
@@ -183,6 +196,10 @@ class Gallery:
             raise GalleryArgumentError(
                 f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}"
             )
+        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
+            from .milvus import MilvusGallery
+
+            return MilvusGallery.open(str(path), readonly=readonly)  # type: ignore[return-value]
         backend_cls, location = backend_for(check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
 

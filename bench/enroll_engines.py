@@ -1,0 +1,127 @@
+"""Bulk enrolment: the Ray Data engine against the local engine, on the same LFW photos.
+
+Both engines enrol the same ``--n`` LFW photos (people in name order, every photo) into a
+fresh gallery each, with the same recogniser (YuNet + SFace); the runs alternate
+(local, ray, local, ray, ...) so that both see the same machine load, and the ratio of
+images/s is printed with each run's figures. Ray runs on a local Ray with ``--cpus`` CPUs
+(started once, not timed), or on ``--address``. Also checks that both galleries hold the
+same number of templates.
+
+Example (the figures in ``sdk/gallery/README.md``)::
+
+    python bench/enroll_engines.py --n 2000 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def lfw_items(lfw: Path, n: int):
+    from npcface.enroll import EnrollItem
+
+    items = []
+    for person in sorted(os.listdir(lfw / "images")):
+        for photo in sorted((lfw / "images" / person).iterdir()):
+            items.append(EnrollItem(str(photo), person))
+            if len(items) >= n:
+                return items
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="LFW photos")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs per engine")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="local Ray CPUs")
+    ap.add_argument("--address", default=None, help="Ray cluster instead of a local Ray")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray: CPUs per actor")
+    ap.add_argument("--gallery", default="local", choices=("local", "milvus-lite"))
+    ap.add_argument(
+        "--data",
+        default=os.environ.get(
+            "NPCFACE_DATA", str(Path(__file__).resolve().parents[2] / "shared/data")
+        ),
+    )
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from npcface import FaceRecognizer
+    from npcface.enroll import enroll_images
+    from npcface.enroll.ray_engine import enroll_images_ray
+    from npcface.gallery import Gallery
+
+    items = lfw_items(Path(args.data) / "lfw", args.n)
+    rec = FaceRecognizer()
+    dim = rec.info.embedding_size
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
+    t0 = time.perf_counter()
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    print(f"ray.init {time.perf_counter() - t0:.1f} s (not timed below)", file=sys.stderr)
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="enroll-bench-", dir=os.environ.get("BENCH_TMP")))
+    try:
+        for rep in range(args.repeats):
+            for engine in ("local", "ray"):
+                where = (
+                    str(tmp / f"{engine}{rep}")
+                    if args.gallery == "local"
+                    else f"milvus-lite://{tmp / f'{engine}{rep}.db'}"
+                )
+                with Gallery.create(where, dim, model=rec.info.name) as g:
+                    if engine == "local":
+                        s = enroll_images(g, rec, items, batch_size=args.batch_size, progress=False)
+                    else:
+                        s = enroll_images_ray(
+                            g,
+                            rec,
+                            items,
+                            batch_size=args.batch_size,
+                            cpus_per_actor=args.cpus_per_actor,
+                            progress=False,
+                        )
+                    templates = g.info().templates
+                rows.append(
+                    (engine, s.images_per_second, s.seconds, s.enrolled, s.failed, templates)
+                )
+                print(
+                    f"[{engine} #{rep}] {s.images_per_second:.1f} images/s ({s.seconds:.0f} s), "
+                    f"enrolled {s.enrolled}, failed {s.failed}, load {os.getloadavg()[0]:.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    local = [r[1] for r in rows if r[0] == "local"]
+    rayr = [r[1] for r in rows if r[0] == "ray"]
+    print(
+        f"\n{len(items)} LFW photos, {args.cpus} CPUs, gallery {args.gallery}, "
+        f"batch {args.batch_size}, {args.cpus_per_actor} CPU per Ray actor, load average now {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'engine':<8} {'images/s':>9} {'seconds':>8} {'enrolled':>9} {'failed':>7} {'templates':>10}"
+    )
+    for engine, ips, sec, enrolled, failed, templates in rows:
+        print(f"{engine:<8} {ips:>9.1f} {sec:>8.0f} {enrolled:>9} {failed:>7} {templates:>10}")
+    ratio = (sum(rayr) / len(rayr)) / (sum(local) / len(local))
+    print(f"ray / local images/s: {ratio:.2f}")
+    if len({r[5] for r in rows}) != 1:
+        print("WARNING: the engines enrolled different numbers of templates", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Bulk enrolment on Ray Data: the local engine's job, spread over a Ray cluster's CPUs.
+
+* Image paths (from :func:`~npcface.enroll.list_images`: a folder tree or a CSV) become a
+  Ray dataset; an actor pool reads, hashes, decodes, detects, aligns and embeds them with
+  :meth:`~npcface.FaceRecognizer.embed_many`, the model loaded once per actor.
+* This process is the one writer: results stream back and are committed to the gallery
+  (any backend) in batches with ``add_many``, content hash included.
+* Resumable as the local engine: files whose content hash is in the gallery are skipped by
+  the actors before decoding; re-running the same command continues where it stopped.
+* Per-file failures (unreadable, no face, several faces, duplicates) go to the same CSV
+  report as the local engine's; a tqdm bar shows images/s.
+
+The same call runs on a local Ray (``ray.init()`` on this machine) and, unchanged, against a
+cluster (``address="ray://head:10001"`` or ``"auto"``): every node must have npcface (and
+the model files, in ``NPCFACE_HOME``) installed and see the image paths at the same place
+(a shared file system).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GalleryError, MissingExtraError
+from .local import EnrollItem, EnrollSummary, _prefix, default_report
+from .single import check_model
+
+log = logging.getLogger(__name__)
+
+RECIPE_ATTRIBUTES = {
+    "detector": "_detector_arg",
+    "recognizer": "_recognizer_arg",
+    "providers": "providers",
+    "face_policy": "face_policy",
+    "flip": "flip",
+    "backend": "backend",
+    "detector_options": "detector_options",
+    "max_pixels": "max_pixels",
+    "enroll_quality": "enroll_quality",
+}
+"""FaceRecognizer constructor argument -> the attribute that keeps it (the recogniser itself
+does not travel to the actors; each builds its own from this recipe)."""
+
+
+def recognizer_recipe(recognizer: Any) -> dict[str, Any]:
+    """The keyword arguments that rebuild ``recognizer`` in another process.
+
+    Raises:
+        GalleryError: the recogniser was built from objects (e.g. a detector instance) that
+            cannot be described by name.
+    """
+    recipe = {arg: getattr(recognizer, attr) for arg, attr in RECIPE_ATTRIBUTES.items()}
+    for key in ("detector", "recognizer"):
+        value = recipe[key]
+        if isinstance(value, os.PathLike):
+            recipe[key] = str(value)
+        elif not isinstance(value, str):
+            raise GalleryError(
+                f"the Ray engine rebuilds the recogniser on each actor from names and paths; "
+                f"its {key} is a {type(value).__name__} object"
+            )
+    return recipe
+
+
+class _EmbedActor:
+    """One per actor: the recogniser, loaded once; embeds a batch of image paths."""
+
+    def __init__(self, recipe: dict[str, Any], prefixes: np.ndarray, threads: int) -> None:
+        from ..recognizer import FaceRecognizer
+
+        try:
+            import cv2
+
+            cv2.setNumThreads(1)
+        except ImportError:  # pragma: no cover
+            pass
+        self.recognizer = FaceRecognizer(**recipe, threads=threads)
+        self.dim = int(self.recognizer.info.embedding_size)  # loads the model now
+        self.prefixes = prefixes
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        n = len(paths)
+        status = ["ok"] * n
+        reason = [""] * n
+        digests = [""] * n
+        payloads: list[bytes] = []
+        todo: list[int] = []
+        for i, path in enumerate(paths):
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                status[i], reason[i] = "unreadable", f"{path}: cannot read: {exc.strerror or exc}"
+                continue
+            digests[i] = hashlib.sha256(data).hexdigest()
+            if self.prefixes.size:
+                pos = np.searchsorted(self.prefixes, _prefix(digests[i]))
+                if pos < self.prefixes.size and self.prefixes[pos] == _prefix(digests[i]):
+                    status[i] = "known"  # probably enrolled: the writer checks the full hash
+                    continue
+            payloads.append(data)
+            todo.append(i)
+        emb = np.zeros((n, self.dim), dtype=np.float32)
+        results = _embed(self.recognizer, payloads, [paths[i] for i in todo])
+        for i, r in zip(todo, results, strict=True):
+            if r.ok:
+                emb[i] = r.embedding
+            else:
+                status[i], reason[i] = r.kind, str(r.error)
+        return {
+            "path": batch["path"],
+            "identity": batch["identity"],
+            "digest": np.array(digests, dtype=object),
+            "status": np.array(status, dtype=object),
+            "reason": np.array(reason, dtype=object),
+            "embedding": emb,
+        }
+
+
+def _embed(recognizer: Any, payloads: list[bytes], names: list[str]) -> list[Any]:
+    """The one place the actors call the pipeline (encoded bytes in, EmbedResults out)."""
+    if not payloads:
+        return []
+    return recognizer.embed_many(
+        payloads,
+        names=names,
+        aligned_arrays=False,
+        min_quality=getattr(recognizer, "enroll_quality", None),
+    )
+
+
+def enroll_images_ray(
+    gallery: Any,
+    recognizer: Any,
+    items: Iterable[EnrollItem],
+    *,
+    address: str | None = None,
+    actors: int | None = None,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 32,
+    report: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None = None,
+) -> EnrollSummary:
+    """Enroll many images into ``gallery`` with a Ray Data actor pool, resumably.
+
+    Args:
+        gallery: an open, writable gallery (local or Milvus) for the recogniser's model.
+        recognizer: the :class:`~npcface.FaceRecognizer` to embed with; each actor builds
+            its own copy from its settings (:func:`recognizer_recipe`).
+        items: images and identities (see :func:`~npcface.enroll.list_images`).
+        address: Ray cluster to use (``"auto"``, ``"ray://head:10001"``); ``None`` joins
+            the Ray already initialised in this process, else ``RAY_ADDRESS``, else starts a
+            local one (stopped again at the end).
+        actors: embedding actors (default: the cluster's CPUs / ``cpus_per_actor``).
+        cpus_per_actor: CPUs reserved by each actor (also its inference threads).
+        batch_size: images per actor call, and templates per gallery commit.
+        report: CSV of per-file failures (default: next to the gallery, as the local engine).
+        progress: show a tqdm progress bar (images/s).
+        on_commit: called after each committed batch with (template ids, items, hashes).
+
+    Returns:
+        Counts of enrolled, skipped and failed images (same meaning as the local engine's).
+
+    Raises:
+        GalleryError: bad arguments, or another model's gallery.
+        MissingExtraError: Ray Data is not installed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtraError("the Ray enrolment engine", "ray", "ray[data]") from None
+    items = list(items)
+    if batch_size < 1:
+        raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
+    if cpus_per_actor <= 0:
+        raise GalleryError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
+    check_model(recognizer, gallery)
+    recipe = recognizer_recipe(recognizer)
+    report_path = Path(report) if report is not None else default_report(gallery)
+    t0 = time.monotonic()
+    known = gallery.content_hashes()
+    prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    elif address is not None:
+        log.warning("Ray is already initialised in this process; address %r ignored", address)
+    counts = {"enrolled": 0, "skipped": 0, "failed": 0}
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        pool = actors or max(1, int(cpus // cpus_per_actor))
+        if not items:
+            return _summary(items, counts, t0, report_path)
+        from ray.data import ActorPoolStrategy, DataContext
+
+        DataContext.get_current().enable_progress_bars = False
+        ds = ray.data.from_items(
+            [{"path": it.path, "identity": it.identity} for it in items],
+            override_num_blocks=min(-(-len(items) // batch_size), 1000),  # >= 1 batch each
+        ).map_batches(
+            _EmbedActor,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=pool),
+            num_cpus=cpus_per_actor,
+            fn_constructor_kwargs={
+                "recipe": recipe,
+                "prefixes": prefixes,
+                "threads": max(1, int(cpus_per_actor)),
+            },
+        )
+        log.info("Ray engine: %d images, %d actors over %.0f CPUs", len(items), pool, cpus)
+        _write(gallery, ds, items, known, batch_size, report_path, progress, on_commit, counts)
+    finally:
+        if started:
+            ray.shutdown()
+    gallery.save()
+    summary = _summary(items, counts, t0, report_path)
+    log.info(
+        "Ray engine: enrolled %d, skipped %d, failed %d of %d images in %.1f s",
+        summary.enrolled,
+        summary.skipped,
+        summary.failed,
+        summary.total,
+        summary.seconds,
+    )
+    return summary
+
+
+def _write(
+    gallery: Any,
+    ds: Any,
+    items: list[EnrollItem],
+    known: set[str],
+    batch_size: int,
+    report_path: Path,
+    progress: bool,
+    on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None,
+    counts: dict[str, int],
+) -> None:
+    """The one writer: stream the actors' rows, commit faces in batches, report failures."""
+    from tqdm import tqdm
+
+    seen: dict[str, str] = {}
+    pending: list[tuple[EnrollItem, str, np.ndarray]] = []
+
+    def commit() -> None:
+        if not pending:
+            return
+        done = [it for it, _, _ in pending]
+        digests = [d for _, d, _ in pending]
+        ids = gallery.add_many(
+            [it.identity for it in done],
+            np.stack([e for _, _, e in pending]),
+            sources=[it.path for it in done],
+            content_hashes=digests,
+        )
+        counts["enrolled"] += len(ids)
+        pending.clear()
+        if on_commit is not None:
+            on_commit(ids, done, digests)
+
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
+    with open(report_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "identity", "kind", "reason"])
+        try:
+            for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+                rows = zip(
+                    batch["path"],
+                    batch["identity"],
+                    batch["digest"],
+                    batch["status"],
+                    batch["reason"],
+                    batch["embedding"],
+                    strict=True,
+                )
+                for path, identity, digest, status, reason, emb in rows:
+                    item = EnrollItem(str(path), str(identity))
+                    digest, status = str(digest), str(status)
+                    if status not in ("ok", "known"):
+                        counts["failed"] += 1
+                        writer.writerow([item.path, item.identity, status, str(reason)])
+                    elif digest in known:
+                        counts["skipped"] += 1
+                    elif status == "known":  # a prefix collision, not enrolled: embed here
+                        counts["failed"] += 1
+                        writer.writerow(
+                            [item.path, item.identity, "error", "hash prefix collision; re-run"]
+                        )
+                    elif digest in seen:
+                        counts["skipped"] += 1
+                        writer.writerow(
+                            [item.path, item.identity, "duplicate", f"same as {seen[digest]}"]
+                        )
+                    else:
+                        seen[digest] = item.path
+                        pending.append((item, digest, np.asarray(emb, dtype=np.float32)))
+                    if len(pending) >= batch_size:
+                        commit()
+                fh.flush()
+                bar.update(len(batch["path"]))
+                bar.set_postfix(counts, refresh=False)
+            commit()
+        except KeyboardInterrupt:
+            log.warning("interrupted: committing the faces already embedded")
+            commit()
+            raise
+        finally:
+            bar.close()
+
+
+def _summary(
+    items: list[EnrollItem], counts: dict[str, int], t0: float, report: Path
+) -> EnrollSummary:
+    return EnrollSummary(
+        total=len(items),
+        enrolled=counts["enrolled"],
+        skipped=counts["skipped"],
+        failed=counts["failed"],
+        seconds=time.monotonic() - t0,
+        report=str(report),
+    )
