@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from npcface.errors import MissingExtraError, ModelError
+from npcface.fsutil import atomic_path
 from npcface.modelinfo import RecognizerInfo, read_onnx_info, write_onnx_info
 from npcface.models import sha256_file as file_sha256
 
@@ -208,14 +209,8 @@ def save_with_info(model: Any, info: RecognizerInfo, path: str | os.PathLike[str
     onnx.checker.check_model(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.part")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
     return path
 
 

@@ -16,6 +16,7 @@ from .errors import (
     GalleryError,
     ImageError,
     InvalidArgumentError,
+    LowQualityError,
     MissingExtraError,
     ModelError,
     MultipleFacesError,
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .image import load_image
 from .modelinfo import RecognizerInfo
+from .quality import FaceQuality
 from .recognizer import FaceRecognizer, cosine_similarity
 from .results import Face, Match, VerifyResult
 
@@ -44,11 +46,13 @@ __all__ = [
     "EmbeddingError",
     "InvalidArgumentError",
     "Face",
+    "FaceQuality",
     "FaceRecognizer",
     "Gallery",
     "GalleryCorruptError",
     "GalleryError",
     "ImageError",
+    "LowQualityError",
     "Match",
     "MissingExtraError",
     "ModelError",

@@ -19,6 +19,7 @@ _GROUPS = (
     ("npcface.cli_sdk", "register"),
     ("npcface.cli_gallery", "register"),
     ("npcface.eval.cli", "register"),
+    ("npcface.serve.cli", "register"),
     ("npcface.training.cli", "register"),
     ("npcface.export.cli", "register"),
     ("npcface.cli_bench", "register"),

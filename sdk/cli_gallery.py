@@ -61,6 +61,12 @@ def register(sub: Any) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_model_args(e)
+    e.add_argument(
+        "--min-quality",
+        type=float,
+        default=None,
+        help="refuse faces below this overall quality, 0..1 (default: the recogniser's, 0.25)",
+    )
     e.set_defaults(func=_enroll)
 
     i = sub.add_parser(
@@ -131,6 +137,8 @@ def _enroll(args: argparse.Namespace) -> int:
 
     items = list_images(args.images)
     rec = recognizer_from_args(args)
+    if args.min_quality is not None:
+        rec.enroll_quality = args.min_quality
     if gallery_exists(args.gallery):
         gallery = Gallery.open(args.gallery)
     else:
@@ -171,7 +179,8 @@ def _enroll(args: argparse.Namespace) -> int:
     else:
         print(
             f"enrolled {summary.enrolled}, skipped {summary.skipped} (already enrolled), "
-            f"failed {summary.failed} of {summary.total} images in {summary.seconds:.1f} s "
+            f"failed {summary.failed} ({summary.low_quality} below the quality gate) of "
+            f"{summary.total} images in {summary.seconds:.1f} s "
             f"({summary.images_per_second:.1f} images/s)"
         )
         print(

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from .presets import DEFAULT_PRESET, get_preset
+
 
 def register(sub: Any) -> None:
     v = sub.add_parser(
@@ -28,7 +30,7 @@ def register(sub: Any) -> None:
 
     d = sub.add_parser("detect", help="list the faces in an image (box, landmarks, score)")
     d.add_argument("image")
-    d.add_argument("--detector", default="yunet")
+    d.add_argument("--detector", default=None, help="default: the accurate preset's")
     d.add_argument("--score-threshold", type=float, default=None)
     d.add_argument("--providers", default=None)
     d.add_argument("--json", action="store_true")
@@ -36,16 +38,25 @@ def register(sub: Any) -> None:
     d.set_defaults(func=_detect)
 
 
-def add_model_args(p: argparse.ArgumentParser, *, policy: str = "largest") -> None:
-    """The options that choose and tune the pipeline, shared by every command that runs it."""
-    p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
+def add_model_args(
+    p: argparse.ArgumentParser, *, policy: str | None = None, recognizer: bool = True
+) -> None:
+    """The options that choose and tune the pipeline, shared by every command that runs it.
+
+    Unset options take the preset's value (``--preset``, default ``accurate``)."""
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="accurate (default) or fast")
+    p.add_argument("--detector", default=None, help="yunet or retinaface (default: preset's)")
+    if recognizer:
+        p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
+    default = policy or "the preset's"
     p.add_argument(
-        "--policy",
-        default=policy,
-        help=f"largest, center, best_score or single (default: {policy})",
+        "--policy", default=policy, help=f"center, largest, best_score or single ({default})"
     )
-    p.add_argument("--flip", action="store_true", help="flip-fused embeddings")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument(
+        "--flip", dest="flip", action="store_true", default=None, help="flip-fused embeddings"
+    )
+    flip.add_argument("--no-flip", dest="flip", action="store_false", help="no flip fusion")
     p.add_argument(
         "--det-min-side",
         type=int,
@@ -60,6 +71,7 @@ def recognizer_from_args(args: argparse.Namespace) -> Any:
     from .recognizer import FaceRecognizer
 
     return FaceRecognizer(
+        preset=getattr(args, "preset", DEFAULT_PRESET),
         detector=args.detector,
         recognizer=args.recognizer,
         providers=args.providers,
@@ -91,7 +103,8 @@ def _detect(args: argparse.Namespace) -> int:
     if args.score_threshold is not None:
         opts["score_threshold"] = args.score_threshold
     img = load_image(args.image)
-    faces = get_detector(args.detector, **opts).detect(img)
+    name = args.detector or get_preset(DEFAULT_PRESET).detector
+    faces = get_detector(name, **opts).detect(img)
     if args.json:
         print(json.dumps([f.to_dict() for f in faces], indent=2))
     else:

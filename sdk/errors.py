@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .quality import FaceQuality
+
 
 class NpcfaceError(Exception):
     """Root of every error npcface raises on purpose."""
@@ -33,6 +38,20 @@ class NoFaceError(NpcfaceError):
 
 class MultipleFacesError(NpcfaceError):
     """Several faces were found where the policy ``single`` required exactly one."""
+
+
+class LowQualityError(NpcfaceError):
+    """A face is too small, blurred or turned to be enrolled; the message says which and the fix.
+
+    Attributes:
+        quality: the face's :class:`~npcface.quality.FaceQuality`.
+        gate: the minimum overall quality that was required.
+    """
+
+    def __init__(self, message: str, quality: FaceQuality | Any, gate: float) -> None:
+        super().__init__(message)
+        self.quality = quality
+        self.gate = gate
 
 
 class ModelError(NpcfaceError):

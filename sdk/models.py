@@ -16,13 +16,13 @@ import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError, UnknownModelError
+from .fsutil import atomic_path, atomic_write_text
 from .modelinfo import RecognizerInfo
 from .registry import Registry
 
@@ -119,10 +119,7 @@ def hash_record(path: str | os.PathLike[str]) -> Path:
 def record_hash(path: str | os.PathLike[str]) -> str:
     """Hash a cached file just written and record it beside it (atomically); the digest."""
     digest = sha256_file(path)
-    rec = hash_record(path)
-    tmp = rec.with_name(rec.name + ".tmp")
-    tmp.write_text(digest + "\n")
-    os.replace(tmp, rec)
+    atomic_write_text(hash_record(path), digest + "\n")
     return digest
 
 
@@ -164,21 +161,19 @@ def _download(url: str, dest: Path, sha256: str) -> Path:
     """Download ``url`` to ``dest`` atomically, verifying its SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s -> %s", url, dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            h = hashlib.sha256()
-            while block := resp.read(1 << 20):
-                h.update(block)
-                out.write(block)
-        if h.hexdigest() != sha256:
-            raise ModelError(f"download of {url} has SHA-256 {h.hexdigest()}, expected {sha256}")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+            with urllib.request.urlopen(url, timeout=60) as resp:
+                h = hashlib.sha256()
+                while block := resp.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
+            if h.hexdigest() != sha256:  # raised inside the block: the file is not kept
+                raise ModelError(
+                    f"download of {url} has SHA-256 {h.hexdigest()}, expected {sha256}"
+                )
     except OSError as exc:
         raise ModelError(f"could not download {url}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -263,13 +258,10 @@ def prepared_file(src: Path, recipe: str, digest: str) -> Path:
             "cached model %s cannot be trusted: %s; rebuilding it from %s", out, problem, src
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.part")
-    os.close(fd)
     try:
-        _recipe(recipe)(str(src), tmp)
-        record_hash(tmp)
-        os.replace(tmp, out)
-        os.replace(hash_record(tmp), hash_record(out))
+        with atomic_path(out) as tmp:
+            _recipe(recipe)(str(src), str(tmp))
+        record_hash(out)  # a crash before this leaves no record: the next load rebuilds
     except ModelError:
         raise
     except Exception as exc:

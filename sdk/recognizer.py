@@ -20,6 +20,8 @@ from .choose import check_policy, select_face
 from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
+from .presets import DEFAULT_PRESET, get_preset
+from .quality import DEFAULT_ENROLL_QUALITY, check_enrollable, with_qualities, with_quality
 from .results import CropResult, EmbedResult, Face, VerifyResult
 from .validate import check_embeddings, check_threshold, is_embedding_like
 
@@ -57,43 +59,63 @@ class FaceRecognizer:
     already use all cores for one call.
 
     Args:
+        preset: named configuration of detector, face policy and flip fusion:
+            ``"accurate"`` (default: RetinaFace, centre policy, flip fusion) or ``"fast"``
+            (YuNet, centre policy, no flip); see :mod:`npcface.presets`. The arguments
+            below override the preset's when given.
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
         recognizer: registry name (``"sface"``) or an ONNX/engine file exported by npcface.
         providers: ONNX Runtime providers; None picks TensorRT, CUDA, then CPU, whichever
             works. Naming a GPU provider that is missing raises ``ProviderError``.
-        face_policy: which face to use when an image has several: ``largest`` (default),
-            ``center``, ``best_score`` or ``single``.
+        face_policy: which face to use when an image has several: ``center`` (the photo's
+            subject: the most central of the faces at least a quarter of the largest's
+            area), ``largest``, ``best_score`` or ``single``.
+        enroll_quality: enrolment refuses faces whose overall quality
+            (:class:`npcface.quality.FaceQuality`) is below this (0 accepts all) with
+            :class:`npcface.quality.LowQualityError`.
         flip: fuse each embedding with its mirror image's (slower, slightly more accurate).
         threads: CPU threads per model (None = all cores).
         backend: recogniser engine: ``auto`` (fastest measured here), ``onnxruntime``,
             ``openvino``, ``opencv`` or ``tensorrt``.
         detector_options: extra keyword arguments for the detector (e.g. score_threshold,
-            max_side, refine).
+            max_side, refine); merged over the preset's.
         max_pixels: largest image accepted, in pixels (default 64 M): the one limit,
             checked from the header before decoding (Pillow's own 89.5 M guard does not
             apply, so 150_000_000 admits a 108 MP photo).
 
     Raises:
-        InvalidArgumentError: an unknown face policy.
+        InvalidArgumentError: an unknown preset or face policy, enroll_quality outside [0, 1].
     """
 
     def __init__(
         self,
-        detector: Any = "yunet",
+        detector: Any = None,
         recognizer: str | os.PathLike[str] = "sface",
         providers: str | Sequence[str] | None = None,
-        face_policy: str = "largest",
-        flip: bool = False,
+        face_policy: str | None = None,
+        flip: bool | None = None,
         threads: int | None = None,
         backend: str = "auto",
         detector_options: dict[str, Any] | None = None,
         max_pixels: int | None = None,
+        preset: str = DEFAULT_PRESET,
+        enroll_quality: float = DEFAULT_ENROLL_QUALITY,
     ) -> None:
+        chosen = get_preset(preset)
+        if detector is None:
+            detector = chosen.detector
+            detector_options = {**chosen.detector_options, **(detector_options or {})}
+        face_policy = chosen.face_policy if face_policy is None else face_policy
+        flip = chosen.flip if flip is None else flip
+        if isinstance(enroll_quality, bool) or not 0.0 <= float(enroll_quality) <= 1.0:
+            raise InvalidArgumentError(f"enroll_quality must be in [0, 1], got {enroll_quality}")
+        self.preset = chosen.name
+        self.enroll_quality = float(enroll_quality)
         self._detector_arg = detector
         self._recognizer_arg = recognizer
         self.providers = providers
         self.face_policy = check_policy(face_policy)
-        self.flip = flip
+        self.flip = bool(flip)
         self.threads = threads
         self.backend = backend
         self.detector_options = dict(detector_options or {})
@@ -135,6 +157,7 @@ class FaceRecognizer:
                         providers=self.providers,
                         threads=self.threads,
                         backend=self.backend,
+                        typical_batch=2 if self.flip else 1,
                     )
         return self._embedder
 
@@ -173,8 +196,9 @@ class FaceRecognizer:
         return load_image(image, max_pixels=self.max_pixels)
 
     def detect(self, image: ImageInput) -> list[Face]:
-        """All faces in an image, best score first."""
-        return self.detector.detect(self.load(image))
+        """All faces in an image, best score first, each with its quality."""
+        img = self.load(image)
+        return with_qualities(img, self.detector.detect(img))
 
     def align(self, image: ImageInput, faces: Sequence[Face] | Face) -> np.ndarray:
         """Aligned (N, S, S, 3) uint8 BGR crops of ``faces`` at the recogniser's input size."""
@@ -201,6 +225,7 @@ class FaceRecognizer:
         timings: dict[str, float] | None = None,
         aligned_arrays: bool = True,
         found: list[int] | None = None,
+        min_quality: float | None = None,
     ) -> tuple[Face | None, np.ndarray]:
         """The pipeline's front half for one image: decode, detect, choose, align.
 
@@ -218,6 +243,8 @@ class FaceRecognizer:
         face = select_face(faces, img.shape, policy, name)
         t2 = time.perf_counter()
         crop = align_faces(img, face.landmarks, size)[0]
+        face = with_quality(face, crop)
+        check_enrollable(face, min_quality, name)
         if timings is not None:
             t3 = time.perf_counter()
             timings["decode"] = timings.get("decode", 0.0) + t1 - t0
@@ -233,13 +260,16 @@ class FaceRecognizer:
         names: Sequence[str] | None,
         timings: dict[str, float] | None = None,
         aligned_arrays: bool = True,
+        min_quality: float | None = None,
     ) -> Iterator[CropResult]:
         policy = check_policy(policy or self.face_policy)
         for i, image in enumerate(images):
             name = names[i] if names is not None else describe(image)
             found: list[int] = []
             try:
-                face, crop = self._crop(image, policy, size, name, timings, aligned_arrays, found)
+                face, crop = self._crop(
+                    image, policy, size, name, timings, aligned_arrays, found, min_quality
+                )
             except NpcfaceError as exc:
                 yield CropResult(i, name, None, None, exc, sum(found))
             except (MemoryError, RecursionError):
@@ -290,6 +320,7 @@ class FaceRecognizer:
         *,
         timings: dict[str, float] | None = None,
         aligned_arrays: bool = True,
+        min_quality: float | None = None,
     ) -> list[EmbedResult]:
         """Embeddings of the chosen face of each image, crops batched across images.
 
@@ -306,6 +337,9 @@ class FaceRecognizer:
                 added to it.
             aligned_arrays: take an array that already is S x S x 3 as an aligned crop
                 (False: detect and align it like any photo).
+            min_quality: refuse faces whose overall quality is below this, as a per-image
+                :class:`~npcface.errors.LowQualityError` (kind ``low_quality``); enrolment
+                passes the recogniser's ``enroll_quality``.
 
         Returns:
             One :class:`~npcface.results.EmbedResult` per image, in input order: a (d,)
@@ -331,7 +365,7 @@ class FaceRecognizer:
                 out[r.index] = EmbedResult(r.index, r.name, r.face, e, None, r.faces_found)
             pending.clear()
 
-        for r in self._crops(images, policy, size, names, timings, aligned_arrays):
+        for r in self._crops(images, policy, size, names, timings, aligned_arrays, min_quality):
             out.append(EmbedResult(r.index, r.name, r.face, None, r.error, r.faces_found))
             if r.ok:
                 pending.append(r)
@@ -366,6 +400,7 @@ class FaceRecognizer:
         if not faces:
             return np.zeros((0, self.info.embedding_size), np.float32), []
         crops = align_faces(img, np.stack([f.landmarks for f in faces]), self.input_size)
+        faces = [with_quality(f, c) for f, c in zip(faces, crops, strict=True)]
         return self.embed_crops(crops), faces
 
     def embed(self, image: ImageInput) -> np.ndarray:

@@ -7,9 +7,12 @@ Coordinates are pixels in the original image. Colour order inside npcface is BGR
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .quality import FaceQuality
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 """Order of the five landmarks, as seen in the image (left = smaller x for an upright face)."""
@@ -27,11 +30,15 @@ class Face:
         landmarks: (5, 2) float32 pixels, order :data:`LANDMARK_NAMES`; not clipped: for a
             face cut by the border they may lie outside the image, where alignment needs them.
         score: detector confidence in [0, 1].
+        quality: pose, sharpness, size and an overall figure (see
+            :class:`npcface.quality.FaceQuality`); filled in by :class:`FaceRecognizer`,
+            ``None`` straight from a detector.
     """
 
     box: np.ndarray
     landmarks: np.ndarray
     score: float
+    quality: FaceQuality | None = None
 
     @property
     def width(self) -> float:
@@ -50,6 +57,7 @@ class Face:
             "box": [round(float(v), 2) for v in self.box],
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "score": round(float(self.score), 4),
+            "quality": self.quality.to_dict() if self.quality is not None else None,
         }
 
 
@@ -61,7 +69,8 @@ class VerifyResult:
         verified: ``similarity >= threshold``.
         similarity: cosine similarity of the two embeddings, in [-1, 1]; higher is more alike.
         threshold: the decision threshold that was applied.
-        face1, face2: the faces that were compared (``None`` when an embedding was given).
+        face1, face2: the faces that were compared, each with its ``quality`` (``None``
+            when an embedding was given).
         model: name of the recogniser that produced the embeddings.
     """
 
@@ -95,11 +104,13 @@ class Match:
 
 def failure_kind(error: BaseException | None) -> str:
     """How a per-image failure is reported: ``ok``, ``unreadable``, ``no_face``,
-    ``multiple_faces`` or ``error``."""
-    from .errors import ImageError, MultipleFacesError, NoFaceError
+    ``multiple_faces``, ``low_quality`` or ``error``."""
+    from .errors import ImageError, LowQualityError, MultipleFacesError, NoFaceError
 
     if error is None:
         return "ok"
+    if isinstance(error, LowQualityError):
+        return "low_quality"
     if isinstance(error, ImageError):
         return "unreadable"
     if isinstance(error, NoFaceError):

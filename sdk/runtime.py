@@ -28,6 +28,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from .errors import ModelError, ProviderError
+from .fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -361,9 +362,7 @@ def _fastest(
         cache[key] = winner
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, cache_file)
+            atomic_write_text(cache_file, json.dumps(cache, indent=1), durable=False)
             record_hash(cache_file)
         except OSError:
             pass

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidArgumentError, MissingExtraError, ModelError, ProviderError
+from .fsutil import atomic_write_text
 from .modelinfo import RecognizerInfo
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,7 @@ def write_engine_meta(
         # the engine as written: checked on load, so a damaged engine is never run
         "engine_sha256": sha256_file(engine_path) if Path(engine_path).is_file() else None,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
     return path
 
 

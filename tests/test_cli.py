@@ -23,7 +23,8 @@ def test_verify_exit_codes(lfw_dir, capsys):
 
 
 def test_verify_pipeline_options_reach_the_recognizer(lfw_dir, capsys):
-    """--det-min-side and --flip change the embeddings, so they change the similarity."""
+    """--det-min-side and --no-flip (the default preset fuses flips) change the embeddings,
+    so they change the similarity; so do --preset fast and --flip on it."""
     a1, a2 = lfw_image(lfw_dir, "Colin_Powell", 1), lfw_image(lfw_dir, "Colin_Powell", 2)
 
     def similarity(*extra: str) -> float:
@@ -32,7 +33,10 @@ def test_verify_pipeline_options_reach_the_recognizer(lfw_dir, capsys):
 
     plain = similarity()
     assert similarity("--det-min-side", "500") != pytest.approx(plain, abs=1e-6)
-    assert similarity("--flip") != pytest.approx(plain, abs=1e-6)
+    assert similarity("--no-flip") != pytest.approx(plain, abs=1e-6)
+    fast = similarity("--preset", "fast")
+    assert fast != pytest.approx(plain, abs=1e-6)
+    assert similarity("--preset", "fast", "--flip") != pytest.approx(fast, abs=1e-6)
 
 
 def test_verify_errors_exit_2_with_one_line(tmp_path, lfw_dir, capsys):

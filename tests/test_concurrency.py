@@ -49,7 +49,7 @@ def threaded(fn, items):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shared_recognizer_embeds_like_serial_calls(lfw_dir, backend):
-    rec = FaceRecognizer(backend=backend, face_policy="center")
+    rec = FaceRecognizer(preset="fast", backend=backend)
     paths = lfw_sample(lfw_dir)
     # first use from 8 threads at once: the lazily built models are built under a lock
     parallel = threaded(rec.embed, paths)
@@ -80,7 +80,7 @@ def test_shared_detector_finds_the_same_faces_as_serial_calls(lfw_dir, detector)
 
 def test_embed_many_from_threads_matches_serial(lfw_dir):
     """The batched entry point shared by threads, each with its own batch."""
-    rec = FaceRecognizer(face_policy="center")
+    rec = FaceRecognizer()  # the default (accurate) preset: RetinaFace, flip fusion
     paths = lfw_sample(lfw_dir, 64)
     chunks = [paths[i : i + 8] for i in range(0, len(paths), 8)]
     parallel = threaded(lambda c: rec.embed_many(c, batch_size=4), chunks)

@@ -72,7 +72,9 @@ class FakeRecognizer(FaceRecognizer):
     stand-in models, so that enrolment tests run in seconds."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        super().__init__(detector=FakeDetector(), face_policy="largest")
+        super().__init__(
+            detector=FakeDetector(), face_policy="largest", flip=False, enroll_quality=0
+        )
         self._embedder = FakeEmbedder(delay)
 
 

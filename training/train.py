@@ -49,6 +49,8 @@ from torch import distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from npcface.fsutil import atomic_path
+
 from .backbones import get_backbone
 from .config import TrainConfig, _deep_merge
 from .data import EpochSampler, FaceDataset, ImageCheck, build_dataset, check_images
@@ -495,9 +497,8 @@ class Trainer:
             )
         folder = self._ckpt_root() / f"step_{self.step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".rank{self.rank}.pt.tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, folder / f"rank{self.rank}.pt")
+        with atomic_path(folder / f"rank{self.rank}.pt") as tmp:
+            torch.save(self.state_dict(), tmp)
         if self.world_size > 1:
             dist.barrier()
         if self.rank == 0:
@@ -838,10 +839,8 @@ def _truncate_log(path: Path, last_step: int) -> None:
     keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
     if len(keep) == len(rows):
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(keep)
-    os.replace(tmp, path)
     log.info("%s: dropped %d rows after step %d", path.name, len(rows) - len(keep), last_step)
 
 

@@ -60,6 +60,8 @@ class EnrollSummary:
         enrolled: templates added by this run.
         skipped: images already in the gallery (same content hash) or repeated in the input.
         failed: images that gave no template (see the report).
+        low_quality: of those, faces refused by the quality gate (report kind
+            ``low_quality``; the recogniser's ``enroll_quality``).
         seconds: wall time.
         report: path of the CSV report of failures.
     """
@@ -70,6 +72,7 @@ class EnrollSummary:
     failed: int
     seconds: float
     report: str | None
+    low_quality: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -283,7 +286,7 @@ def enroll_images(
     known = gallery.content_hashes()
     prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
     seen: dict[str, str] = {}
-    counts = {"enrolled": 0, "skipped": 0, "failed": 0}
+    counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
     batch: list[tuple[EnrollItem, str, np.ndarray]] = []
     t0 = last_save = time.monotonic()
     save_cost = 0.0
@@ -301,6 +304,7 @@ def enroll_images(
             [img for _, _, img in batch],
             names=[it.path for it, _, _ in batch],
             aligned_arrays=False,  # photos, decoded by the workers: always detect and align
+            min_quality=getattr(recognizer, "enroll_quality", None),
         )
         done = [(it, d, r.embedding) for (it, d, _), r in zip(batch, results, strict=True) if r.ok]
         for (it, _, _), r in zip(batch, results, strict=True):
@@ -333,6 +337,7 @@ def enroll_images(
 
         def fail(item: EnrollItem, kind: str, reason: str) -> None:
             counts["failed"] += 1
+            counts["low_quality"] += kind == "low_quality"
             writer.writerow([item.path, item.identity, kind, reason])
             fh.flush()
 
@@ -380,6 +385,7 @@ def enroll_images(
         failed=counts["failed"],
         seconds=time.monotonic() - t0,
         report=str(report_path),
+        low_quality=counts["low_quality"],
     )
     log.info(
         "enrolled %d, skipped %d, failed %d of %d images in %.1f s",

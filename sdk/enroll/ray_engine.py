@@ -44,6 +44,7 @@ RECIPE_ATTRIBUTES = {
     "backend": "backend",
     "detector_options": "detector_options",
     "max_pixels": "max_pixels",
+    "enroll_quality": "enroll_quality",
 }
 """FaceRecognizer constructor argument -> the attribute that keeps it (the recogniser itself
 does not travel to the actors; each builds its own from this recipe)."""
@@ -128,7 +129,12 @@ def _embed(recognizer: Any, payloads: list[bytes], names: list[str]) -> list[Any
     """The one place the actors call the pipeline (encoded bytes in, EmbedResults out)."""
     if not payloads:
         return []
-    return recognizer.embed_many(payloads, names=names, aligned_arrays=False)
+    return recognizer.embed_many(
+        payloads,
+        names=names,
+        aligned_arrays=False,
+        min_quality=getattr(recognizer, "enroll_quality", None),
+    )
 
 
 def enroll_images_ray(

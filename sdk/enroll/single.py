@@ -73,7 +73,7 @@ def enroll(
     if not images:
         raise GalleryError(f"no images given to enroll {identity!r}")
     check_model(recognizer, gallery)
-    results = recognizer.embed_many(images)
+    results = recognizer.embed_many(images, min_quality=getattr(recognizer, "enroll_quality", None))
     for r in results:
         if not r.ok:
             raise r.error

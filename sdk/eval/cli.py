@@ -24,6 +24,43 @@ def register(sub: Any) -> None:
     _common(ident)
     ident.set_defaults(func=_run_lfw_identify)
 
+    pairs = ev.add_parser(
+        "pairs", help="any pairs CSV (path1,path2,label[,fold]): k-fold accuracy, by yaw bin"
+    )
+    pairs.add_argument("pairs_csv", help="pairs file; relative paths are against --root")
+    pairs.add_argument("--root", default=None, help="image folder (default: the CSV's folder)")
+    pairs.add_argument("--yaw", default=None, help="path,yaw CSV: adds accuracy by |yaw| bin")
+    pairs.add_argument("--plot", metavar="YAW.png", help="bar chart of accuracy by yaw bin")
+    add_model_args(pairs, policy=None)
+    pairs.add_argument("--json", action="store_true", help="print the report as JSON")
+    pairs.add_argument("--no-progress", action="store_true")
+    pairs.set_defaults(func=_run_pairs)
+
+    pose = ev.add_parser(
+        "make-pose",
+        help="build the frontal-to-turned pose benchmark (pairs.csv, yaw.csv) from "
+        "a folder of identity folders",
+    )
+    pose.add_argument("data", help="e.g. ../shared/data/celeba-subset")
+    pose.add_argument("--out", required=True, help="output folder")
+    pose.add_argument("--per-identity", type=int, default=3, help="genuine pairs per identity")
+    pose.add_argument("--no-progress", action="store_true")
+    pose.set_defaults(func=_run_make_pose)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="cosine thresholds at FAR 1e-2..1e-6 on all image pairs of a folder of "
+        "identities; stored in the model's ONNX metadata",
+    )
+    cal.add_argument("model", help="an npcface .onnx file (or a registry name: print only)")
+    cal.add_argument("--data", required=True, help="identity folders, e.g. ../shared/data/lfw")
+    cal.add_argument("--out", default=None, help="write a copy here instead of in place")
+    cal.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    add_model_args(cal, policy=None, recognizer=False)
+    cal.add_argument("--json", action="store_true")
+    cal.add_argument("--no-progress", action="store_true")
+    cal.set_defaults(func=_run_calibrate)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="LFW folder (with images/ and pairs.txt)")
@@ -51,6 +88,55 @@ def _run_lfw_identify(args: argparse.Namespace) -> int:
     from .identify import run_lfw_identify
 
     report = run_lfw_identify(args.data, recognizer_from_args(args), progress=not args.no_progress)
+    _print(report, args.json)
+    return 0
+
+
+def _run_pairs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pairs import read_pairs_csv
+    from .pose import read_yaws
+    from .verify import run_pair_verification
+
+    root = args.root or str(Path(args.pairs_csv).parent)
+    pairs = read_pairs_csv(args.pairs_csv, root=root)
+    yaws = read_yaws(args.yaw, root=root) if args.yaw else None
+    report = run_pair_verification(
+        recognizer_from_args(args),
+        pairs,
+        yaws=yaws,
+        policy=args.policy,
+        progress=not args.no_progress,
+        plot=args.plot,
+    )
+    _print(report, args.json)
+    return 0
+
+
+def _run_make_pose(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .pose import build_pose_pairs
+
+    bench = build_pose_pairs(
+        args.data, args.out, per_identity=args.per_identity, progress=not args.no_progress
+    )
+    _print({k: str(v) for k, v in asdict(bench).items()}, False)
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .calibrate import calibrate, write_thresholds
+
+    args.recognizer = args.model
+    rec = recognizer_from_args(args)
+    result = calibrate(rec, args.data, progress=not args.no_progress)
+    report: dict[str, Any] = asdict(result)
+    if not args.dry_run and str(args.model).endswith(".onnx"):
+        report["written"] = str(write_thresholds(args.model, result, out=args.out))
     _print(report, args.json)
     return 0
 

@@ -115,18 +115,20 @@ def check_int(value: Any, what: str) -> int:
 
 def check_threshold(threshold: Any, metric: str = "cosine") -> float:
     """A finite number; for ``cosine`` galleries the one threshold rule of
-    :func:`npcface.validate.check_threshold` (a cosine similarity in [-1, 1])."""
+    :func:`npcface.validate.check_threshold` (a cosine similarity in [-1, 1]), same words."""
+    if isinstance(threshold, bool):
+        raise GalleryArgumentError(f"threshold must be a finite number, got {threshold!r}")
+    if metric == "cosine":
+        try:
+            return validate.check_threshold(threshold)
+        except InvalidArgumentError as exc:
+            raise GalleryArgumentError(str(exc)) from None
     try:
         value = float(threshold)
     except (TypeError, ValueError):
         value = float("nan")
-    if isinstance(threshold, bool) or not np.isfinite(value):
+    if not np.isfinite(value):
         raise GalleryArgumentError(f"threshold must be a finite number, got {threshold!r}")
-    if metric == "cosine":
-        try:
-            value = validate.check_threshold(value)
-        except InvalidArgumentError as exc:
-            raise GalleryArgumentError(str(exc)) from None
     return value
 
 

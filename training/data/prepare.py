@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from npcface.fsutil import atomic_write_bytes
 
 from ..errors import DataError
 from .base import IMAGE_EXTENSIONS
@@ -116,10 +117,10 @@ def _out_path(out_dir: Path, rel: str) -> Path:
 
 def _write_crop(path: Path, crop: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.jpg")
-    if not cv2.imwrite(str(tmp), crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-        raise DataError(f"cannot write {path}")
-    os.replace(tmp, path)
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DataError(f"cannot encode the crop for {path}")
+    atomic_write_bytes(path, data.tobytes(), durable=False)
 
 
 # ---------------------------------------------------------------------- worker side

@@ -1,0 +1,71 @@
+"""Named pipeline configurations: ``FaceRecognizer(preset="accurate" | "fast")``.
+
+A preset fixes the detector (and its options), the face policy and flip fusion. Arguments
+given to :class:`~npcface.FaceRecognizer` explicitly override the preset's. Figures (LFW
+10-fold accuracy through the public API, time per photo as a ratio to OpenCV's own YuNet +
+SFace pipeline measured in the same run) are in the README's "Presets" section and were
+measured with ``bench/pipeline_vs_opencv.py --preset NAME`` and ``bench/presets_lfw.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One pipeline configuration.
+
+    Attributes:
+        name: the preset's name.
+        detector: detector registry name.
+        detector_options: keyword arguments for the detector.
+        face_policy: which face of a photo is used (see :data:`npcface.choose.FACE_POLICIES`).
+        flip: fuse each embedding with its mirror image's.
+        summary: one line on what it is for.
+    """
+
+    name: str
+    detector: str
+    detector_options: dict[str, Any] = field(default_factory=dict)
+    face_policy: str = "center"
+    flip: bool = False
+    summary: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "accurate": Preset(
+        name="accurate",
+        detector="retinaface",
+        detector_options={},
+        face_policy="center",
+        flip=True,
+        summary="RetinaFace landmarks (hold on turned faces), the centred subject, flip fusion",
+    ),
+    "fast": Preset(
+        name="fast",
+        detector="yunet",
+        detector_options={},
+        face_policy="center",
+        flip=False,
+        summary="YuNet int8, the centred subject, one forward pass per face: for throughput",
+    ),
+}
+DEFAULT_PRESET = "accurate"
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    Raises:
+        InvalidArgumentError: unknown name (the message lists the known ones).
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown preset {name!r}; use one of {', '.join(sorted(PRESETS))}"
+        ) from None

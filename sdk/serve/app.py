@@ -1,0 +1,192 @@
+"""The application factory :func:`create_app`; :func:`app_from_env` for uvicorn workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import NpcfaceError
+from .auth import KeyRing
+from .galleries import GalleryManager
+from .metrics import Metrics
+from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
+from .routes import faces, galleries, identities, ops, verification
+from .settings import Settings
+from .wire import error_body
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "NPCFACE_SERVE_SETTINGS"
+
+
+def create_app(settings: Settings | None = None, recognizer: Any = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: how to run (default :class:`Settings`).
+        recognizer: a :class:`~npcface.FaceRecognizer` to serve instead of building one
+            from ``settings`` (it must be safe to share between threads).
+
+    Returns:
+        The FastAPI application; models load when it starts (its lifespan), not here.
+
+    Raises:
+        ServiceError: the API key file is unreadable or malformed.
+    """
+    settings = settings or Settings()
+    keys = KeyRing.load(settings.api_key_file)
+    manager = GalleryManager(
+        settings.gallery_root,
+        keep_writer=settings.workers <= 1,
+        writer_wait_s=settings.writer_wait_s,
+        writer_idle_s=settings.writer_idle_s,
+    )
+    metrics = Metrics(manager.sizes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rec = recognizer if recognizer is not None else settings.build_recognizer()
+        await run_in_threadpool(_warm_up, rec)
+        app.state.recognizer = rec
+        upkeep = None
+        if not manager.keep_writer:  # several workers: writer locks go back when idle
+            upkeep = asyncio.create_task(_upkeep(manager, settings.writer_idle_s))
+        log.info("serving %s; galleries in %s", rec.info.name, manager.root)
+        try:
+            yield
+        finally:
+            if upkeep is not None:
+                upkeep.cancel()
+            app.state.recognizer = None
+            await run_in_threadpool(manager.close)
+
+    app = FastAPI(
+        title="npcface",
+        version=__version__,
+        summary="Face detection, verification and identification with galleries",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.keys = keys
+    app.state.galleries = manager
+    app.state.metrics = metrics
+    app.state.recognizer = None
+    for router in (
+        faces.router,
+        verification.router,
+        galleries.router,
+        identities.router,
+        ops.router,
+    ):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=ops.STATIC), name="static")
+    _add_error_handlers(app)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestFrame, timeout_s=settings.request_timeout_s, observe=metrics.observe)
+    return app
+
+
+def _warm_up(rec: Any) -> None:
+    """Load the models now (and run them once) so the first request is not the slow one."""
+    info = rec.info
+    rec.detect(np.zeros((64, 64, 3), np.uint8))
+    rec.embed(np.zeros((info.input_size, info.input_size, 3), np.uint8))
+
+
+async def _upkeep(manager: GalleryManager, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(max(every_s / 2, 0.1))
+        try:
+            await run_in_threadpool(manager.release_idle)
+        except Exception:  # noqa: BLE001 - upkeep must go on
+            log.exception("giving back idle writer locks failed")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NpcfaceError)
+    async def npcface_error(request: Request, exc: NpcfaceError) -> JSONResponse:
+        status, body = error_body(exc)
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}")
+        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        body = {
+            "error": "invalid_argument",
+            "message": "; ".join(parts) or "invalid request",
+            "input": ".".join(str(p) for p in first if p != "body") or None,
+        }
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "invalid_argument"
+        )
+        body = {"error": code, "message": str(exc.detail), "input": None}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # logged with its traceback here; the client gets no details of it
+        log.error("request %s failed", request_id.get(), exc_info=exc)
+        status, body = error_body(exc)
+        return JSONResponse(body, status_code=status)
+
+
+# ------------------------------------------------------------------ settings via environment
+def settings_to_env(settings: Settings) -> str:
+    """Settings as JSON for :data:`SETTINGS_ENV` (worker processes rebuild them from it)."""
+    d = asdict(settings)
+    d.pop("recognizer_factory", None)
+    for k, v in d.items():
+        if isinstance(v, Path):
+            d[k] = str(v)
+    return json.dumps(d)
+
+
+def app_from_env() -> FastAPI:
+    """The app described by :data:`SETTINGS_ENV` (uvicorn's ``--factory`` entry point)."""
+    level = os.environ.get("NPCFACE_SERVE_LOG_LEVEL")
+    if level is not None:  # a worker process of `npcface serve`
+        setup_logging(int(level))
+    raw = json.loads(os.environ.get(SETTINGS_ENV, "{}"))
+    known = {f.name for f in fields(Settings)} - {"recognizer_factory"}
+    kwargs = {k: v for k, v in raw.items() if k in known}
+    for key in ("gallery_root", "api_key_file"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = Path(kwargs[key])
+    if "cors_origins" in kwargs:
+        kwargs["cors_origins"] = tuple(kwargs["cors_origins"])
+    return create_app(Settings(**kwargs))

@@ -1,0 +1,117 @@
+"""Dependencies: the key's rights, the recogniser, a gallery by name, typed body fields."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from ..errors import InvalidArgumentError
+from .inputs import Payload, payload_reader
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def can_read(request: Request) -> str:
+    """Any valid key (or none when keys are off). Raises ``unauthorized`` (401)."""
+    return request.app.state.keys.check(_presented_key(request), "read")
+
+
+async def can_write(request: Request) -> str:
+    """A write key. Raises ``unauthorized`` (401) or ``forbidden`` (403)."""
+    return request.app.state.keys.check(_presented_key(request), "write")
+
+
+async def recognizer(request: Request) -> Any:
+    return request.app.state.recognizer
+
+
+async def gallery_name(request: Request, name: str) -> str:
+    """The ``{name}`` of an existing gallery. Raises ``gallery_not_found`` (404)."""
+    return request.app.state.galleries.require(name)
+
+
+Recognizer = Annotated[Any, Depends(recognizer)]
+"""The service's :class:`~npcface.FaceRecognizer`."""
+GalleryName = Annotated[str, Depends(gallery_name)]
+"""The ``{name}`` path parameter of an existing gallery."""
+Images = Annotated[Payload, Depends(payload_reader(("images",)))]
+"""A body with image field ``images`` (several)."""
+Image = Annotated[Payload, Depends(payload_reader(("image",)))]
+"""A body with image field ``image``."""
+ImagePair = Annotated[Payload, Depends(payload_reader(("image1", "image2")))]
+"""A body with image fields ``image1`` and ``image2``."""
+
+
+# ---------------------------------------------------------------- typed fields of a Payload
+def number(payload: Payload, name: str, default: float | None = None) -> float | None:
+    """A finite number field (``None`` when absent). Raises InvalidArgumentError."""
+    value = payload.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise _bad(name, f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(out):
+        raise _bad(name, f"must be a finite number, got {value!r}")
+    return out
+
+
+def integer(payload: Payload, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer field in [lo, hi]. Raises InvalidArgumentError."""
+    value = payload.get(name, default)
+    try:
+        out = int(value)
+        ok = out == float(value) and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not lo <= out <= hi:
+        raise _bad(name, f"must be an integer in [{lo}, {hi}], got {value!r}")
+    return out
+
+
+def flag(payload: Payload, name: str, default: bool = False) -> bool:
+    value = payload.get(name, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return value.lower() in ("true", "1", "yes")
+    if value in (0, 1):
+        return bool(value)
+    raise _bad(name, f"must be true or false, got {value!r}")
+
+
+def mapping(payload: Payload, name: str) -> dict[str, Any] | None:
+    value = payload.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, dict):
+        raise _bad(name, "must be a JSON object")
+    return value
+
+
+def threshold_of(rec: Any, payload: Payload) -> tuple[float | None, float | None]:
+    """(threshold, far) from the ``threshold`` or ``far`` fields; (None, None) without both.
+
+    Raises:
+        InvalidArgumentError: both given. NpcfaceError: no threshold calibrated at that FAR.
+    """
+    threshold, far = number(payload, "threshold"), number(payload, "far")
+    if threshold is not None and far is not None:
+        raise _bad("far", "give threshold or far, not both")
+    if far is not None:
+        return rec.default_threshold(far), far
+    return threshold, None
+
+
+def _bad(name: str, text: str) -> InvalidArgumentError:
+    exc = InvalidArgumentError(f"{name}: {text}")
+    exc.input = name  # type: ignore[attr-defined]
+    return exc

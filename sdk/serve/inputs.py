@@ -1,0 +1,177 @@
+"""Request bodies with images: multipart files or base64 in JSON, read within the limits.
+
+Either form gives a :class:`Payload`: the uploads of each image field and the other fields.
+JSON image fields take a base64 string (a ``data:`` URL is fine), an object
+``{"name": ..., "data": base64}``, or a list of those. Multipart text fields are read as JSON
+when they parse (so ``embedding1=[0.1, ...]`` works), else kept as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from ..errors import ImageError, NpcfaceError
+from ..image import describe
+from .wire import ServiceError
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request: ``ref`` names it in the API (``images[2]``), ``label`` in
+    messages (the file name when there is one)."""
+
+    ref: str
+    label: str
+    data: bytes
+
+
+@dataclass
+class Payload:
+    """A parsed request body."""
+
+    uploads: dict[str, list[Upload]] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def images(self, name: str) -> list[Upload]:
+        return self.uploads.get(name, [])
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.uploads.values())
+
+
+def payload_reader(
+    image_fields: tuple[str, ...],
+) -> Callable[[Request], Awaitable[Payload]]:
+    """A dependency that parses the body into a :class:`Payload` with those image fields."""
+
+    async def read(request: Request) -> Payload:
+        settings = request.app.state.settings
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            payload = await _from_multipart(request, image_fields, settings.max_images)
+        elif ctype.startswith("application/json") or not ctype:
+            payload = await _from_json(request, image_fields)
+        else:
+            raise ServiceError(
+                "invalid_argument",
+                f"unsupported content type {ctype!r}: send multipart/form-data or application/json",
+            )
+        if payload.count > settings.max_images:
+            raise ServiceError(
+                "too_many_images",
+                f"{payload.count} images in one request; the limit is {settings.max_images} "
+                "(the server's --max-images)",
+            )
+        request.app.state.metrics.images.inc(payload.count)
+        return payload
+
+    return read
+
+
+async def _from_multipart(
+    request: Request, image_fields: tuple[str, ...], max_images: int
+) -> Payload:
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=256)
+    except HTTPException as exc:  # starlette's own multipart limits
+        code = "too_many_images" if "files" in str(exc.detail).lower() else "invalid_argument"
+        raise ServiceError(code, f"bad multipart body: {exc.detail}") from None
+    out = Payload()
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key not in image_fields:
+                    raise ServiceError(
+                        "invalid_argument",
+                        f"unexpected file field {key!r}; this endpoint takes "
+                        f"{', '.join(image_fields)}",
+                        input=key,
+                    )
+                items = out.uploads.setdefault(key, [])
+                ref = f"{key}[{len(items)}]"
+                data = await value.read()
+                items.append(Upload(ref, value.filename or ref, data))
+            else:
+                out.fields[key] = _text_value(value)
+    finally:
+        await form.close()
+    return out
+
+
+def _text_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+async def _from_json(request: Request, image_fields: tuple[str, ...]) -> Payload:
+    raw = await request.body()
+    if not raw:
+        return Payload()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ServiceError("invalid_argument", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ServiceError("invalid_argument", "request body must be a JSON object")
+    out = Payload()
+    for key, value in body.items():
+        if key not in image_fields:
+            out.fields[key] = value
+            continue
+        values = value if isinstance(value, list) else [value]
+        out.uploads[key] = [
+            _from_base64(v, f"{key}[{i}]" if isinstance(value, list) else key)
+            for i, v in enumerate(values)
+            if v is not None
+        ]
+    return out
+
+
+def _from_base64(value: Any, ref: str) -> Upload:
+    label = ref
+    if isinstance(value, dict):
+        label = str(value.get("name") or ref)
+        value = value.get("data")
+    if not isinstance(value, str):
+        raise _named(ImageError("expected a base64 string"), label, ref)
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _named(ImageError("not valid base64"), label, ref) from None
+    return Upload(ref, label, data)
+
+
+def _named(exc: NpcfaceError, label: str, ref: str, was: str | None = None) -> NpcfaceError:
+    """``exc`` (same class) with its message naming ``label`` and ``input`` set to ``ref``."""
+    text = str(exc)
+    if was and text.startswith(was):
+        text = f"{label}{text[len(was) :]}"
+    elif not text.startswith(label):
+        text = f"{label}: {text}"
+    new = type(exc).__new__(type(exc))
+    Exception.__init__(new, text)
+    new.__dict__.update(exc.__dict__)
+    new.input = ref  # type: ignore[attr-defined]
+    return new
+
+
+def rename(exc: NpcfaceError, upload: Upload) -> NpcfaceError:
+    """A pipeline error about an upload's bytes, naming the upload instead (same class)."""
+    return _named(exc, upload.label, upload.ref, describe(upload.data))

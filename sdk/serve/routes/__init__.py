@@ -1,0 +1,1 @@
+"""One router per resource: faces, verification, galleries, identities, operations."""

@@ -1,0 +1,202 @@
+"""Request and response bodies. Fields mirror the library's result types (units as there:
+pixels, cosine similarity in [-1, 1], unit-norm float32 embeddings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx and 5xx body."""
+
+    error: str = Field(description="stable error code, e.g. no_face, image_error, unauthorized")
+    message: str = Field(description="what went wrong, naming the input and the fix")
+    input: str | None = Field(None, description="the offending input, e.g. images[1]")
+
+
+class FaceOut(BaseModel):
+    """:class:`npcface.Face`."""
+
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels")
+    landmarks: list[list[float]] = Field(
+        description="5 x (x, y) pixels: left eye, right eye, nose, left mouth, right mouth"
+    )
+    score: float = Field(description="detector confidence in [0, 1]")
+    quality: float | None = Field(None, description="face quality, when the pipeline rates it")
+
+
+class DetectImage(BaseModel):
+    input: str
+    faces: list[FaceOut] = Field(description="best score first")
+
+
+class DetectOut(BaseModel):
+    images: list[DetectImage]
+
+
+class EmbedFace(BaseModel):
+    face: FaceOut
+    embedding: list[float] = Field(description="(d,) unit-norm float32")
+
+
+class EmbedItem(BaseModel):
+    """One image: the face chosen by the face policy (or all faces) with embeddings, or
+    the error that stopped it (other images are still answered)."""
+
+    input: str
+    ok: bool
+    faces: list[EmbedFace]
+    error: ErrorOut | None = None
+
+
+class EmbedOut(BaseModel):
+    model: str
+    images: list[EmbedItem]
+
+
+class VerifyOut(BaseModel):
+    """:class:`npcface.VerifyResult` plus the FAR the threshold was calibrated at."""
+
+    verified: bool
+    similarity: float
+    threshold: float
+    far: float | None = Field(description="FAR the threshold was calibrated at; null if custom")
+    face1: FaceOut | None
+    face2: FaceOut | None
+    model: str
+
+
+class MatchOut(BaseModel):
+    """:class:`npcface.Match`."""
+
+    identity: str
+    similarity: float
+    template_id: int
+    metadata: dict[str, Any] | None = None
+
+
+class IdentifyFace(BaseModel):
+    face: FaceOut
+    matches: list[MatchOut] = Field(description="most similar first")
+
+
+class IdentifyOut(BaseModel):
+    threshold: float | None = Field(description="open set: matches below it are left out")
+    far: float | None
+    faces: list[IdentifyFace]
+
+
+class SearchIn(BaseModel):
+    embeddings: list[list[float]] = Field(description="(n, d) query embeddings")
+    k: int = 5
+    threshold: float | None = None
+    far: float | None = None
+
+
+class SearchOut(BaseModel):
+    threshold: float | None
+    far: float | None
+    matches: list[list[MatchOut]]
+
+
+class GalleryIn(BaseModel):
+    name: str = Field(description="1-64 letters, digits, '.', '_', '-'")
+    index: str = Field("auto", description="auto or a FAISS factory string")
+    dtype: str = Field("float32", description="float32 or float16 storage")
+    metric: str = Field("cosine", description="cosine or ip")
+    model: str | None = Field(None, description="default: the server's recogniser")
+    dim: int | None = Field(None, description="default: the server's embedding size")
+
+
+class GalleryOut(BaseModel):
+    """:class:`npcface.gallery.GalleryInfo` and the gallery's name."""
+
+    name: str
+    dim: int
+    metric: str
+    dtype: str
+    index_spec: str
+    factory: str
+    search_params: dict[str, int]
+    identities: int
+    templates: int
+    index_vectors: int
+    tombstones: int
+    removable: bool
+    device: str
+    device_reason: str
+    model: str | None
+    index_saved: bool
+    schema_version: int
+    disk_bytes: int
+    created: float
+
+
+class GalleryList(BaseModel):
+    galleries: list[str]
+
+
+class IdentityOut(BaseModel):
+    identity: str
+    templates: int
+    template_ids: list[int] | None = None
+
+
+class IdentityPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    identities: list[IdentityOut]
+
+
+class EnrollIn(BaseModel):
+    """JSON form of an enrolment (multipart: files ``images`` and form fields)."""
+
+    images: list[str] | None = Field(None, description="base64 images")
+    embeddings: list[list[float]] | None = Field(None, description="(n, d) embeddings")
+    metadata: dict[str, Any] | None = None
+
+
+class EnrollOut(BaseModel):
+    identity: str
+    template_ids: list[int] = Field(description="durable when this answer arrives")
+
+
+class DeletedOut(BaseModel):
+    deleted: str
+    templates: int | None = None
+
+
+class ModelOut(BaseModel):
+    """:class:`npcface.RecognizerInfo` (the parts a client needs)."""
+
+    name: str
+    input_size: int
+    embedding_size: int
+    thresholds: dict[str, float]
+    face_policy: str
+    max_images: int
+    max_pixels: int
+    max_body_bytes: int
+
+
+def multipart_and_json(json_schema: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """``openapi_extra`` that documents a body taking either multipart files or JSON."""
+    props = {
+        name: (
+            {"type": "array", "items": {"type": "string", "format": "binary"}}
+            if many == "many"
+            else {"type": "string", "format": "binary"}
+        )
+        for name, many in files.items()
+    }
+    return {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": json_schema},
+                "multipart/form-data": {"schema": {"type": "object", "properties": props}},
+            }
+        }
+    }

@@ -1,0 +1,76 @@
+"""The service's settings: one frozen dataclass, filled by ``npcface serve``'s options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..image import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the service runs.
+
+    Attributes:
+        gallery_root: directory holding the galleries, one sub-directory per name
+            (created if missing).
+        api_key_file: file of hashed API keys (see :mod:`npcface.serve.auth`); ``None``
+            serves without authentication (fine on loopback).
+        detector, recognizer, providers, face_policy, flip, det_min_side, backend: the
+            pipeline, as in :class:`~npcface.FaceRecognizer` and the other commands.
+        max_body_bytes: largest request body (413 beyond it).
+        max_pixels: largest image (width x height) the recogniser built from these
+            settings accepts; larger ones are refused from their header, before decoding.
+        max_images: most images (or embeddings) in one request (400 beyond it).
+        request_timeout_s: a request still running after this many seconds gets 503
+            ``timeout`` (the work it started finishes in the background).
+        max_k: largest ``k`` for identify and search.
+        workers: uvicorn worker processes; with more than one, a worker holds a gallery's
+            writer lock only while it writes (released after ``writer_idle_s``).
+        writer_wait_s: how long a write waits for another worker's writer lock (409 after).
+        writer_idle_s: idle time after which a worker gives a gallery's writer lock back
+            (only when ``workers > 1``).
+        cors_origins: origins allowed by CORS; empty (the default) adds no CORS headers.
+        recognizer_factory: builds the recogniser instead of the pipeline options (for
+            embedding the app in a process that already has one).
+    """
+
+    gallery_root: Path = Path("galleries")
+    api_key_file: Path | None = None
+    detector: str = "yunet"
+    recognizer: str = "sface"
+    providers: str | None = None
+    face_policy: str = "largest"
+    flip: bool = False
+    det_min_side: int | None = None
+    backend: str = "auto"
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images: int = 32
+    request_timeout_s: float = 60.0
+    max_k: int = 1000
+    workers: int = 1
+    writer_wait_s: float = 10.0
+    writer_idle_s: float = 2.0
+    cors_origins: tuple[str, ...] = field(default=())
+    recognizer_factory: Callable[[], Any] | None = field(default=None, compare=False)
+
+    def build_recognizer(self) -> Any:
+        """The :class:`~npcface.FaceRecognizer` these settings describe (not loaded yet)."""
+        if self.recognizer_factory is not None:
+            return self.recognizer_factory()
+        from ..recognizer import FaceRecognizer
+
+        return FaceRecognizer(
+            detector=self.detector,
+            recognizer=self.recognizer,
+            providers=self.providers,
+            face_policy=self.face_policy,
+            flip=self.flip,
+            backend=self.backend,
+            detector_options={"min_side": self.det_min_side} if self.det_min_side else None,
+            max_pixels=self.max_pixels,
+        )
