@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "gallery.db"
-_BUSY = "open for writing in another process"
+_BUSY = "open for writing in"  # another process (another worker) or, in tests, this one
 
 
 def check_name(name: str) -> str:
