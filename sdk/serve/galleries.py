@@ -1,8 +1,8 @@
 """The galleries a service worker has open: readers that follow, one writer at a time.
 
 A gallery is the directory ``<gallery_root>/<name>``. Reads use this worker's writable
-handle when it holds one, else a read-only handle that catches up with the writer's
-committed changes (:meth:`Gallery.refresh`) before each use. Writes take the gallery's writer
+handle when it holds one, else a read-only handle, which follows the writer's committed
+changes by itself (every read checks SQLite's ``PRAGMA data_version`` first). Writes take the gallery's writer
 lock (waiting up to ``writer_wait_s`` for another worker to give it back). With one worker
 the lock is kept; with several, a worker gives it back after ``writer_idle_s`` without
 writes, so the other workers can write too.
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "gallery.db"
-_BUSY = "open for writing in another process"
+_BUSY = "open for writing in"  # another process (another worker) or, in tests, this one
 
 
 def check_name(name: str) -> str:
@@ -128,8 +128,7 @@ class GalleryManager:
             if h.reader is None:
                 h.reader = Gallery.open(self.path(name), readonly=True)
             reader = h.reader
-        reader.refresh()
-        yield reader
+        yield reader  # a read-only Gallery follows the writer's commits by itself
 
     @contextmanager
     def writer(self, name: str) -> Iterator[Any]:

@@ -40,6 +40,8 @@ ERRORS: dict[str, ErrorKind] = {
         ErrorKind("too_many_images", 400, E.InvalidArgumentError),
         ErrorKind("payload_too_large", 413, E.InvalidArgumentError),
         ErrorKind("gallery_error", 400, E.GalleryError),
+        ErrorKind("gallery_argument", 400, E.GalleryArgumentError),
+        ErrorKind("gallery_embedding", 400, E.GalleryEmbeddingError),
         ErrorKind("gallery_corrupt", 409, E.GalleryCorruptError),
         ErrorKind("gallery_busy", 409, E.GalleryError),
         ErrorKind("gallery_exists", 409, E.GalleryError),
@@ -62,6 +64,8 @@ ERRORS: dict[str, ErrorKind] = {
 # Library classes, most specific first: the code of an exception is that of its first match.
 _BY_CLASS: tuple[tuple[type[E.NpcfaceError], str], ...] = (
     (E.GalleryCorruptError, "gallery_corrupt"),
+    (E.GalleryEmbeddingError, "gallery_embedding"),
+    (E.GalleryArgumentError, "gallery_argument"),
     (E.GalleryError, "gallery_error"),
     (E.EmbeddingError, "embedding_error"),
     (E.UnknownModelError, "unknown_model"),
