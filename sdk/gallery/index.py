@@ -267,11 +267,23 @@ def ivf_factory(dim: int) -> str:
     return f"IDMap,IVF{IVF_NLIST},PQ{fastscan_m(dim)}x4fs,RFlat"
 
 
+def auto_tiers(dim: int) -> tuple[tuple[int, str], ...]:
+    """Every tier of ``index="auto"`` for ``dim`` dimensions, smallest first, as
+    ``(from this many templates, factory)``."""
+    return (
+        (0, FLAT_FACTORY),
+        (FLAT_MAX_TEMPLATES, scan_factory(dim)),
+        (IVF_MIN_TEMPLATES, ivf_factory(dim)),
+    )
+
+
 def auto_factory(n: int, dim: int) -> str:
     """The factory ``index="auto"`` uses for a gallery of ``n`` templates of ``dim`` dims."""
-    if n < FLAT_MAX_TEMPLATES:
-        return FLAT_FACTORY
-    return scan_factory(dim) if n < IVF_MIN_TEMPLATES else ivf_factory(dim)
+    factory = FLAT_FACTORY
+    for start, tier_factory in auto_tiers(dim):
+        if n >= start:
+            factory = tier_factory
+    return factory
 
 
 def target_factory(spec: str, n: int, dim: int) -> str:
