@@ -49,7 +49,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -493,6 +493,11 @@ class RealRow:
 def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
     """One gallery size: exact search, then every index and parameter set of ``indexes``."""
     real = load_real(args.real_cache, dim, args.seed)
+    if args.probes and args.probes < len(real.probes):  # a random subset, for 10M runs
+        pick = np.sort(
+            np.random.default_rng(args.seed).choice(len(real.probes), args.probes, replace=False)
+        )
+        real = replace(real, probes=real.probes[pick], probe_mate=real.probe_mate[pick])
     xb = real_gallery(real, n, args.seed, log)
     total, queries = len(xb), real.probes
     log(
@@ -674,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--templates", type=int, default=2, help="synthetic: templates per identity")
     ap.add_argument("--noise", type=float, default=0.6, help="synthetic: template/query noise")
     ap.add_argument("--queries", type=int, default=1000, help="synthetic: queries")
+    ap.add_argument(
+        "--probes", type=int, default=0, help="real: search only this many probes (0: all 7,484)"
+    )
     ap.add_argument(
         "--timing-queries", type=int, default=1000, help="real: probes in each timed batch"
     )
