@@ -344,9 +344,8 @@ def lfw_split(labels: np.ndarray, paths: np.ndarray, sources: np.ndarray):
     keep = counts >= 2
     mates = lfw[first[keep]]
     slot = {p: i for i, p in enumerate(people[keep])}
-    probes = np.array(
-        [r for r in lfw if labels[r] in slot and r not in set(mates.tolist())], dtype=np.int64
-    )
+    is_mate = set(mates.tolist())
+    probes = np.array([r for r in lfw if labels[r] in slot and r not in is_mate], dtype=np.int64)
     probe_mate = np.array([slot[labels[r]] for r in probes], dtype=np.int64)
     return mates, probes, probe_mate
 
