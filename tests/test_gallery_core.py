@@ -327,7 +327,7 @@ def test_auto_moves_up_the_tiers_as_it_grows(
     names, vecs, centres = clustered(800, seed=2)
     assert len(names) > 1400
     scan, ivf = ix.scan_factory(DIM), ix.ivf_factory(DIM)
-    assert (scan, ivf) == ("IDMap,PQ4x4fs,RFlat", "IDMap,IVF8,PQ4x4fs,RFlat")
+    assert (scan, ivf) == ("IDMap,PQ8x4fs,RFlat", "IDMap,IVF8,PQ8x4fs,RFlat")
     q = queries_near(centres, 30)
     with Gallery.create(tmp_path / "g", DIM) as g:
         tids = np.array(g.add_many(names[:650], vecs[:650]))
@@ -337,7 +337,7 @@ def test_auto_moves_up_the_tiers_as_it_grows(
         alive = np.zeros(len(names), bool)
         alive[:1000] = True
         want = brute_force(names, vecs, alive, q, 4)
-        top1 = [r[0].identity for r in g.search(q, 1)]  # 4-bit codes of 8 dims: coarse
+        top1 = [r[0].identity for r in g.search(q, 1)]  # 4-bit codes of 4 dims: coarse
         assert np.mean([a == w[0][0] for a, w in zip(top1, want, strict=True)]) >= 0.9
         g.set_search_params(k_factor=256)  # re-ranks every template here: exact
         assert_same(g.search(q, 4), want, tids)
@@ -432,20 +432,22 @@ def test_traits_of_factories() -> None:
     assert not ix.traits("IDMap,IVF64,Flat", DIM).removable
     assert ix.traits("IVF64,PQ8", DIM).min_train == 39 * 256
     assert ix.auto_factory(10, 512) == ix.FLAT_FACTORY
-    assert ix.auto_factory(10**5, 512) == "IDMap,PQ64x4fs,RFlat"
-    assert ix.auto_factory(10**6, 512) == "IDMap,IVF1024,PQ64x4fs,RFlat"
-    assert ix.auto_factory(10**6, 128) == "IDMap,IVF1024,PQ16x4fs,RFlat"
-    assert ix.default_search_params(ix.auto_factory(10**6, 128), 10**6, 128) == {
-        "nprobe": 256,
-        "k_factor": 64,
+    assert ix.auto_factory(10**5, 512) == "IDMap,PQ128x4fs,RFlat"
+    assert ix.auto_factory(10**6, 512) == "IDMap,PQ128x4fs,RFlat"
+    assert ix.auto_factory(10**7, 128) == "IDMap,PQ32x4fs,RFlat"
+    assert ix.default_search_params(ix.auto_factory(10**6, 128), 10**6, 128) == {"k_factor": 256}
+    assert ix.default_search_params("IDMap,IVF1024,PQ32x4fs,RFlat", 10**6, 128) == {
+        "nprobe": 512,
+        "k_factor": 256,
     }
     assert (
         ix.scan_factory(12) == "IDMap,PQ3x4fs,RFlat" and ix.scan_factory(7) == "IDMap,PQ7x4fs,RFlat"
     )
     assert not ix.traits("IDMap,PQ16x4fs,RFlat", 128).removable
     assert ix.traits("IDMap,PQ16x4fs,RFlat", 128).params == ("k_factor",)
-    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**6, 128) == {"k_factor": 64}
-    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**7, 128) == {"k_factor": 256}
+    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**5, 128) == {"k_factor": 64}
+    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**6, 128) == {"k_factor": 256}
+    assert ix.default_search_params("IDMap,PQ16x4fs,RFlat", 10**7, 128) == {"k_factor": 1024}
 
 
 def test_trained_index_shrunk_below_training_size_falls_back_to_exact(tmp_path: Path) -> None:

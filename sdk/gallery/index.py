@@ -5,23 +5,29 @@ gallery and shown by ``info()``. Similarity is always the inner product
 (``METRIC_INNER_PRODUCT``); for the cosine metric the gallery normalises vectors first.
 
 Automatic choice (``index="auto"``), following FAISS's "Guidelines to choose an index" and
-measurements with ``bench/gallery_scale.py`` on clustered synthetic unit vectors (figures in
-``README.md`` next to this file):
+measured on real faces with ``bench/gallery_scale.py`` (LFW mates and probes of the default
+recogniser among up to 10M distractors drawn from a Gaussian fitted to 23k real embeddings;
+figures in ``README.md`` next to this file). The target: rank-1 and TPIR at FPIR 1e-2 within
+1 % of exact search's at every size a tier covers, at the best speed that allows.
 
 * fewer than :data:`FLAT_MAX_TEMPLATES` templates: exact search, ``IDMap2,Flat``. Exact
   answers, cheap deletion, nothing to train.
-* from 50k: ``IDMap,PQ{d/8}x4fs,RFlat`` (:func:`scan_factory`): every vector is scanned as
-  a 4-bit product-quantised code with SIMD ("fast scan", 32 B per vector at d=512) and the
-  best ``k_factor`` x k candidates are re-ranked with the exact vectors;
-* from 500k: ``IDMap,IVF1024,PQ{d/8}x4fs,RFlat`` (:func:`ivf_factory`), the same behind an
-  inverted file of which a quarter of the lists is probed.
+* from 50k, at every size: ``IDMap,PQ{d/4}x4fs,RFlat`` (:func:`scan_factory`): every vector
+  is scanned as a 4-bit product-quantised code with SIMD ("fast scan", one 4-bit code per
+  :data:`SCAN_DIMS_PER_CODE` dimensions: 16 B per vector at d=128) and the best
+  ``k_factor`` x k candidates (:data:`REFINE_K_FACTOR`, growing with the gallery) are
+  re-ranked with the exact vectors.
 
-That is FAISS's recommendation when memory is not the constraint ("IVF1024,PQNx4fs,RFlat").
-Measured over 1M templates at 512 and 128 dimensions and 10M at 128: recall@1 (identity)
-0.997-1.0 against exact search at 49-76x its speed one query at a time and 34-46x in
-batches; built in 19-93 s. Graph indexes did not reach the target on spread-out identity clusters: HNSW32
-needed efSearch 512-1024 for recall@1 0.99, where it was no faster than batched exact
-search, after 15-47-minute builds.
+Real faces are far harder than spread-out synthetic clusters: mates score 0.3-0.9 and
+strangers reach 0.75, so a person's other photo is often barely above the crowd. The former
+tiers (8-dimension codes; from 500k an IVF1024 front probing a quarter of the lists; chosen
+on synthetic clusters where they kept recall 0.997-1.0) kept only 0.84 of exact search's
+rank-1 over 1M real-face distractors: the 8-byte codes lost the mate before re-ranking, and
+the coarse partition dropped mates that sit far from their probe. Over 1M x 128 the
+exhaustive scan kept 0.995 of exact search's rank-1 at 15x its single-query speed; the IVF
+front, probing half the lists to keep 0.992, was no faster one query at a time (12x) and
+only faster in batches, so ``auto`` no longer uses it (:data:`IVF_MIN_TEMPLATES`);
+:func:`ivf_factory` remains as an explicit choice.
 
 Deletion: IVF indexes and ``IDMap`` wrappers around flat code arrays (Flat, SQ, PQ) remove
 vectors for real (``remove_ids``). HNSW (and anything else) cannot; there the gallery keeps
@@ -69,20 +75,34 @@ FLAT_FACTORY = "IDMap2,Flat"
 FLAT_MAX_TEMPLATES = 50_000
 """Up to this many templates ``auto`` searches exactly (``IDMap2,Flat``)."""
 
-IVF_MIN_TEMPLATES = 500_000
-"""From this many templates ``auto`` puts an IVF front before the fast-scan codes: over 1M
-it answered 2-2.5x faster than the exhaustive scan at recall@1 0.999-1.0; over 100k it did
-not pay."""
+IVF_MIN_TEMPLATES: int | None = None
+"""From this many templates ``auto`` would put an IVF front (:func:`ivf_factory`) before the
+fast-scan codes; ``None``: never. On real faces over 1M x 128 it kept 0.992 of exact search's
+rank-1 only by probing half the lists, and then answered single queries no faster than the
+exhaustive scan (12x vs 15x exact search; 33x vs 26x in batches)."""
 
 IVF_NLIST = 1024
-"""Inverted lists of the ``auto`` IVF index (probed: a quarter of them, see
-:func:`default_search_params`)."""
+"""Inverted lists of the ``auto`` IVF index."""
 
-REFINE_K_FACTOR = ((2_000_000, 64),)
-"""(up to this many vectors, ``k_factor``) of refine indexes; 256 beyond. Candidates
-re-ranked exactly per requested neighbour. ``PQ16x4fs,RFlat`` over 128 dimensions reached
-recall@1 0.997 at 16 and 1.0 at 64 over 1M; over 10M 0.993 at 64, 0.999 at 256, 1.0 at 1024.
-Re-ranking costs little next to scanning every code."""
+IVF_PROBE_SHARE = 2
+"""Default ``nprobe`` = lists / this. Real-face mates sit far from their probes: probing a
+quarter of 1024 lists lost 2 % of exact search's rank-1 over 1M distractors, half of them
+kept 0.992 of it (see :func:`default_search_params`)."""
+
+SCAN_DIMS_PER_CODE = 4
+"""Dimensions per 4-bit fast-scan sub-quantizer of the ``auto`` indexes (``PQ32x4fs`` at
+d=128, ``PQ128x4fs`` at 512). 8 (the former choice, 8 B per vector at d=128) lost the mate
+before re-ranking on real faces; 2 kept everything at a third less speed."""
+
+REFINE_K_FACTOR = ((200_000, 64), (2_000_000, 256))
+"""(up to this many vectors, ``k_factor``) of refine indexes; :data:`REFINE_K_FACTOR_MAX`
+beyond. Candidates re-ranked exactly per requested neighbour. On real faces
+``PQ32x4fs,RFlat`` kept 0.996 of exact search's rank-1 at 64 over 100k distractors; over 1M
+0.982 at 64 and 0.995 at 256; over 10M 0.972 at 256 and 0.996 at 1024. Re-ranking costs
+little next to scanning the codes."""
+
+REFINE_K_FACTOR_MAX = 1024
+"""``k_factor`` of refine indexes above the last size of :data:`REFINE_K_FACTOR`."""
 
 HNSW_EF_CONSTRUCTION = 40
 """``efConstruction`` for HNSW builds (FAISS's default). Higher values build a better graph
@@ -249,29 +269,43 @@ def _probe_remove(index: faiss.Index) -> bool:
 
 # ----------------------------------------------------------------- the choice
 def fastscan_m(dim: int) -> int:
-    """Sub-quantizers of the 4-bit fast-scan PQ for ``dim``: 8 dimensions each when ``dim``
-    allows it (``PQ64x4fs`` at 512, ``PQ16x4fs`` at 128), else 4, 2 or 1."""
-    for per in (8, 4, 2):
-        if dim % per == 0:
-            return dim // per
-    return dim
+    """Sub-quantizers of the 4-bit fast-scan PQ for ``dim``: :data:`SCAN_DIMS_PER_CODE`
+    dimensions each when ``dim`` allows it (``PQ32x4fs`` at 128, ``PQ128x4fs`` at 512), else
+    fewer (down to 1)."""
+    per = SCAN_DIMS_PER_CODE
+    while per > 1 and dim % per:
+        per //= 2
+    return dim // per
 
 
 def scan_factory(dim: int) -> str:
-    """Exhaustive fast-scan PQ with exact re-ranking: ``auto`` from 50k templates."""
+    """Exhaustive fast-scan PQ with exact re-ranking: ``auto`` from
+    :data:`FLAT_MAX_TEMPLATES` templates."""
     return f"IDMap,PQ{fastscan_m(dim)}x4fs,RFlat"
 
 
 def ivf_factory(dim: int) -> str:
-    """The same codes behind an IVF front: ``auto`` from :data:`IVF_MIN_TEMPLATES`."""
+    """The same codes behind an IVF front (``auto`` from :data:`IVF_MIN_TEMPLATES` if set):
+    faster in batches, not one query at a time, at real faces' recall."""
     return f"IDMap,IVF{IVF_NLIST},PQ{fastscan_m(dim)}x4fs,RFlat"
+
+
+def auto_tiers(dim: int) -> tuple[tuple[int, str], ...]:
+    """Every tier of ``index="auto"`` for ``dim`` dimensions, smallest first, as
+    ``(from this many templates, factory)``."""
+    tiers = ((0, FLAT_FACTORY), (FLAT_MAX_TEMPLATES, scan_factory(dim)))
+    if IVF_MIN_TEMPLATES is not None:
+        tiers += ((IVF_MIN_TEMPLATES, ivf_factory(dim)),)
+    return tiers
 
 
 def auto_factory(n: int, dim: int) -> str:
     """The factory ``index="auto"`` uses for a gallery of ``n`` templates of ``dim`` dims."""
-    if n < FLAT_MAX_TEMPLATES:
-        return FLAT_FACTORY
-    return scan_factory(dim) if n < IVF_MIN_TEMPLATES else ivf_factory(dim)
+    factory = FLAT_FACTORY
+    for start, tier_factory in auto_tiers(dim):
+        if n >= start:
+            factory = tier_factory
+    return factory
 
 
 def target_factory(spec: str, n: int, dim: int) -> str:
@@ -312,9 +346,9 @@ def default_search_params(factory: str, n: int, dim: int) -> dict[str, int]:
     t = traits(factory, dim)
     params: dict[str, int] = {}
     if t.ivf:
-        # IVF partitions lose neighbours on spread-out data: probe a quarter of the lists
-        # (recall@1 0.999-1.0 where a sixteenth gave 0.98), at most FAISS's GPU limit
-        params["nprobe"] = int(min(t.nlist, GPU_MAX_NPROBE, max(32, t.nlist // 4)))
+        # real-face mates sit far from their probes: the coarse partition loses them unless
+        # a large share of the lists is probed (at most FAISS's GPU limit)
+        params["nprobe"] = int(min(t.nlist, GPU_MAX_NPROBE, max(32, t.nlist // IVF_PROBE_SHARE)))
         if t.hnsw:
             params["efSearch"] = int(max(64, 2 * params["nprobe"]))
     elif t.hnsw:
@@ -325,7 +359,7 @@ def default_search_params(factory: str, n: int, dim: int) -> dict[str, int]:
                 break
         params["efSearch"] = ef
     if "k_factor" in t.params:
-        params["k_factor"] = 256
+        params["k_factor"] = REFINE_K_FACTOR_MAX
         for limit, value in REFINE_K_FACTOR:
             if n <= limit:
                 params["k_factor"] = value
