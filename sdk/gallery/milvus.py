@@ -53,12 +53,13 @@ local gallery; HNSW above (not measured on a server here)."""
 LITE_FLAT_MAX_TEMPLATES: int | None = None
 """Milvus Lite: ``None`` = exact (``FLAT``) at every size. Its HNSW (faiss per 240k-row
 segment) kept only 0.84 / 0.90 of exact search's rank-1 at ef 64 / 128 over 1M real-face
-templates (``bench/gallery_scale.py --real ... --milvus-lite``), exact search keeps 1.0."""
+templates (the Milvus column of ``bench/gallery_scale.py`` at commit eaae661; it is still to
+be carried onto today's real-faces mode), exact search keeps 1.0."""
 HNSW_BUILD = {"M": 32, "efConstruction": 200}
 """Graph of the ``auto`` HNSW index (full-precision vectors: nothing to refine)."""
 HNSW_EF = ((200_000, 128), (2_000_000, 256))
-"""(up to this many templates, ``ef``) for HNSW searches; 512 beyond. Measured with
-``bench/gallery_scale.py --milvus-lite`` (see ``sdk/gallery/README.md``)."""
+"""(up to this many templates, ``ef``) for HNSW searches; 512 beyond. Chosen from the Milvus
+column of ``bench/gallery_scale.py`` at commit eaae661 (see ``sdk/gallery/README.md``)."""
 MAX_TOPK = 16_384
 """Milvus answers at most this many hits per query."""
 CONNECT_TIMEOUT = 60.0
