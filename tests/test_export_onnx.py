@@ -214,7 +214,7 @@ def test_mobilefacenet_120_exports_and_runs_through_face_recognizer(
     assert result.parity is not None and result.parity.passed, result.parity
     assert result.parity.min_cosine >= 0.9999
 
-    rec = FaceRecognizer(recognizer=str(result.path), backend="onnxruntime")
+    rec = FaceRecognizer(recognizer=str(result.path), backend="onnxruntime", flip=False)
     assert rec.input_size == 120 and rec.info.embedding_size == 512
     # the full SDK path (detect -> align at 120 from the metadata -> embed) equals torch
     emb, face = rec.represent(face_files[0])
