@@ -18,7 +18,8 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path, modules: set[str] | None = None) -> set[str]:
-    """Every module that ``path`` imports, anywhere in the file, as absolute names.
+    """Every module that ``path`` imports, anywhere in the file (functions included, blocks
+    under ``if TYPE_CHECKING:`` left out), as absolute names.
 
     ``from pkg import name`` counts as importing ``pkg.name`` when that is one of
     ``modules``, else as importing ``pkg``.
@@ -26,7 +27,17 @@ def imports_of(path: Path, modules: set[str] | None = None) -> set[str]:
     mod = module_name(path)
     package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {  # imports under `if TYPE_CHECKING:` never run
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -474,8 +474,10 @@ def test_cli_defaults_to_loopback_and_the_default_models():
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 8000, 1)
     s = settings_from_args(args)
+    # the library's defaults: the accurate preset decides detector, face policy and flip
+    assert (s.preset, s.detector, s.face_policy, s.flip) == ("accurate", None, None, None)
     assert (s.detector, s.recognizer, s.api_key_file, s.cors_origins) == (
-        "yunet",
+        None,
         "sface",
         None,
         (),

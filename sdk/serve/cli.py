@@ -71,6 +71,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return Settings(
         gallery_root=Path(args.gallery_root),
         api_key_file=Path(args.api_key_file) if args.api_key_file else None,
+        preset=getattr(args, "preset", "accurate"),
         detector=args.detector,
         recognizer=args.recognizer,
         providers=args.providers,

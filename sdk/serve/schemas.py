@@ -16,6 +16,18 @@ class ErrorOut(BaseModel):
     input: str | None = Field(None, description="the offending input, e.g. images[1]")
 
 
+class QualityOut(BaseModel):
+    """:class:`npcface.quality.FaceQuality`: head pose, sharpness, size, score, overall."""
+
+    yaw: float = Field(description="degrees")
+    pitch: float = Field(description="degrees")
+    roll: float = Field(description="degrees")
+    sharpness: float = Field(description="variance of the Laplacian of the aligned crop")
+    size: float = Field(description="short side of the face box, pixels")
+    score: float = Field(description="detector confidence in [0, 1]")
+    overall: float = Field(description="in [0, 1]; see npcface.quality.FaceQuality")
+
+
 class FaceOut(BaseModel):
     """:class:`npcface.Face`."""
 
@@ -24,7 +36,7 @@ class FaceOut(BaseModel):
         description="5 x (x, y) pixels: left eye, right eye, nose, left mouth, right mouth"
     )
     score: float = Field(description="detector confidence in [0, 1]")
-    quality: float | None = Field(None, description="face quality, when the pipeline rates it")
+    quality: QualityOut | None = Field(None, description="face quality (pose, sharpness, size)")
 
 
 class DetectImage(BaseModel):

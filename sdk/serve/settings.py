@@ -40,11 +40,12 @@ class Settings:
 
     gallery_root: Path = Path("galleries")
     api_key_file: Path | None = None
-    detector: str = "yunet"
+    preset: str = "accurate"
+    detector: str | None = None
     recognizer: str = "sface"
     providers: str | None = None
-    face_policy: str = "largest"
-    flip: bool = False
+    face_policy: str | None = None
+    flip: bool | None = None
     det_min_side: int | None = None
     backend: str = "auto"
     max_body_bytes: int = 20 * 1024 * 1024
@@ -65,6 +66,7 @@ class Settings:
         from ..recognizer import FaceRecognizer
 
         return FaceRecognizer(
+            preset=self.preset,
             detector=self.detector,
             recognizer=self.recognizer,
             providers=self.providers,

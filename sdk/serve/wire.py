@@ -33,6 +33,7 @@ ERRORS: dict[str, ErrorKind] = {
         ErrorKind("image_error", 422, E.ImageError),
         ErrorKind("no_face", 422, E.NoFaceError),
         ErrorKind("multiple_faces", 422, E.MultipleFacesError),
+        ErrorKind("low_quality", 422, E.LowQualityError),
         ErrorKind("embedding_error", 400, E.EmbeddingError),
         ErrorKind("unknown_model", 400, E.UnknownModelError),
         ErrorKind("unknown_name", 400, E.UnknownNameError),
@@ -74,6 +75,7 @@ _BY_CLASS: tuple[tuple[type[E.NpcfaceError], str], ...] = (
     (E.ImageError, "image_error"),
     (E.NoFaceError, "no_face"),
     (E.MultipleFacesError, "multiple_faces"),
+    (E.LowQualityError, "low_quality"),
     (E.MissingExtraError, "missing_extra"),
     (E.ModelError, "model_error"),
     (E.ProviderError, "provider_error"),
@@ -129,7 +131,7 @@ def exception_from(body: Mapping[str, Any], status: int) -> E.NpcfaceError:
     cls = kind.exception if kind is not None else E.NpcfaceError
     if cls is E.NpcfaceError and code in ERRORS and code != "npcface_error":
         return _with_status(ServiceError(code, message, body.get("input")), status)
-    if cls is E.MissingExtraError:  # its constructor takes parts; keep the server's message
+    if cls in (E.MissingExtraError, E.LowQualityError):  # constructors take parts: keep the message
         exc: E.NpcfaceError = cls.__new__(cls)
         Exception.__init__(exc, message)
     else:
@@ -153,7 +155,7 @@ def face_to_json(face: Face) -> dict[str, Any]:
         "score": float(face.score),
     }
     quality = getattr(face, "quality", None)
-    out["quality"] = float(quality) if quality is not None else None
+    out["quality"] = quality.to_dict() if quality is not None else None
     return out
 
 
@@ -163,8 +165,10 @@ def face_from_json(d: Mapping[str, Any]) -> Face:
         "landmarks": np.asarray(d["landmarks"], np.float32).reshape(5, 2),
         "score": float(d["score"]),
     }
-    if d.get("quality") is not None and "quality" in getattr(Face, "__dataclass_fields__", {}):
-        kwargs["quality"] = float(d["quality"])
+    if d.get("quality") is not None:
+        from ..quality import FaceQuality
+
+        kwargs["quality"] = FaceQuality(**{k: float(v) for k, v in d["quality"].items()})
     return Face(**kwargs)
 
 
