@@ -102,12 +102,16 @@ def test_ray_engine_matches_local_engine(
 
     for s in (ray_summary, local_summary):
         assert (s.total, s.enrolled, s.skipped, s.failed) == (15, 12, 1, 2)
-    assert _report(ray_summary.report) == _report(local_summary.report)
-    assert _report(ray_summary.report) == {
-        "broken.jpg": "unreadable",
-        "wall.png": "no_face",
-        "again.jpg": "duplicate",
-    }
+    # again.jpg is a byte copy of Blair's first photo: the local engine (input order) names
+    # again.jpg; Ray's actors finish in any order, so it may name the other copy
+    twin = files["Tony_Blair"][0].name
+    want = {"broken.jpg": "unreadable", "wall.png": "no_face", "again.jpg": "duplicate"}
+    assert _report(local_summary.report) == want
+    ray_report = _report(ray_summary.report)
+    assert ray_report in (
+        want,
+        {**{k: v for k, v in want.items() if k != "again.jpg"}, twin: "duplicate"},
+    )
     assert ray_summary.report == str(tmp_path / "enroll-report.csv")  # next to the .db file
     assert ray_counts == local_counts == {p: 3 for p in sorted(PEOPLE)}
     for got, want, person in zip(ray_hits, local_hits, PEOPLE, strict=True):
