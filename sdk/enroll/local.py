@@ -248,6 +248,26 @@ def _decoded(
 
 
 # --------------------------------------------------------------------- enrol
+def add_batch(
+    gallery: Any,
+    rows: Sequence[tuple[EnrollItem, str, np.ndarray]],
+    on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None = None,
+) -> int:
+    """Commit (item, content hash, embedding) rows to ``gallery`` in one transaction, then
+    tell ``on_commit``; the number of templates added. Shared by every enrolment engine."""
+    items = [it for it, _, _ in rows]
+    digests = [d for _, d, _ in rows]
+    ids = gallery.add_many(
+        [it.identity for it in items],
+        np.stack([e for _, _, e in rows]),
+        sources=[it.path for it in items],
+        content_hashes=digests,
+    )
+    if on_commit is not None:
+        on_commit(ids, items, digests)
+    return len(ids)
+
+
 def enroll_images(
     gallery: Any,
     recognizer: Any,
@@ -313,17 +333,7 @@ def enroll_images(
         batch.clear()
         if not done:
             return
-        done_items = [it for it, _, _ in done]
-        digests = [d for _, d, _ in done]
-        ids = gallery.add_many(
-            [it.identity for it in done_items],
-            np.stack([e for _, _, e in done]),
-            sources=[it.path for it in done_items],
-            content_hashes=digests,
-        )
-        counts["enrolled"] += len(ids)
-        if on_commit is not None:
-            on_commit(ids, done_items, digests)
+        counts["enrolled"] += add_batch(gallery, done, on_commit)
         if time.monotonic() - last_save >= max(save_interval, 10 * save_cost):
             started = time.monotonic()
             gallery.save()

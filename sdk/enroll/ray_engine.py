@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, MissingExtraError
-from .local import EnrollItem, EnrollSummary, _prefix, default_report
+from .local import EnrollItem, EnrollSummary, _prefix, add_batch, default_report
 from .single import check_model
 
 log = logging.getLogger(__name__)
@@ -257,18 +257,8 @@ def _write(
     def commit() -> None:
         if not pending:
             return
-        done = [it for it, _, _ in pending]
-        digests = [d for _, d, _ in pending]
-        ids = gallery.add_many(
-            [it.identity for it in done],
-            np.stack([e for _, _, e in pending]),
-            sources=[it.path for it in done],
-            content_hashes=digests,
-        )
-        counts["enrolled"] += len(ids)
+        counts["enrolled"] += add_batch(gallery, pending, on_commit)
         pending.clear()
-        if on_commit is not None:
-            on_commit(ids, done, digests)
 
     report_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
