@@ -357,6 +357,17 @@ class RemoteGallery:
             raise
         return [int(i) for i in out["template_ids"]]
 
+    def metadata(self, identity: str) -> dict[str, Any] | None:
+        """The identity's metadata ({} when none was given; None if it is not enrolled)
+        (:meth:`Gallery.metadata`)."""
+        try:
+            out = self.client.request("GET", f"{self._path}/identities/{_q(identity)}")
+        except NpcfaceError as exc:
+            if getattr(exc, "code", None) == "identity_not_found":
+                return None
+            raise
+        return dict(out.get("metadata") or {})
+
     def search(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
         """The ``k`` most similar identities for each query embedding (:meth:`Gallery.search`)."""
         q = np.asarray(queries, np.float32)

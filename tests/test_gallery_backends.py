@@ -155,6 +155,9 @@ def test_identify_threshold_and_metadata(where: tuple[str, str]) -> None:
         assert len(everyone) == 50 and {m.identity for m in everyone} == set(names)
         assert [m.metadata for m in everyone if m.identity == "id0002"] == [None]
         assert g.identities()[:3] == ["id0000", "id0001", "id0002"]  # enrolment order
+        assert g.metadata("id0001") == {"dept": "x", "badge": 7}
+        assert g.metadata("id0002") == {}
+        assert g.metadata("nobody") is None
 
 
 PERSIST_SCRIPT = """

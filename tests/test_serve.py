@@ -316,6 +316,10 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
     assert (info.identities, info.templates, info.model) == (4, 7, "sface")
     assert len(g) == 4 and "Abel_Pacheco" in g and "nobody" not in g
     assert g.templates("Abel_Pacheco") == enrolled["Abel_Pacheco"]
+    assert g.metadata("Abel_Pacheco") == {"who": "Abel_Pacheco"}
+    assert g.metadata("nobody") is None
+    r = httpx.get(f"{server.url}/v1/galleries/staff/identities/Amber_Tamblyn")
+    assert r.status_code == 200 and r.json()["metadata"] == {"who": "Amber_Tamblyn"}
     assert g.template_counts(page=3) == {n: len(v) for n, v in people.items()}  # 2 pages
     r = httpx.get(f"{server.url}/v1/galleries/staff/identities", params={"offset": 1, "limit": 2})
     assert r.json()["total"] == 4

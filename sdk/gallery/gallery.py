@@ -481,6 +481,13 @@ class Gallery:
         with self._reading() as backend:
             return backend.content_hashes()
 
+    def metadata(self, identity: str) -> dict[str, Any] | None:
+        """The metadata merged into ``identity`` by every :meth:`add` ({} when none was
+        given), as search results carry it; ``None`` if the identity is not enrolled."""
+        name = check_name(identity)
+        with self._reading() as backend:
+            return backend.metadata(name)
+
     @property
     def model(self) -> str | None:
         """Name of the embedding model the gallery is for, if recorded."""

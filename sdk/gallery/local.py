@@ -219,6 +219,9 @@ class LocalBackend:
     def content_hashes(self) -> set[str]:
         return self.store.content_hashes()
 
+    def metadata(self, name: str) -> dict[str, Any] | None:
+        return self.store.identity_metadata(name)
+
     def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
         if self.ids.identities == 0:
             return [[] for _ in range(len(queries))]

@@ -696,6 +696,13 @@ class MilvusGallery:
             rows = self._iterate(self._name, f"identity == {_quote(identity)}", ["tid"])
             return sorted(int(r["tid"]) for r in rows)
 
+    def metadata(self, identity: str) -> dict[str, Any] | None:
+        """The identity's metadata ({} when none was given; None if it is not enrolled)."""
+        with self._mutex:
+            self._check_open()
+            row = self._identity_rows([identity]).get(identity)
+        return None if row is None else dict(row["value"] or {})
+
     def content_hashes(self) -> set[str]:
         """Content hashes recorded with enrolled templates (for resumable enrolment)."""
         with self._mutex:

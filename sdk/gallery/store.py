@@ -511,6 +511,13 @@ class Store:
                 out[int(row_id)] = (name, json.loads(meta) if meta else None)
         return out
 
+    def identity_metadata(self, name: str) -> dict[str, Any] | None:
+        """The metadata of identity ``name`` ({} when it has none; None if unknown)."""
+        rows = self._query("SELECT metadata FROM identities WHERE name = ?", (name,))
+        if not rows:
+            return None
+        return json.loads(rows[0][0]) if rows[0][0] else {}
+
     def identity_names(self) -> list[str]:
         """Every identity name, in enrolment order."""
         return [r[0] for r in self._query("SELECT name FROM identities ORDER BY id")]

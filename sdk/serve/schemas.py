@@ -154,6 +154,7 @@ class IdentityOut(BaseModel):
     identity: str
     templates: int
     template_ids: list[int] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class IdentityPage(BaseModel):

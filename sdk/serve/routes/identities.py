@@ -89,11 +89,12 @@ def enroll(
     dependencies=[Depends(deps.can_read)],
 )
 def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
-    """One identity: its template ids."""
+    """One identity: its template ids and metadata."""
     with request.app.state.galleries.reader(name) as g:
         require_identity(g, identity)
         ids = g.templates(identity)
-    return {"identity": identity, "templates": len(ids), "template_ids": ids}
+        meta = g.metadata(identity)
+    return {"identity": identity, "templates": len(ids), "template_ids": ids, "metadata": meta}
 
 
 @router.delete(
