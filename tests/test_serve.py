@@ -603,6 +603,77 @@ def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
     b.close()
 
 
+def test_serve_with_two_workers_shares_galleries(tmp_path):
+    """``npcface serve --workers 2`` for real: concurrent writes through both worker
+    processes all land, and every acknowledged identity is found at once through fresh
+    connections (which the kernel hands to either worker)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "npcface.cli", "serve", "--port", str(port), "--workers", "2"]
+    cmd += ["--gallery-root", str(tmp_path / "galleries"), "--preset", "fast"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        pids: set[int] = set()
+        while len(pids) < 2:  # both workers up and answering
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, f"one worker only: {pids}"
+            try:
+                with httpx.Client() as h:  # a fresh connection each time
+                    if h.get(f"{url}/readyz").status_code == 200:
+                        pids.add(h.get(f"{url}/healthz").json()["pid"])
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert proc.pid not in pids
+        Client(url).create_gallery("shared", dim=128)
+        acked: dict[str, np.ndarray] = {}
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def writer(w: int) -> None:
+            rng = np.random.default_rng(w)
+            try:
+                for n in range(12):
+                    with Client(url, timeout=60) as c:  # fresh connection per write
+                        v = rng.standard_normal(128).astype(np.float32)
+                        c.gallery("shared").add(f"w{w}-{n}", v)
+                        with lock:
+                            acked[f"w{w}-{n}"] = v
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert len(acked) == 48
+        for name, v in acked.items():  # each search may land on either worker
+            with Client(url, timeout=60) as c:
+                best = c.gallery("shared").search(v[None], k=1)[0][0]
+            assert best.identity == name and best.similarity > 0.999
+        with Client(url) as c:
+            assert len(c.gallery("shared")) == 48
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """The process answers (liveness)."""
-    return {"status": "ok"}
+async def healthz() -> dict[str, Any]:
+    """The process answers (liveness); ``pid`` tells which worker process did."""
+    return {"status": "ok", "pid": os.getpid()}
 
 
 @router.get("/readyz")
