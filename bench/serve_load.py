@@ -5,7 +5,8 @@ several concurrencies; for each, the library (``FaceRecognizer.verify`` /
 ``FaceRecognizer.identify`` from N threads, on the same encoded bytes a client sends) and
 the service (N threads, each with an ``npcface.client.Client``, against ``npcface serve``
 started as a subprocess on loopback) alternate so that drift on a shared machine hits both:
-in blocks of 8 requests at concurrency 1, in turns lib-svc-svc-lib above. Bounded: at most
+in blocks of 8 requests at concurrency 1 (the first of each not counted), in turns
+lib-svc-svc-lib above. Bounded: at most
 ``--requests`` requests and ``--seconds`` seconds per side and concurrency level.
 
     python bench/serve_load.py --data ../shared/data/lfw
@@ -101,17 +102,20 @@ def paired(
     block: int = 8,
 ) -> dict[str, list]:
     """Concurrency 1: blocks of ``block`` requests of each side in turn (which side goes
-    first alternates), so that drift on a shared machine hits both sides alike while each
-    request follows one of its own side (inference engines keep their threads spinning for
-    a moment after a call, which slows whatever runs next on a 2-core machine)."""
+    first alternates), so that drift on a shared machine hits both sides alike. The first
+    request of each block is run but not counted, for either side: it pays for the other
+    side's inference threads still spinning on the same cores (ONNX Runtime and OpenVINO
+    spin for a moment after each call), a cost that a service on a machine of its own does
+    not have and that falls unevenly (the service's request crosses more threads)."""
     lat: dict[str, list[float]] = {"lib": [], "svc": []}
     t_end = time.perf_counter() + 2 * seconds
-    for start in range(0, n, block):
+    for b, start in enumerate(range(0, n, block - 1)):
         if time.perf_counter() > t_end:
             break
         order = (("lib", lib_call), ("svc", svc_call))
-        for side, call in order if (start // block) % 2 == 0 else order[::-1]:
-            for i in range(start, min(start + block, n)):
+        for side, call in order if b % 2 == 0 else order[::-1]:
+            call(start)  # after the switch: not counted
+            for i in range(start, min(start + block - 1, n)):
                 t0 = time.perf_counter()
                 call(i)
                 lat[side].append(time.perf_counter() - t0)

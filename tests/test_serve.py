@@ -75,7 +75,11 @@ def _error(r: httpx.Response, status: int, code: str) -> dict:
 
 # ------------------------------------------------------------------ operations
 def test_health_ready_docs_and_page(server):
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    import os
+
+    health = httpx.get(f"{server.url}/healthz")
+    assert health.json() == {"status": "ok", "pid": os.getpid()}  # served in this process
+    assert health.headers["server-timing"].startswith("app;dur=")
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert ready.json()["model"] == "sface"

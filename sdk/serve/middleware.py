@@ -61,7 +61,7 @@ async def send_json(send: Send, status: int, body: dict[str, Any], rid: str | No
 
 class RequestFrame:
     """Gives each HTTP request an id (``X-Request-ID``, taken from the request if it has a
-    sane one), times it, logs one access line, records metrics, and answers 503 ``timeout``
+    sane one), times it (``Server-Timing: app;dur=MS``, the time to the response's start), logs one access line, records metrics, and answers 503 ``timeout``
     when the application has not started its response within ``timeout_s``.
 
     Args:
@@ -95,9 +95,14 @@ class RequestFrame:
             if message["type"] == "http.response.start":
                 state["started"] = True
                 state["status"] = int(message["status"])
+                took = f"app;dur={(time.perf_counter() - t0) * 1e3:.2f}".encode()
                 message = {
                     **message,
-                    "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())],
+                    "headers": [
+                        *message.get("headers", []),
+                        (b"x-request-id", rid.encode()),
+                        (b"server-timing", took),
+                    ],
                 }
             await send(message)
 
