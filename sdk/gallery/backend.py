@@ -136,6 +136,7 @@ class Backend(Protocol):
     def content_hashes(self) -> set[str]: ...
     def metadata(self, name: str) -> dict[str, Any] | None:
         """The identity's metadata ({} when none was given; None if it is not enrolled)."""
+
     def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
         """The ``k`` best identities per query (each scored by its best template)."""
         ...
