@@ -1,7 +1,7 @@
 """Our pipeline vs OpenCV's own FaceDetectorYN + FaceRecognizerSF, same weights, same images.
 
     python bench/pipeline_vs_opencv.py --data ../shared/data/lfw [--limit N]
-        [--preset accurate|fast] [--batch B] [--stages]
+        [--preset accurate|fast] [--batch B] [--stages] [--recognizer NAME]
 
 Both run in one process, alternating which goes first, so that load on the machine hits
 both alike. Ours is ``FaceRecognizer(preset=...)`` as shipped: with ``--batch 1`` (default)
@@ -76,8 +76,8 @@ class OpenCVPipeline:
 
 
 class OurPipeline:
-    def __init__(self, preset: str) -> None:
-        self.rec = FaceRecognizer(preset=preset)
+    def __init__(self, preset: str, recognizer: str | None = None) -> None:
+        self.rec = FaceRecognizer(preset=preset, recognizer=recognizer)
         _ = self.rec.embedder, self.rec.detector  # load models before timing
 
     def embed(self, path: Path, stages: dict[str, float] | None = None) -> np.ndarray | None:
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--preset", default="accurate", help="our preset (accurate, fast)")
     ap.add_argument("--batch", type=int, default=1, help="photos per embedding call (ours)")
+    ap.add_argument("--recognizer", default=None, help="override the preset's recogniser")
     ap.add_argument(
         "--stages", action="store_true", help="also print ms/photo per stage of each pipeline"
     )
@@ -120,7 +121,7 @@ def main() -> None:
 
     pairs = read_lfw_pairs(args.data)
     paths = sorted({p.path1 for p in pairs} | {p.path2 for p in pairs})[: args.limit]
-    ours, ref = OurPipeline(args.preset), OpenCVPipeline()
+    ours, ref = OurPipeline(args.preset, args.recognizer), OpenCVPipeline()
     t_ours = t_ref = 0.0
     st_ours: dict[str, float] | None = {} if args.stages else None
     st_ref: dict[str, float] | None = {} if args.stages else None
@@ -149,7 +150,8 @@ def main() -> None:
     print(f"images: {n}, pairs evaluated: {np_ours}")
     print(f"{'pipeline':<44} {'ms/image':>9} {'LFW acc':>15} {'no face':>8}")
     det = ours.rec.detector.name
-    label = f"npcface {args.preset} ({det}, flip={ours.rec.flip}, {engine}, batch {args.batch})"
+    model = ours.rec.info.name
+    label = f"npcface {args.preset} ({det}, {model}, flip={ours.rec.flip}, {engine}, batch {args.batch})"
     print(
         f"{label:<44} {1000 * t_ours / n:9.2f} "
         f"{100 * a_ours:8.2f} +-{100 * s_ours:4.2f} {miss_ours:8d}"
