@@ -16,6 +16,14 @@ FAR        threshold  TAR
 1e-6       0.5636     0.8896
 =========  =========  ======
 
+``sface-int8`` (the same network with INT8 activations and weights, :mod:`npcface.int8`),
+through the same ``accurate`` preset on the same pairs (8,101 genuine, 29,640,749 impostor;
+0 images without a face): 0.3058 / 0.3723 / 0.4278 / 0.4796 / 0.5636 at FAR 1e-2..1e-6 (TAR
+0.9970 / 0.9930 / 0.9848 / 0.9682 / 0.8904). The fp32 thresholds would give it FAR 1.07e-2 /
+1.09e-3 / 1.10e-4 / 1.08e-5 / 9.8e-7. Made from the embeddings that
+``python bench/presets_lfw.py --preset accurate --save DIR`` writes (every pair of them,
+:func:`npcface.eval.calibrate.thresholds_at_fars`).
+
 The previous thresholds (YuNet + centre, no flip, all 13,233 images: 0.2945 / 0.3633 /
 0.4244 / 0.4913 / 0.5939) give the accurate preset FAR 1.3e-2 / 1.3e-3 / 1.05e-4 /
 6.0e-6 / 8.4e-7 on the same pairs. The ``fast`` preset (YuNet, no flip) is stricter at these
@@ -41,6 +49,21 @@ CALIBRATED: dict[str, dict] = {
             "LFW deep-funneled, all 8,101 genuine and 29,640,749 impostor pairs of the 7,701 "
             "pairs.txt images (preset accurate: RetinaFace + center face policy, flip=True); "
             "default = threshold at FAR 0.001; 2026-11-30"
+        ),
+    },
+    "sface-int8": {
+        "thresholds": {
+            "far=0.01": 0.3058,
+            "far=0.001": 0.3723,
+            "far=0.0001": 0.4278,
+            "far=1e-05": 0.4796,
+            "far=1e-06": 0.5636,
+            "default": 0.3723,
+        },
+        "source": (
+            "LFW deep-funneled, all 8,101 genuine and 29,640,749 impostor pairs of the 7,701 "
+            "pairs.txt images (preset accurate: RetinaFace + center face policy, flip=True, "
+            "INT8 recogniser); default = threshold at FAR 0.001; 2026-11-30"
         ),
     },
 }

@@ -12,7 +12,7 @@ from .image import IMAGE_SUFFIXES
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
-        help="time decode / detect / align / embed on given images",
+        help="time decode / detect / align / quality / embed on given images",
         description="Time each pipeline stage on the given images (files or folders). "
         "For comparisons against other pipelines see bench/ in the repository.",
     )
@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=200, help="at most this many images")
     p.add_argument("--repeat", type=int, default=1, help="passes over the images")
     p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default="sface")
+    p.add_argument("--recognizer", default=None, help="default: the preset's (sface-int8)")
     p.add_argument("--backend", default="auto", help="recogniser engine")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch", type=int, default=1, help="crops per recogniser call")
@@ -51,7 +51,7 @@ def _bench(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     _ = rec.detector, rec.embedder  # load before timing
-    totals = dict.fromkeys(("decode", "detect", "align", "embed"), 0.0)
+    totals = dict.fromkeys(("decode", "detect", "align", "quality", "embed"), 0.0)
     faces_found = 0
     for _ in range(args.repeat):
         results = rec.embed_many(paths, batch_size=args.batch, timings=totals)

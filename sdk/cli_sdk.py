@@ -47,7 +47,11 @@ def add_model_args(
     p.add_argument("--preset", default=DEFAULT_PRESET, help="accurate (default) or fast")
     p.add_argument("--detector", default=None, help="yunet or retinaface (default: preset's)")
     if recognizer:
-        p.add_argument("--recognizer", default="sface", help="registry name or exported .onnx")
+        p.add_argument(
+            "--recognizer",
+            default=None,
+            help="registry name or exported .onnx (default: the preset's)",
+        )
     default = policy or "the preset's"
     p.add_argument(
         "--policy", default=policy, help=f"center, largest, best_score or single ({default})"

@@ -106,7 +106,33 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{name}: not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
-    return _from_pil(img, name, max_pixels)
+    fast = _jpeg_fast(data, img, name, max_pixels)
+    return fast if fast is not None else _from_pil(img, name, max_pixels)
+
+
+def _jpeg_fast(data: bytes, img: Any, name: str, max_pixels: int) -> np.ndarray | None:
+    """A plain JPEG decoded by OpenCV (about 3x faster than Pillow plus the RGB -> BGR copy;
+    the same libjpeg-turbo, and pixel-identical on the LFW and CelebA photos checked), or
+    None when Pillow must do it: another format or colour mode, an EXIF orientation to
+    apply, or data that does not end with the end-of-image marker (a truncated file, which
+    OpenCV would fill with grey instead of refusing)."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return None
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    try:
+        if img.getexif().get(0x0112, 1) != 1:
+            return None
+    except (OSError, ValueError, SyntaxError):
+        return None
+    _check_size(img.size[0], img.size[1], name, max_pixels)
+    import cv2
+
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    out = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if out is None or out.shape[:2] != (img.size[1], img.size[0]):
+        return None
+    return out
 
 
 _PIL_GUARD_LOCK = threading.Lock()

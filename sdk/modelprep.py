@@ -136,6 +136,28 @@ def prepare_recognizer(src: str, dst: str) -> dict[str, int]:
     return _rewrite(src, dst, steps, make_batch_dynamic)
 
 
+INT8_RECIPE = "sface_int8"
+"""The INT8 recipe (``npcface/recipes/<name>.json``) that ``recognizer-int8`` applies."""
+
+
+def prepare_recognizer_int8(src: str, dst: str) -> dict[str, int]:
+    """:func:`prepare_recognizer`, then the INT8 recipe's QDQ pairs (see :mod:`npcface.int8`)."""
+    from .int8 import apply_recipe, load_recipe
+
+    recipe = load_recipe(INT8_RECIPE)
+
+    def quantize(model: Any) -> None:
+        make_batch_dynamic(model)
+        apply_recipe(model, recipe)
+
+    steps = {
+        "dropped_inputs": drop_dangling_inputs,
+        "folded_nodes": fold_constant_nodes,
+        "reshapes_fixed": fix_flatten_reshapes,
+    }
+    return _rewrite(src, dst, steps, quantize)
+
+
 def make_spatial_dynamic(model: Any) -> None:
     """Give the height and width of every 4-D graph input symbolic sizes."""
     for value in model.graph.input:

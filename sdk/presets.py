@@ -1,6 +1,7 @@
 """Named pipeline configurations: ``FaceRecognizer(preset="accurate" | "fast")``.
 
-A preset fixes the detector (and its options), the face policy and flip fusion. Arguments
+A preset fixes the detector (and its options), the face policy, flip fusion and the
+recogniser. Arguments
 given to :class:`~npcface.FaceRecognizer` explicitly override the preset's. Figures (LFW
 10-fold accuracy through the public API, time per photo as a ratio to OpenCV's own YuNet +
 SFace pipeline measured in the same run) are in the README's "Presets" section and were
@@ -24,6 +25,7 @@ class Preset:
         detector: detector registry name.
         detector_options: keyword arguments for the detector.
         face_policy: which face of a photo is used (see :data:`npcface.choose.FACE_POLICIES`).
+        recognizer: recogniser registry name.
         flip: fuse each embedding with its mirror image's.
         summary: one line on what it is for.
     """
@@ -34,6 +36,7 @@ class Preset:
     face_policy: str = "center"
     flip: bool = False
     summary: str = ""
+    recognizer: str = "sface"
 
 
 PRESETS: dict[str, Preset] = {
@@ -44,6 +47,7 @@ PRESETS: dict[str, Preset] = {
         face_policy="center",
         flip=True,
         summary="RetinaFace landmarks (hold on turned faces), the centred subject, flip fusion",
+        recognizer="sface-int8",
     ),
     "fast": Preset(
         name="fast",
@@ -52,6 +56,7 @@ PRESETS: dict[str, Preset] = {
         face_policy="center",
         flip=False,
         summary="YuNet int8, the centred subject, one forward pass per face: for throughput",
+        recognizer="sface-int8",
     ),
 }
 DEFAULT_PRESET = "accurate"

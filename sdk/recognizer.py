@@ -64,7 +64,8 @@ class FaceRecognizer:
             (YuNet, centre policy, no flip); see :mod:`npcface.presets`. The arguments
             below override the preset's when given.
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
-        recognizer: registry name (``"sface"``) or an ONNX/engine file exported by npcface.
+        recognizer: registry name (``"sface"``, ``"sface-int8"``) or an ONNX/engine file
+            exported by npcface; None takes the preset's (``sface-int8``).
         providers: ONNX Runtime providers; None picks TensorRT, CUDA, then CPU, whichever
             works. Naming a GPU provider that is missing raises ``ProviderError``.
         face_policy: which face to use when an image has several: ``center`` (the photo's
@@ -90,7 +91,7 @@ class FaceRecognizer:
     def __init__(
         self,
         detector: Any = None,
-        recognizer: str | os.PathLike[str] = "sface",
+        recognizer: str | os.PathLike[str] | None = None,
         providers: str | Sequence[str] | None = None,
         face_policy: str | None = None,
         flip: bool | None = None,
@@ -105,6 +106,7 @@ class FaceRecognizer:
         if detector is None:
             detector = chosen.detector
             detector_options = {**chosen.detector_options, **(detector_options or {})}
+        recognizer = chosen.recognizer if recognizer is None else recognizer
         face_policy = chosen.face_policy if face_policy is None else face_policy
         flip = chosen.flip if flip is None else flip
         if isinstance(enroll_quality, bool) or not 0.0 <= float(enroll_quality) <= 1.0:
@@ -243,13 +245,15 @@ class FaceRecognizer:
         face = select_face(faces, img.shape, policy, name)
         t2 = time.perf_counter()
         crop = align_faces(img, face.landmarks, size)[0]
+        t3 = time.perf_counter()
         face = with_quality(face, crop)
         check_enrollable(face, min_quality, name)
         if timings is not None:
-            t3 = time.perf_counter()
+            t4 = time.perf_counter()
             timings["decode"] = timings.get("decode", 0.0) + t1 - t0
             timings["detect"] = timings.get("detect", 0.0) + t2 - t1
             timings["align"] = timings.get("align", 0.0) + t3 - t2
+            timings["quality"] = timings.get("quality", 0.0) + t4 - t3
         return face, crop
 
     def _crops(
@@ -333,8 +337,8 @@ class FaceRecognizer:
             policy: face policy (default: the recogniser's).
             names: names for results and messages (default: derived from the inputs).
             batch_size: crops per recogniser call.
-            timings: if given, seconds spent per stage (decode, detect, align, embed) are
-                added to it.
+            timings: if given, seconds spent per stage (decode, detect, align, quality,
+                embed) are added to it.
             aligned_arrays: take an array that already is S x S x 3 as an aligned crop
                 (False: detect and align it like any photo).
             min_quality: refuse faces whose overall quality is below this, as a per-image

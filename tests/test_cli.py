@@ -87,7 +87,7 @@ def test_bench_reports_every_stage(lfw_dir, capsys):
     assert main(["bench", str(folder), "--limit", "3", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("3 images, 3 with a face")
-    for stage in ("decode", "detect", "align", "embed", "total"):
+    for stage in ("decode", "detect", "align", "quality", "embed", "total"):
         assert stage in out
 
 

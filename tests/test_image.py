@@ -143,3 +143,34 @@ def test_bad_arrays(arr, fragment):
 def test_unsupported_type():
     with pytest.raises(ImageError, match="unsupported image type"):
         load_image(12345)
+
+
+def test_plain_jpegs_decode_through_opencv_pixel_identical_to_pillow(lfw_dir):
+    """The OpenCV fast path must give exactly what Pillow gives (RGB -> BGR), on real photos
+    and on a grey one; orientation-tagged JPEGs are left to Pillow."""
+    import io
+
+    from PIL import Image
+
+    from npcface.image import _jpeg_fast
+
+    photos = sorted((lfw_dir / "images").glob("B*/*_0001.jpg"))[:20]
+    datas = [p.read_bytes() for p in photos]
+    grey = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 30), np.uint8)).save(
+        grey, "JPEG"
+    )
+    datas.append(grey.getvalue())
+    for data in datas:
+        pil = Image.open(io.BytesIO(data))
+        fast = _jpeg_fast(data, pil, "x", 10**9)
+        assert fast is not None  # the fast path was taken
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1]
+        assert fast.dtype == np.uint8 and np.array_equal(fast, want)
+        assert np.array_equal(load_image(data), want)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _jpeg(np.zeros((8, 16, 3), np.uint8), exif=exif)
+    assert _jpeg_fast(rotated, Image.open(io.BytesIO(rotated)), "x", 10**9) is None
+    cut = datas[0][:-2000]
+    assert _jpeg_fast(cut, Image.open(io.BytesIO(cut)), "x", 10**9) is None

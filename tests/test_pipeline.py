@@ -54,7 +54,7 @@ def test_embed_many_batches_crops_across_images(lfw_dir):
     results = rec.embed_many(photos(lfw_dir) * 2, batch_size=4, timings=timings)
     assert all(r.ok for r in results)
     assert batches == [4, 4, 2]
-    assert set(timings) == {"decode", "detect", "align", "embed"}
+    assert set(timings) == {"decode", "detect", "align", "quality", "embed"}
     assert all(v > 0 for v in timings.values())
 
 
