@@ -42,7 +42,7 @@ class Settings:
     api_key_file: Path | None = None
     preset: str = "accurate"
     detector: str | None = None
-    recognizer: str = "sface"
+    recognizer: str | None = None
     providers: str | None = None
     face_policy: str | None = None
     flip: bool | None = None
