@@ -55,7 +55,6 @@ from .checks import (
     texts,
 )
 from .local import LocalBackend
-from .uri import is_milvus_uri
 
 __all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
 
@@ -141,18 +140,6 @@ class Gallery:
         Raises:
             GalleryError: invalid settings, or a gallery already exists at ``path``.
         """
-        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
-            from .milvus import MilvusGallery
-
-            return MilvusGallery.create(  # type: ignore[return-value]
-                str(path),
-                dim,
-                metric,
-                index=index,
-                dtype=dtype,
-                model=model,
-                search_params=search_params,
-            )
         backend_cls, location = backend_for(check_location(path))
         dim = check_dim(dim)
         if metric not in METRICS:
@@ -196,10 +183,6 @@ class Gallery:
             raise GalleryArgumentError(
                 f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}"
             )
-        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
-            from .milvus import MilvusGallery
-
-            return MilvusGallery.open(str(path), readonly=readonly)  # type: ignore[return-value]
         backend_cls, location = backend_for(check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
 
@@ -490,6 +473,13 @@ class Gallery:
     @property
     def readonly(self) -> bool:
         return self._readonly
+
+    @property
+    def report_dir(self) -> Path:
+        """Where bulk enrolment writes its failure report by default: a local gallery's
+        folder, or where its backend says (next to a Milvus Lite file, else the working
+        directory)."""
+        return Path(getattr(self._backend, "report_dir", self.path))
 
     @property
     def factory(self) -> str:
