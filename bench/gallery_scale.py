@@ -492,6 +492,15 @@ class RealRow:
         return self.rank1_rel >= 0.99 and self.tpir_rel >= 0.99
 
 
+def measured_row(n, dim, label, params, build_s, bpv, sp: Speed, rank1, tpir) -> RealRow:
+    """A row with speeds relative to exact search's (accuracy relative: set by the caller)."""
+    x_single, x_batched = sp.single / sp.exact_single, sp.batched / sp.exact_batched
+    return RealRow(
+        n, dim, label, params, build_s, bpv, sp.single, sp.batched, x_single, x_batched,
+        rank1, float("nan"), tpir, float("nan"),
+    )  # fmt: skip
+
+
 def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
     """One gallery size: exact search, then every index and parameter set of ``indexes``."""
     real = load_real(args.real_cache, dim, args.seed)
@@ -550,22 +559,8 @@ def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
             rank1, tpir = open_set(dist, lab, real.probe_mate)
             sp = paired_speed(index, exact, queries, args)
             p = ",".join(f"{k}={v}" for k, v in params.items())
-            row = RealRow(
-                n,
-                dim,
-                label,
-                p,
-                build_s,
-                fbytes / total,
-                sp.single,
-                sp.batched,
-                sp.single / sp.exact_single,
-                sp.batched / sp.exact_batched,
-                rank1,
-                rank1 / e_rank1,
-                tpir,
-                tpir / e_tpir,
-            )
+            row = measured_row(n, dim, label, p, build_s, fbytes / total, sp, rank1, tpir)
+            row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
             rows.append(row)
             log(
                 f"  {label} {p or '-'}: rank-1 {rank1:.4f} ({row.rank1_rel:.3f} of exact), "
@@ -664,22 +659,10 @@ def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tp
                 all_s = time.perf_counter() - t2
                 sp = paired_speed(adapter, exact, real.probes, args, single=args.milvus_single)
                 p = ",".join(f"{k}={v}" for k, v in g.info().search_params.items())
-                row = RealRow(
-                    total - m,
-                    dim,
-                    f"milvus-lite {kind}",
-                    p,
-                    build_s,
-                    float("nan"),
-                    sp.single,
-                    sp.batched,
-                    sp.single / sp.exact_single,
-                    sp.batched / sp.exact_batched,
-                    rank1,
-                    rank1 / e_rank1,
-                    tpir,
-                    tpir / e_tpir,
+                row = measured_row(
+                    total - m, dim, f"milvus-lite {kind}", p, build_s, float("nan"), sp, rank1, tpir
                 )
+                row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
                 rows.append(row)
                 log(
                     f"  milvus-lite {kind} {p or '-'}: rank-1 {rank1:.4f} "

@@ -1,9 +1,10 @@
 """A gallery stored in Milvus: a server or cluster, or Milvus Lite in one local file.
 
-:class:`MilvusGallery` has the public methods and result types of the local
-:class:`~npcface.gallery.Gallery` (``Gallery.create`` / ``Gallery.open`` return one for a
-``milvus://`` or ``milvus-lite://`` address, see :mod:`npcface.gallery.uri`). Layout of
-gallery ``NAME``:
+:class:`MilvusBackend` is a :class:`~npcface.gallery.backend.Backend`: ``Gallery.create`` /
+``Gallery.open`` of a ``milvus://`` or ``milvus-lite://`` address (see
+:mod:`npcface.gallery.uri`) put it behind the same :class:`~npcface.gallery.Gallery` facade
+as the local gallery, which checks arguments and vectors, serialises calls and keeps the
+closed/read-only state for both. Layout of gallery ``NAME``:
 
 * collection ``NAME``: one row per template: ``tid`` (INT64, assigned by Milvus),
   ``identity`` (VARCHAR), ``source`` and ``content_hash`` (VARCHAR), ``vec`` (FLOAT_VECTOR);
@@ -14,7 +15,7 @@ Writes are durable when they return (Milvus acknowledges after its write-ahead l
 use ``Strong`` consistency by default, so a search right after ``add`` sees the new
 templates. Milvus has no multi-row transactions: a process killed inside ``add_many`` may
 leave part of that batch; bulk enrolment re-run with the same files fills the rest in
-(content hashes). Deletion is by identity (``identity == "..."``) and is real, no tombstones.
+(content hashes). Deletion (by identity, or by template id) is real, no tombstones.
 
 Search over-fetches templates, collapses them by identity keeping each identity's best
 template, and searches deeper when too few distinct identities came back, like the local
