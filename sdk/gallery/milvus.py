@@ -205,6 +205,7 @@ class MilvusBackend:
         self.dim = int(settings["dim"])
         self.metric = str(settings["metric"])
         self._n_templates = 0
+        self._n_identities = 0
         self._index = _index_from_settings(settings)
         self._recount()
 
@@ -434,6 +435,7 @@ class MilvusBackend:
                     rows.append(_identity_row(name, merged, int(row["seq"])))
         if rows:
             self._client.upsert(self._meta_name, rows)
+            self._n_identities += sum(1 for n in unique if n not in known)
 
     def _maybe_upgrade(self) -> None:
         """``auto`` galleries: switch FLAT -> the next tier once they pass its threshold."""
@@ -567,8 +569,7 @@ class MilvusBackend:
         # the counts only size the first request (another writer may have changed them):
         # the search deepens until k identities or every template has been seen
         want = int(k)
-        identities = max(self._count(self._meta_name, 'kind == "identity"'), 1)
-        per_identity = math.ceil(self._n_templates / identities)
+        per_identity = math.ceil(self._n_templates / max(self._n_identities, 1))
         kk = min(MAX_TOPK, want * per_identity + min(want, 8))
         found: list[list[tuple[str, float, int]]] = [[] for _ in range(len(q))]
         pending = list(range(len(q)))
@@ -627,7 +628,8 @@ class MilvusBackend:
         return {}
 
     def identity_count(self) -> int:
-        return self._count(self._meta_name, 'kind == "identity"')
+        self._recount()
+        return self._n_identities
 
     def has_identity(self, name: str) -> bool:
         return bool(self._identity_rows([name]))
@@ -692,7 +694,7 @@ class MilvusBackend:
             index_spec=str(self._settings["index_spec"]),
             factory=self.factory(),
             search_params=self._search_params(1),
-            identities=self.identity_count(),
+            identities=self._n_identities,
             templates=self._n_templates,
             index_vectors=self._n_templates,
             tombstones=0,
@@ -708,7 +710,10 @@ class MilvusBackend:
 
     # ---------------------------------------------------------------- helpers
     def _recount(self) -> None:
+        """Re-read both counts (another writer may have changed them); searches size their
+        first request from the cached counts and deepen when they were too low."""
         self._n_templates = self._count(self._name, "")
+        self._n_identities = self._count(self._meta_name, 'kind == "identity"')
 
     def _count(self, collection: str, expr: str) -> int:
         rows = self._client.query(
