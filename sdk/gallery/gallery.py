@@ -127,7 +127,9 @@ class Gallery:
                 with exact re-ranking, from 500k behind an IVF front; see
                 :mod:`npcface.gallery.index`) or any FAISS ``index_factory`` string, e.g.
                 ``"HNSW32,SQ8"`` or ``"IVF4096_HNSW32,PQ64"``. Indexes that need training are
-                built once there are enough templates; until then search is exact.
+                built once there are enough templates; until then search is exact. For a
+                Milvus address: ``auto`` or a Milvus index (``"HNSW:M=32"``, ``"IVF_FLAT"``;
+                see :func:`npcface.gallery.milvus.parse_index`).
             dtype: storage type of vectors in the database, ``float32`` or ``float16``
                 (half the disk; the precision loss is ~1e-3 in cosine).
             model: name of the embedding model whose vectors the gallery holds; recorded so

@@ -821,6 +821,14 @@ def _connect(loc: GalleryLocation) -> Any:
     # an idle shared channel to Milvus Lite was closed by its server, "too many pings",
     # failing the next gallery opened in the process)
     kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "dedicated": True}
+    if loc.kind == MILVUS_LITE:
+        # no keep-alive pings to the embedded server: during a long call (an HNSW build takes
+        # minutes) pymilvus's pings every 10 s made it answer GOAWAY "too_many_pings", and
+        # pymilvus's retry of create_index then failed with "index already exists"
+        kwargs["grpc_options"] = {
+            "grpc.keepalive_time_ms": 2**31 - 1,
+            "grpc.keepalive_permit_without_calls": 0,
+        }
     token = os.environ.get(TOKEN_ENV)
     if token and loc.kind != MILVUS_LITE:
         kwargs["token"] = token
