@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--address", default=None, help="Ray cluster instead of a local Ray")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray: CPUs per actor")
+    ap.add_argument("--actors", type=int, default=None, help="Ray: actors (default CPUs/actor)")
+    ap.add_argument("--preset", default="accurate", help="recogniser preset (accurate, fast)")
     ap.add_argument("--gallery", default="local", choices=("local", "milvus-lite"))
     ap.add_argument(
         "--data",
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from npcface.gallery import Gallery
 
     items = lfw_items(Path(args.data) / "lfw", args.n)
-    rec = FaceRecognizer()
+    rec = FaceRecognizer(preset=args.preset)
     dim = rec.info.embedding_size
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
     t0 = time.perf_counter()
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                             items,
                             batch_size=args.batch_size,
                             cpus_per_actor=args.cpus_per_actor,
+                            actors=args.actors,
                             progress=False,
                         )
                     templates = g.info().templates
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     local = [r[1] for r in rows if r[0] == "local"]
     rayr = [r[1] for r in rows if r[0] == "ray"]
     print(
-        f"\n{len(items)} LFW photos, {args.cpus} CPUs, gallery {args.gallery}, "
+        f"\n{len(items)} LFW photos, preset {args.preset}, {args.cpus} CPUs, "
+        f"gallery {args.gallery}, actors {args.actors or 'default'}, "
         f"batch {args.batch_size}, {args.cpus_per_actor} CPU per Ray actor, load average now {os.getloadavg()[0]:.1f}"
     )
     print(

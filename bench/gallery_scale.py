@@ -433,7 +433,9 @@ class Speed:
     exact_batched: float
 
 
-def paired_speed(index, exact, queries: np.ndarray, args, k: int = 2) -> Speed:
+def paired_speed(
+    index, exact, queries: np.ndarray, args, k: int = 2, single: int | None = None
+) -> Speed:
     """Time ``index`` and ``exact`` in turns: batched (best of ``--repeats``, on the first
     ``--timing-queries`` probes) and one query at a time on one thread (``--rounds`` rounds of
     ``--single`` index queries then ``--exact-single`` exact ones)."""
@@ -449,6 +451,7 @@ def paired_speed(index, exact, queries: np.ndarray, args, k: int = 2) -> Speed:
     t_i = t_e = 0.0
     n_i = n_e = 0
     pos = 0
+    n_single = args.single if single is None else single
     with ix.single_thread():
         for _ in range(max(1, args.rounds)):
             t0 = time.perf_counter()
@@ -458,11 +461,11 @@ def paired_speed(index, exact, queries: np.ndarray, args, k: int = 2) -> Speed:
             t_e += time.perf_counter() - t0
             n_e += args.exact_single
             t0 = time.perf_counter()
-            for _ in range(args.single):
+            for _ in range(n_single):
                 index.search(queries[pos % len(queries)][None], k)
                 pos += 1
             t_i += time.perf_counter() - t0
-            n_i += args.single
+            n_i += n_single
     return Speed(n_i / t_i, len(tq) / best_i, n_e / t_e, len(tq) / best_e)
 
 
@@ -487,6 +490,15 @@ class RealRow:
     def keeps(self) -> bool:
         """Within 1 % of exact search on both accuracy figures."""
         return self.rank1_rel >= 0.99 and self.tpir_rel >= 0.99
+
+
+def measured_row(n, dim, label, params, build_s, bpv, sp: Speed, rank1, tpir) -> RealRow:
+    """A row with speeds relative to exact search's (accuracy relative: set by the caller)."""
+    x_single, x_batched = sp.single / sp.exact_single, sp.batched / sp.exact_batched
+    return RealRow(
+        n, dim, label, params, build_s, bpv, sp.single, sp.batched, x_single, x_batched,
+        rank1, float("nan"), tpir, float("nan"),
+    )  # fmt: skip
 
 
 def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
@@ -547,22 +559,8 @@ def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
             rank1, tpir = open_set(dist, lab, real.probe_mate)
             sp = paired_speed(index, exact, queries, args)
             p = ",".join(f"{k}={v}" for k, v in params.items())
-            row = RealRow(
-                n,
-                dim,
-                label,
-                p,
-                build_s,
-                fbytes / total,
-                sp.single,
-                sp.batched,
-                sp.single / sp.exact_single,
-                sp.batched / sp.exact_batched,
-                rank1,
-                rank1 / e_rank1,
-                tpir,
-                tpir / e_tpir,
-            )
+            row = measured_row(n, dim, label, p, build_s, fbytes / total, sp, rank1, tpir)
+            row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
             rows.append(row)
             log(
                 f"  {label} {p or '-'}: rank-1 {rank1:.4f} ({row.rank1_rel:.3f} of exact), "
@@ -571,6 +569,112 @@ def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
             )
         index = None
         gc.collect()
+    if args.milvus_lite:
+        rows += milvus_lite_rows(args, real, xb, exact, e_rank1, e_tpir, log)
+    return rows
+
+
+def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tpir, log):
+    """The same gallery through :class:`~npcface.gallery.Gallery` on Milvus Lite, in the same
+    run: one gallery (``Gallery.create("milvus-lite:///...")``, one identity per row, inserted
+    in blocks of 50k), then for each ``--milvus-lite`` index a rebuild as that index and a sweep
+    of its search parameters (``--milvus-ef`` for HNSW, ``--milvus-nprobe`` for IVF): rank-1 and
+    TPIR from each probe's top 2 identities, single and batched queries/s against exact search
+    measured alternately (see :func:`paired_speed`). Build time: inserts, then rebuild + load +
+    first search per index."""
+    import shutil
+
+    from npcface.gallery import Gallery
+
+    total, dim = xb.shape
+    m = len(real.mates)
+    rows: list[RealRow] = []
+    names = np.array([f"r{i}" for i in range(total)], dtype=object)
+    if args.milvus_keep:  # kept between runs: insert once, measure indexes in later runs
+        tmp = str(args.milvus_keep / f"real_{total - m}x{dim}_seed{args.seed}")
+    else:
+        tmp = tempfile.mkdtemp(prefix="milvus-bench-", dir=os.environ.get("BENCH_TMP"))
+    done_marker = Path(tmp) / "complete"
+    insert_s = float("nan")
+    try:
+        uri = f"milvus-lite://{os.path.join(tmp, 'g.db')}"
+        if done_marker.is_file():
+            g = Gallery.open(uri)
+            if g.info().templates != total:
+                raise SystemExit(f"{tmp}: {g.info().templates} templates, expected {total}")
+            log(f"milvus-lite: reusing {tmp} ({done_marker.read_text().strip()})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp, exist_ok=True)
+            t0 = time.perf_counter()
+            g = Gallery.create(uri, dim=dim, index="FLAT")
+            step = 50_000
+            for start in range(0, total, step):
+                g.add_many(list(names[start : start + step]), xb[start : start + step])
+                log(
+                    f"  milvus-lite: added {min(total, start + step)}/{total} "
+                    f"({time.perf_counter() - t0:.0f} s)"
+                )
+            g.save()
+            insert_s = time.perf_counter() - t0
+            log(
+                f"milvus-lite: {total} rows inserted + flushed in {insert_s:.0f} s "
+                f"({total / insert_s:,.0f}/s)"
+            )
+            done_marker.write_text(f"inserted {total} rows in {insert_s:.0f} s\n")
+
+        class _Adapter:
+            """``index.search(q, k)`` -> (similarities, gallery rows) through the gallery."""
+
+            def search(self, q: np.ndarray, k: int):
+                res = g.search(q, k=k)
+                dist = np.full((len(q), k), -np.inf, dtype=np.float32)
+                lab = np.full((len(q), k), -1, dtype=np.int64)
+                for i, row in enumerate(res):
+                    for j, mt in enumerate(row[:k]):
+                        dist[i, j] = mt.similarity
+                        lab[i, j] = int(mt.identity[1:])
+                return dist, lab
+
+        adapter = _Adapter()
+        for spec in args.milvus_lite:
+            t1 = time.perf_counter()
+            g.rebuild(spec)
+            adapter.search(real.probes[:1], 2)  # loads the segment indexes
+            build_s = time.perf_counter() - t1
+            kind = g.factory
+            log(f"  milvus-lite {kind}: rebuilt + loaded in {build_s:.0f} s")
+            if kind.startswith("HNSW"):
+                grid = [{"ef": e} for e in args.milvus_ef]
+            elif kind.startswith("IVF"):
+                grid = [{"nprobe": p} for p in args.milvus_nprobe]
+            else:
+                grid = [{}]
+            for params in grid:
+                if params:
+                    g.set_search_params(**params)
+                t2 = time.perf_counter()
+                dist, lab = adapter.search(real.probes, 2)
+                rank1, tpir = open_set(dist, lab, real.probe_mate)
+                all_s = time.perf_counter() - t2
+                sp = paired_speed(adapter, exact, real.probes, args, single=args.milvus_single)
+                p = ",".join(f"{k}={v}" for k, v in g.info().search_params.items())
+                row = measured_row(
+                    total - m, dim, f"milvus-lite {kind}", p, build_s, float("nan"), sp, rank1, tpir
+                )
+                row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
+                rows.append(row)
+                log(
+                    f"  milvus-lite {kind} {p or '-'}: rank-1 {rank1:.4f} "
+                    f"({row.rank1_rel:.3f} of exact), TPIR {tpir:.4f} ({row.tpir_rel:.3f}), "
+                    f"{sp.single:.1f} q/s single, {sp.batched:.0f} q/s batched = x exact "
+                    f"{row.x_single:.2f} / {row.x_batched:.2f} (all probes {all_s:.0f} s)"
+                )
+        g.close()
+    finally:
+        if not args.milvus_keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"milvus-lite inserts: {insert_s:.0f} s for {total} rows")
     return rows
 
 
@@ -587,7 +691,7 @@ def print_real(rows: list[RealRow], args) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
-        speed = f"{r.x_single:.1f}/{r.x_batched:.1f}" if r.x_single == r.x_single else "1/1"
+        speed = f"{r.x_single:.2g}/{r.x_batched:.2g}" if r.x_single == r.x_single else "1/1"
         print(
             f"{r.n:>9} {r.dim:>4} {r.index:<36} {r.params:<22} {r.build_s:>7.0f} "
             f"{r.bytes_per_vector:>6.0f} {speed:>16} {r.rank1:>7.4f} {r.rank1_rel:>6.3f} "
@@ -623,6 +727,8 @@ def build_plan(indexes: list[str], n: int, dim: int, args, log):
     sweep of the same factory share it."""
     plan: dict[str, list[tuple[str, dict[str, int]]]] = {}
     for spec in indexes:
+        if spec == "none":  # exact search only (e.g. a run for the Milvus Lite column)
+            continue
         if spec == "auto":
             factory = ix.auto_factory(n, dim)
             if factory == ix.FLAT_FACTORY:
@@ -695,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--index",
         action="append",
-        help="factory string or 'auto' (repeatable); default: auto, PQ{d/8}x4fs,RFlat, PQ{d/8}x4fs",
+        help="factory string, 'auto' or 'none' (repeatable); default: auto, PQ{d/8}x4fs,RFlat, "
+        "PQ{d/8}x4fs",
     )
     ap.add_argument("--ef", default="64,128,256,512", help="efSearch values for HNSW")
     ap.add_argument("--nprobe", default="16,64,256", help="nprobe values for IVF")
@@ -719,12 +826,32 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="synthetic: also run the data through a real Gallery (SQLite + auto index)",
     )
+    ap.add_argument(
+        "--milvus-lite",
+        action="append",
+        help="real: also run the gallery through Milvus Lite with this index (repeatable; a "
+        "Milvus index spec as Gallery.create(index=...) takes, e.g. FLAT, "
+        "'HNSW:M=32,efConstruction=200', 'IVF_FLAT:nlist=1024'; pip install 'npcface[milvus]')",
+    )
+    ap.add_argument(
+        "--milvus-keep",
+        type=Path,
+        help="keep the Milvus Lite gallery in this folder and reuse it in later runs (inserts "
+        "once; e.g. /work/npcface_cache/milvus_lite)",
+    )
+    ap.add_argument("--milvus-ef", default="64,128,256,512", help="HNSW ef values (Milvus)")
+    ap.add_argument("--milvus-nprobe", default="16,32,64,128", help="IVF nprobe values (Milvus)")
+    ap.add_argument(
+        "--milvus-single", type=int, default=30, help="Milvus queries timed one at a time per round"
+    )
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--plot", help="real: save rank-1 vs speed-up to this PNG")
     args = ap.parse_args(argv)
     args.ef = [int(v) for v in args.ef.split(",") if v]
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
     args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
+    args.milvus_ef = [int(v) for v in args.milvus_ef.split(",") if v]
+    args.milvus_nprobe = [int(v) for v in args.milvus_nprobe.split(",") if v]
     sizes = [parse_count(v) for v in args.n.split(",") if v]
     indexes = args.index or default_indexes(args.dim)
     ix.HNSW_EF_CONSTRUCTION = args.ef_construction

@@ -196,9 +196,9 @@ def gallery_exists(where: str) -> bool:
     from .gallery import is_milvus_uri
 
     if is_milvus_uri(where):
-        from .gallery.milvus import MilvusGallery
+        from .gallery.milvus import MilvusBackend
 
-        return MilvusGallery.exists(where)
+        return MilvusBackend.exists(where)
     return (Path(where) / "gallery.db").exists()
 
 

@@ -2,8 +2,9 @@
 
 The Ray engine writes into Milvus Lite, the local engine into the local gallery; both must
 give the same galleries (same identities, same similarities for held-back photos), the
-same failure report and the same resumption. The 1,000-photo comparison is marked slow and
-runs when ``NPCFACE_RAY_1000=1`` (about 4 minutes on 2 busy cores).
+same failure report and the same resumption. Both use the ``fast`` preset (YuNet, no flip
+fusion): the engines are under test, not the detector. The 1,000-photo comparison runs by
+default (NPCFACE_RAY_1000=0 skips it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def local_ray() -> Iterator[None]:
 def recognizer():
     from npcface import FaceRecognizer
 
-    rec = FaceRecognizer()
+    rec = FaceRecognizer(preset="fast")
     try:
         rec.info  # noqa: B018 - loads the model now, skips cleanly when it is unavailable
     except Exception as exc:  # noqa: BLE001
@@ -102,16 +103,16 @@ def test_ray_engine_matches_local_engine(
 
     for s in (ray_summary, local_summary):
         assert (s.total, s.enrolled, s.skipped, s.failed) == (15, 12, 1, 2)
-    # again.jpg is a byte copy of Blair's first photo: the local engine (input order) names
-    # again.jpg; Ray's actors finish in any order, so it may name the other copy
-    twin = files["Tony_Blair"][0].name
+    # again.jpg is a byte copy of Blair's first photo, listed after it: both engines enrol
+    # the first one listed and report again.jpg (the Ray engine streams results in input order)
     want = {"broken.jpg": "unreadable", "wall.png": "no_face", "again.jpg": "duplicate"}
     assert _report(local_summary.report) == want
-    ray_report = _report(ray_summary.report)
-    assert ray_report in (
-        want,
-        {**{k: v for k, v in want.items() if k != "again.jpg"}, twin: "duplicate"},
-    )
+    assert _report(ray_summary.report) == want
+    twin = str(images / "Tony_Blair" / files["Tony_Blair"][0].name)
+    for summary in (local_summary, ray_summary):
+        with open(summary.report, newline="") as fh:
+            dup = [r for r in csv.DictReader(fh) if r["kind"] == "duplicate"]
+        assert [r["reason"] for r in dup] == [f"same as {twin}"]
     assert ray_summary.report == str(tmp_path / "enroll-report.csv")  # next to the .db file
     assert ray_counts == local_counts == {p: 3 for p in sorted(PEOPLE)}
     for got, want, person in zip(ray_hits, local_hits, PEOPLE, strict=True):
@@ -153,9 +154,7 @@ def _lfw_split(lfw_dir: Path, n_enrol: int) -> tuple[dict[str, list[Path]], list
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("NPCFACE_RAY_1000") != "1", reason="set NPCFACE_RAY_1000=1 (about 4 min)"
-)
+@pytest.mark.skipif(os.environ.get("NPCFACE_RAY_1000") == "0", reason="NPCFACE_RAY_1000=0")
 def test_ray_1000_lfw_photos_into_milvus_lite_same_rank1_as_local(
     tmp_path: Path, lfw_dir: Path, recognizer, local_ray: None
 ) -> None:
@@ -166,8 +165,9 @@ def test_ray_1000_lfw_photos_into_milvus_lite_same_rank1_as_local(
     _copy(lfw_dir, images, enrol)
     assert sum(len(v) for v in enrol.values()) == 1000
     lite = f"milvus-lite://{tmp_path / 'ray.db'}"
-    assert main(["enroll", lite, str(images), "--engine", "ray", "--no-progress"]) == 0
-    assert main(["enroll", str(tmp_path / "local"), str(images), "--no-progress"]) == 0
+    fast = ["--preset", "fast", "--no-progress"]
+    assert main(["enroll", lite, str(images), "--engine", "ray", *fast]) == 0
+    assert main(["enroll", str(tmp_path / "local"), str(images), *fast]) == 0
     embs = recognizer.embed_many([str(p) for _, p in probes])
     ok = [i for i, e in enumerate(embs) if e.ok]
     q = np.stack([embs[i].embedding for i in ok])
@@ -178,7 +178,7 @@ def test_ray_1000_lfw_photos_into_milvus_lite_same_rank1_as_local(
     with Gallery.open(tmp_path / "local", readonly=True) as g:
         local_top = [r[0].identity for r in g.search(q, k=1)]
         local_n = g.info().templates
-    assert ray_n == local_n >= 990  # a few LFW photos have no detectable face
+    assert ray_n == local_n >= 970  # fast preset: ~2 % of LFW photos fail the quality gate
     rank1_ray = np.mean([a == b for a, b in zip(ray_top, truth, strict=True)])
     rank1_local = np.mean([a == b for a, b in zip(local_top, truth, strict=True)])
     assert ray_top == local_top

@@ -18,7 +18,7 @@ import pytest
 from test_gallery_core import DIM, assert_same, brute_force, clustered, queries_near
 
 from npcface.errors import GalleryError
-from npcface.gallery import Gallery, MilvusGallery, parse_gallery_uri
+from npcface.gallery import Gallery, parse_gallery_uri
 
 BACKENDS = ["local", "milvus-lite"]
 _counter = itertools.count()
@@ -83,7 +83,9 @@ def test_uri_parsing() -> None:
 def test_create_returns_the_backend_asked_for(where: tuple[str, str]) -> None:
     backend, uri = where
     with Gallery.create(uri, DIM) as g:
-        assert isinstance(g, MilvusGallery) == (backend == "milvus-lite")
+        # one facade (checks, locking) whatever the storage behind it
+        assert type(g) is Gallery
+        assert g.info().device == ("milvus-lite" if backend == "milvus-lite" else "cpu")
         assert len(g) == 0 and g.search(np.ones(DIM, np.float32), k=3) == [[]]
     with pytest.raises(GalleryError, match="already exists"):
         Gallery.create(uri, DIM)
@@ -136,6 +138,25 @@ def test_deletion_matches_brute_force(where: tuple[str, str]) -> None:
         alive = np.array([n not in gone for n in names2])
         assert_same(g.search(q, k=4), brute_force(names2, vecs2, alive, q, 4), tids)
         assert len(g) == 118 and not set(gone) & set(g.identities())
+        assert g.info().templates == int(alive.sum())
+
+
+def test_remove_templates_matches_brute_force(where: tuple[str, str]) -> None:
+    names, vecs, centres = clustered(60, seed=21)
+    q = queries_near(centres, 12, seed=22)
+    with Gallery.create(where[1], DIM) as g:
+        tids = np.array(g.add_many(names, vecs))
+        # every template of the first identity (which disappears), one of the second
+        first = names[0]
+        second = next(n for n in dict.fromkeys(names) if n != first and names.count(n) >= 2)
+        drop = [i for i, n in enumerate(names) if n == first]
+        drop.append(next(i for i, n in enumerate(names) if n == second))
+        assert g.remove_templates([int(tids[i]) for i in drop] + [10**12]) == len(drop)
+        alive = np.ones(len(names), bool)
+        alive[drop] = False
+        assert first not in g and first not in g.identities()
+        assert g.template_counts()[second] == names.count(second) - 1
+        assert_same(g.search(q, k=4), brute_force(names, vecs, alive, q, 4), tids)
         assert g.info().templates == int(alive.sum())
 
 

@@ -248,6 +248,46 @@ def _decoded(
 
 
 # --------------------------------------------------------------------- enrol
+class Ledger:
+    """Per-file bookkeeping of a bulk enrolment, shared by every engine: the counts and the
+    failure report. Files must be presented in input order (the local engine decodes in
+    order; the Ray engine streams its results back in order): of byte-identical files the
+    first one listed is enrolled and the later ones are reported as its duplicates, whatever
+    happens to the first one afterwards (no face, low quality), as with the local engine.
+
+    Attributes:
+        counts: ``enrolled``, ``skipped``, ``failed``, ``low_quality``.
+    """
+
+    def __init__(self, known: set[str], writer: Any, fh: Any) -> None:
+        self.known = known
+        self.seen: dict[str, str] = {}
+        self.counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
+        self._writer = writer
+        self._fh = fh
+
+    def admit(self, item: EnrollItem, digest: str) -> bool:
+        """Whether a readable file with this content hash is new; counts it as skipped (in
+        the gallery already) or reports it as a duplicate of an earlier file otherwise."""
+        if digest in self.known:
+            self.counts["skipped"] += 1
+            return False
+        first = self.seen.get(digest)
+        if first is not None:
+            self.counts["skipped"] += 1
+            self._writer.writerow([item.path, item.identity, "duplicate", f"same as {first}"])
+            return False
+        self.seen[digest] = item.path
+        return True
+
+    def fail(self, item: EnrollItem, kind: str, reason: str) -> None:
+        """Count and report a file that gave no template."""
+        self.counts["failed"] += 1
+        self.counts["low_quality"] += kind == "low_quality"
+        self._writer.writerow([item.path, item.identity, kind, reason])
+        self._fh.flush()
+
+
 def add_batch(
     gallery: Any,
     rows: Sequence[tuple[EnrollItem, str, np.ndarray]],
@@ -305,8 +345,6 @@ def enroll_images(
     report_path = Path(report) if report is not None else default_report(gallery)
     known = gallery.content_hashes()
     prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
-    seen: dict[str, str] = {}
-    counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
     batch: list[tuple[EnrollItem, str, np.ndarray]] = []
     t0 = last_save = time.monotonic()
     save_cost = 0.0
@@ -329,7 +367,7 @@ def enroll_images(
         done = [(it, d, r.embedding) for (it, d, _), r in zip(batch, results, strict=True) if r.ok]
         for (it, _, _), r in zip(batch, results, strict=True):
             if not r.ok:
-                fail(it, r.kind, str(r.error))
+                ledger.fail(it, r.kind, str(r.error))
         batch.clear()
         if not done:
             return
@@ -344,12 +382,8 @@ def enroll_images(
     with open(report_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
-
-        def fail(item: EnrollItem, kind: str, reason: str) -> None:
-            counts["failed"] += 1
-            counts["low_quality"] += kind == "low_quality"
-            writer.writerow([item.path, item.identity, kind, reason])
-            fh.flush()
+        ledger = Ledger(known, writer, fh)
+        counts = ledger.counts
 
         try:
             for status, item, digest, payload in _decoded(
@@ -362,18 +396,10 @@ def enroll_images(
                         continue
                     status, item, digest, payload = _load(item, skip_known=False)
                 if status == "unreadable":
-                    fail(item, "unreadable", str(payload))
+                    ledger.fail(item, "unreadable", str(payload))
                     continue
-                if digest in known:
-                    counts["skipped"] += 1
+                if not ledger.admit(item, str(digest)):
                     continue
-                if digest in seen:
-                    counts["skipped"] += 1
-                    writer.writerow(
-                        [item.path, item.identity, "duplicate", f"same as {seen[digest]}"]
-                    )
-                    continue
-                seen[digest] = item.path
                 batch.append((item, digest, payload))
                 if len(batch) >= batch_size:
                     commit()

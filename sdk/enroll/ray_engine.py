@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, MissingExtraError
-from .local import EnrollItem, EnrollSummary, _prefix, add_batch, default_report
+from .local import EnrollItem, EnrollSummary, Ledger, _prefix, add_batch, default_report
 from .single import check_model
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def enroll_images_ray(
         started = True
     elif address is not None:
         log.warning("Ray is already initialised in this process; address %r ignored", address)
-    counts = {"enrolled": 0, "skipped": 0, "failed": 0}
+    counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         pool = actors or max(1, int(cpus // cpus_per_actor))
@@ -203,7 +203,11 @@ def enroll_images_ray(
             return _summary(items, counts, t0, report_path)
         from ray.data import ActorPoolStrategy, DataContext
 
-        DataContext.get_current().enable_progress_bars = False
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        # results in input order: of byte-identical files the first listed is enrolled and
+        # the later ones are its duplicates, as with the local engine (deterministic)
+        ctx.execution_options.preserve_order = True
         ds = ray.data.from_items(
             [{"path": it.path, "identity": it.identity} for it in items],
             override_num_blocks=min(-(-len(items) // batch_size), 1000),  # >= 1 batch each
@@ -248,10 +252,10 @@ def _write(
     on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None,
     counts: dict[str, int],
 ) -> None:
-    """The one writer: stream the actors' rows, commit faces in batches, report failures."""
+    """The one writer: stream the actors' rows back in input order, commit faces in batches,
+    report failures (the local engine's :class:`~npcface.enroll.local.Ledger`)."""
     from tqdm import tqdm
 
-    seen: dict[str, str] = {}
     pending: list[tuple[EnrollItem, str, np.ndarray]] = []
 
     def commit() -> None:
@@ -265,6 +269,7 @@ def _write(
     with open(report_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
+        ledger = Ledger(known, writer, fh)
         try:
             for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
                 rows = zip(
@@ -279,23 +284,16 @@ def _write(
                 for path, identity, digest, status, reason, emb in rows:
                     item = EnrollItem(str(path), str(identity))
                     digest, status = str(digest), str(status)
-                    if status not in ("ok", "known"):
-                        counts["failed"] += 1
-                        writer.writerow([item.path, item.identity, status, str(reason)])
-                    elif digest in known:
-                        counts["skipped"] += 1
-                    elif status == "known":  # a prefix collision, not enrolled: embed here
-                        counts["failed"] += 1
-                        writer.writerow(
-                            [item.path, item.identity, "error", "hash prefix collision; re-run"]
-                        )
-                    elif digest in seen:
-                        counts["skipped"] += 1
-                        writer.writerow(
-                            [item.path, item.identity, "duplicate", f"same as {seen[digest]}"]
-                        )
+                    if status == "unreadable":
+                        ledger.fail(item, status, str(reason))
+                    elif status == "known" and digest not in known:
+                        # a hash-prefix collision, never embedded: not enrolled
+                        ledger.fail(item, "error", "hash prefix collision; re-run")
+                    elif not ledger.admit(item, digest):
+                        pass  # in the gallery already, or a later copy of an earlier file
+                    elif status != "ok":  # no face, several faces, low quality, ...
+                        ledger.fail(item, status, str(reason))
                     else:
-                        seen[digest] = item.path
                         pending.append((item, digest, np.asarray(emb, dtype=np.float32)))
                     if len(pending) >= batch_size:
                         commit()
@@ -308,6 +306,8 @@ def _write(
             commit()
             raise
         finally:
+            for key in ("skipped", "failed", "low_quality"):
+                counts[key] = ledger.counts[key]
             bar.close()
 
 
@@ -321,4 +321,5 @@ def _summary(
         failed=counts["failed"],
         seconds=time.monotonic() - t0,
         report=str(report),
+        low_quality=counts["low_quality"],
     )

@@ -5,7 +5,6 @@ and the recogniser integration (images in, matches out) is :mod:`npcface.enroll`
 """
 
 from npcface.gallery.gallery import ConsistencyReport, Gallery, GalleryInfo
-from npcface.gallery.milvus import MilvusGallery
 from npcface.gallery.uri import GalleryLocation, is_milvus_uri, parse_gallery_uri
 
 __all__ = [
@@ -13,7 +12,6 @@ __all__ = [
     "Gallery",
     "GalleryInfo",
     "GalleryLocation",
-    "MilvusGallery",
     "is_milvus_uri",
     "parse_gallery_uri",
 ]

@@ -11,9 +11,11 @@ Backends:
 
 * ``local`` (:mod:`npcface.gallery.local`, any plain path): SQLite + FAISS, one writer
   process and readers that follow it.
-* others are chosen by the scheme of a URI (by the facade, ``gallery.py``) (``"milvus-lite:///abs/path.db"``); a backend
-  module registers its schemes with :func:`register_backend`, or they are listed in
-  :data:`BACKENDS` as ``"module:attribute"`` so that nothing is imported until used.
+* ``milvus`` (:mod:`npcface.gallery.milvus`, ``milvus://host:19530/name``,
+  ``milvus-lite:///abs/path.db``): a Milvus server or cluster, or Milvus Lite in one file.
+* others: a backend module registers its URI schemes with :func:`register_backend`, or
+  they are listed in :data:`BACKENDS` as ``"module:attribute"`` so that nothing is
+  imported until a gallery of that scheme is opened.
 
 A backend class provides two constructors besides the protocol::
 
@@ -178,7 +180,10 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS: dict[str, Any] = {}
+MILVUS_BACKEND = "npcface.gallery.milvus:MilvusBackend"
+BACKENDS: dict[str, Any] = {
+    scheme: MILVUS_BACKEND for scheme in ("milvus", "milvus+http", "milvus+https", "milvus-lite")
+}
 """URI scheme -> backend class, or ``"module:attribute"`` naming it (imported on first use).
 Plain paths (no ``scheme://``) are local galleries."""
 

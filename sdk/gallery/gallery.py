@@ -55,7 +55,6 @@ from .checks import (
     texts,
 )
 from .local import LocalBackend
-from .uri import is_milvus_uri
 
 __all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
 
@@ -128,7 +127,9 @@ class Gallery:
                 with exact re-ranking, from 500k behind an IVF front; see
                 :mod:`npcface.gallery.index`) or any FAISS ``index_factory`` string, e.g.
                 ``"HNSW32,SQ8"`` or ``"IVF4096_HNSW32,PQ64"``. Indexes that need training are
-                built once there are enough templates; until then search is exact.
+                built once there are enough templates; until then search is exact. For a
+                Milvus address: ``auto`` or a Milvus index (``"HNSW:M=32"``, ``"IVF_FLAT"``;
+                see :func:`npcface.gallery.milvus.parse_index`).
             dtype: storage type of vectors in the database, ``float32`` or ``float16``
                 (half the disk; the precision loss is ~1e-3 in cosine).
             model: name of the embedding model whose vectors the gallery holds; recorded so
@@ -141,18 +142,6 @@ class Gallery:
         Raises:
             GalleryError: invalid settings, or a gallery already exists at ``path``.
         """
-        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
-            from .milvus import MilvusGallery
-
-            return MilvusGallery.create(  # type: ignore[return-value]
-                str(path),
-                dim,
-                metric,
-                index=index,
-                dtype=dtype,
-                model=model,
-                search_params=search_params,
-            )
         backend_cls, location = backend_for(check_location(path))
         dim = check_dim(dim)
         if metric not in METRICS:
@@ -196,10 +185,6 @@ class Gallery:
             raise GalleryArgumentError(
                 f"on_bad_index must be 'rebuild' or 'raise', not {on_bad_index!r}"
             )
-        if is_milvus_uri(path):  # Milvus: a backend of its own until it speaks Backend
-            from .milvus import MilvusGallery
-
-            return MilvusGallery.open(str(path), readonly=readonly)  # type: ignore[return-value]
         backend_cls, location = backend_for(check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
 
@@ -497,6 +482,13 @@ class Gallery:
     @property
     def readonly(self) -> bool:
         return self._readonly
+
+    @property
+    def report_dir(self) -> Path:
+        """Where bulk enrolment writes its failure report by default: a local gallery's
+        folder, or where its backend says (next to a Milvus Lite file, else the working
+        directory)."""
+        return Path(getattr(self._backend, "report_dir", self.path))
 
     @property
     def factory(self) -> str:

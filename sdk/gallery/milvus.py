@@ -1,9 +1,10 @@
 """A gallery stored in Milvus: a server or cluster, or Milvus Lite in one local file.
 
-:class:`MilvusGallery` has the public methods and result types of the local
-:class:`~npcface.gallery.Gallery` (``Gallery.create`` / ``Gallery.open`` return one for a
-``milvus://`` or ``milvus-lite://`` address, see :mod:`npcface.gallery.uri`). Layout of
-gallery ``NAME``:
+:class:`MilvusBackend` is a :class:`~npcface.gallery.backend.Backend`: ``Gallery.create`` /
+``Gallery.open`` of a ``milvus://`` or ``milvus-lite://`` address (see
+:mod:`npcface.gallery.uri`) put it behind the same :class:`~npcface.gallery.Gallery` facade
+as the local gallery, which checks arguments and vectors, serialises calls and keeps the
+closed/read-only state for both. Layout of gallery ``NAME``:
 
 * collection ``NAME``: one row per template: ``tid`` (INT64, assigned by Milvus),
   ``identity`` (VARCHAR), ``source`` and ``content_hash`` (VARCHAR), ``vec`` (FLOAT_VECTOR);
@@ -14,7 +15,7 @@ Writes are durable when they return (Milvus acknowledges after its write-ahead l
 use ``Strong`` consistency by default, so a search right after ``add`` sees the new
 templates. Milvus has no multi-row transactions: a process killed inside ``add_many`` may
 leave part of that batch; bulk enrolment re-run with the same files fills the rest in
-(content hashes). Deletion is by identity (``identity == "..."``) and is real, no tombstones.
+(content hashes). Deletion (by identity, or by template id) is real, no tombstones.
 
 Search over-fetches templates, collapses them by identity keeping each identity's best
 template, and searches deeper when too few distinct identities came back, like the local
@@ -24,6 +25,7 @@ would miss people behind an identity with many templates).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ import numpy as np
 
 from ..errors import GalleryError, MissingExtraError
 from ..results import Match
+from .backend import GalleryInfo
 from .uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation, parse_gallery_uri
 
 log = logging.getLogger(__name__)
@@ -152,20 +156,26 @@ def auto_index(n: int, lite: bool = False) -> MilvusIndex:
     return MilvusIndex("HNSW", dict(HNSW_BUILD))
 
 
-def _hnsw_ef(n: int) -> int:
+def _hnsw_ef(n: int, lite: bool = False) -> int:
     for upto, ef in HNSW_EF:
         if n <= upto:
             return ef
     return 512
 
 
-class MilvusGallery:
-    """Enrolled identities with their templates, kept in Milvus.
+def _ivf_nprobe(nlist: int) -> int:
+    """Default ``nprobe`` of an IVF index with ``nlist`` lists."""
+    return max(1, nlist // 4)
 
-    Same API as :class:`~npcface.gallery.Gallery` (create, open, add, add_many, remove,
-    search, identify, identities, info, len, close); open it with ``Gallery.open(uri)``.
-    Methods are thread-safe (serialised by a lock). Unlike the local gallery there is no
-    writer lock: a Milvus server accepts several writers, and their enrolments interleave.
+
+class MilvusBackend:
+    """A gallery's storage and search in Milvus: the :class:`~npcface.gallery.backend.Backend`
+    behind ``Gallery.create/open`` of a ``milvus://`` or ``milvus-lite://`` address.
+
+    The :class:`~npcface.gallery.Gallery` facade checks arguments and vectors, normalises
+    them, serialises calls and keeps the closed/read-only state; this class only talks to
+    Milvus. Unlike the local gallery there is no writer lock: a Milvus server accepts
+    several writers, and their enrolments interleave (``readonly`` only guards this handle).
 
     Example::
 
@@ -182,17 +192,16 @@ class MilvusGallery:
         readonly: bool,
         consistency: str,
     ) -> None:
-        """Internal: use :meth:`create` or :meth:`open` (or ``Gallery.create/open``)."""
-        self.location = location
-        self.path = location.uri
+        """Internal: use :meth:`create` or :meth:`open` (through ``Gallery.create/open``)."""
+        self.loc = location
+        self.location = location.uri
         self._client = client
         self._name = str(location.collection)
         self._meta_name = f"{self._name}__meta"
         self._settings = settings
-        self._readonly = readonly
+        self.readonly = readonly
         self._consistency = consistency
-        self._mutex = threading.RLock()
-        self._closed = False
+        self._released = False
         self.dim = int(settings["dim"])
         self.metric = str(settings["metric"])
         self._n_templates = 0
@@ -204,26 +213,26 @@ class MilvusGallery:
     @classmethod
     def create(
         cls,
-        uri: str,
+        location: str,
+        *,
         dim: int,
         metric: str = "cosine",
-        *,
         index: str = AUTO,
         dtype: str = "float32",
         model: str | None = None,
         search_params: Mapping[str, int] | None = None,
         consistency: str = "Strong",
-    ) -> MilvusGallery:
+    ) -> MilvusBackend:
         """Create an empty gallery (two collections) at a ``milvus://`` or
-        ``milvus-lite://`` address.
+        ``milvus-lite://`` address (``Gallery.create`` checks ``dim``, ``metric``, ``model``).
 
         Args:
-            uri: where (see :mod:`npcface.gallery.uri`).
-            dim: embedding dimension.
+            location: where (see :mod:`npcface.gallery.uri`).
+            dim: embedding dimension (>= 2 for Milvus).
             metric: ``cosine`` (normalised, inner product) or ``ip``.
-            index: ``auto`` (on a server FLAT below 50k templates, then HNSW M=32,
-                switched as the gallery grows; on Milvus Lite FLAT at every size) or an explicit Milvus index, e.g. ``"IVF_PQ:nlist=4096,m=32"``
-                (kept as given; see :func:`parse_index`).
+            index: ``auto`` (FLAT below 50k templates, then HNSW, switched as the gallery
+                grows; see :func:`auto_index`) or an explicit Milvus index, e.g.
+                ``"IVF_PQ:nlist=4096,m=32"`` (kept as given; see :func:`parse_index`).
             dtype: only ``float32`` (Milvus keeps full-precision vectors; compress with the
                 index instead, e.g. ``HNSW_SQ`` or ``IVF_PQ``).
             model: the embedding model's name (checked by the recogniser integration).
@@ -237,10 +246,10 @@ class MilvusGallery:
                 unreachable.
             MissingExtraError: pymilvus (or milvus-lite) is not installed.
         """
-        loc = parse_gallery_uri(uri)
-        dim = _check_dim(dim)
-        if metric not in METRICS:
-            raise GalleryError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        loc = parse_gallery_uri(location)
+        uri = loc.uri
+        if int(dim) < 2:
+            raise GalleryError(f"dim must be an integer >= 2 for Milvus, got {dim!r}")
         if dtype != "float32":
             raise GalleryError(
                 f"{uri}: Milvus galleries store float32 vectors (dtype {dtype!r} is for local "
@@ -252,12 +261,7 @@ class MilvusGallery:
             if chosen is None
             else f"{chosen.index_type}:" + ",".join(f"{k}={v}" for k, v in chosen.build.items())
         )
-        params = {k: int(v) for k, v in (search_params or {}).items() if v is not None}
-        for key, value in params.items():
-            if key not in ("ef", "nprobe") or value < 1:
-                raise GalleryError(
-                    f"search parameter {key}={value!r}: use ef (HNSW) or nprobe (IVF), >= 1"
-                )
+        params = _check_search_params(search_params or {}, {})
         _check_consistency(consistency)
         client = _connect(loc)
         try:
@@ -270,7 +274,7 @@ class MilvusGallery:
             first = chosen or auto_index(0, lite=loc.kind == MILVUS_LITE)
             settings = {
                 "format": FORMAT_VERSION,
-                "dim": dim,
+                "dim": int(dim),
                 "metric": metric,
                 "dtype": "float32",
                 "index_spec": spec,
@@ -279,7 +283,7 @@ class MilvusGallery:
                 "model": model,
                 "created": time.time(),
             }
-            _create_collections(client, name, dim, first, consistency)
+            _create_collections(client, name, int(dim), first, consistency)
             client.upsert(f"{name}__meta", [_settings_row(settings)])
         except GalleryError:
             _disconnect(loc, client)
@@ -291,20 +295,27 @@ class MilvusGallery:
 
     @classmethod
     def open(
-        cls, uri: str, *, readonly: bool = False, consistency: str = "Strong"
-    ) -> MilvusGallery:
+        cls,
+        location: str,
+        *,
+        readonly: bool = False,
+        on_bad_index: str = "rebuild",
+        consistency: str = "Strong",
+    ) -> MilvusBackend:
         """Open an existing Milvus gallery.
 
         Args:
-            uri: its address.
+            location: its address.
             readonly: refuse writes from this handle (Milvus itself does not lock).
+            on_bad_index: ignored (Milvus keeps its index with its rows).
             consistency: as in :meth:`create`.
 
         Raises:
             GalleryError: no gallery there, it was made by a newer npcface, or Milvus is
                 unreachable.
         """
-        loc = parse_gallery_uri(uri)
+        loc = parse_gallery_uri(location)
+        uri = loc.uri
         _check_consistency(consistency)
         if loc.kind == MILVUS_LITE and not Path(str(loc.path)).exists():
             raise GalleryError(
@@ -342,7 +353,7 @@ class MilvusGallery:
         except Exception as exc:
             _disconnect(loc, client)
             raise GalleryError(f"{uri}: cannot open the gallery: {exc}") from exc
-        return cls(loc, client, settings, readonly, consistency)
+        return cls(loc, client, settings, bool(readonly), consistency)
 
     @staticmethod
     def exists(uri: str) -> bool:
@@ -358,98 +369,68 @@ class MilvusGallery:
         finally:
             _disconnect(loc, client)
 
+    def reading(self) -> AbstractContextManager[None]:
+        """Nothing to catch up: reads use the consistency level (``Strong``: every write
+        acknowledged before the read began is seen)."""
+        return contextlib.nullcontext()
+
     # ----------------------------------------------------------------- writes
     def add(
         self,
-        identity: str,
-        embeddings: np.ndarray,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        sources: Sequence[str | None] | None = None,
-        content_hashes: Sequence[str | None] | None = None,
+        names: Sequence[str],
+        vectors: np.ndarray,
+        sources: Sequence[str | None] | None,
+        content_hashes: Sequence[str | None] | None,
+        metadata: Mapping[str, Mapping[str, Any]] | None,
     ) -> list[int]:
-        """Enroll templates of one identity (created if new); see ``Gallery.add``.
-
-        Returns:
-            The new template ids (assigned by Milvus), durable when this returns.
-
-        Raises:
-            GalleryError: wrong dimension, non-finite or zero vectors, bad name or metadata,
-                or the gallery is read-only.
-        """
-        vecs = self._prepare(embeddings, "embeddings")
-        name = _check_name(identity)
-        meta = dict(metadata) if metadata else None
-        if meta is not None:
+        """Insert templates (rows checked and normalised by the facade); the ids Milvus
+        assigned, in input order, durable when this returns."""
+        n = len(vectors)
+        names = list(names)
+        if any(len(v) > MAX_NAME_LENGTH for v in names):
+            raise GalleryError(f"identity name longer than {MAX_NAME_LENGTH} characters")
+        for who, meta in (metadata or {}).items():
             try:
-                json.dumps(meta)
+                json.dumps(dict(meta))
             except (TypeError, ValueError) as exc:
                 raise GalleryError(
-                    f"metadata of {identity!r} is not JSON-serialisable: {exc}"
+                    f"metadata of identity {who!r} must be JSON-serialisable: {exc}"
                 ) from None
-        return self._add([name] * len(vecs), vecs, sources, content_hashes, meta)
-
-    def add_many(
-        self,
-        identities: Sequence[str],
-        embeddings: np.ndarray,
-        *,
-        sources: Sequence[str | None] | None = None,
-        content_hashes: Sequence[str | None] | None = None,
-    ) -> list[int]:
-        """Enroll templates of several identities (bulk enrolment); see ``Gallery.add_many``."""
-        vecs = self._prepare(embeddings, "embeddings")
-        names = [_check_name(n) for n in identities]
-        if len(names) != len(vecs):
-            raise GalleryError(f"{len(names)} identities for {len(vecs)} embeddings")
-        return self._add(names, vecs, sources, content_hashes, None)
-
-    def _add(
-        self,
-        names: list[str],
-        vecs: np.ndarray,
-        sources: Sequence[str | None] | None,
-        hashes: Sequence[str | None] | None,
-        metadata: dict[str, Any] | None,
-    ) -> list[int]:
-        n = len(vecs)
-        if not n:
-            return []
         sources = _column(sources, n, "sources", MAX_SOURCE_LENGTH)
-        hashes = _column(hashes, n, "content_hashes", 128)
-        with self._mutex:
-            self._writable()
-            self._upsert_identities(names, metadata)
-            ids: list[int] = []
-            for start in range(0, n, INSERT_BATCH):
-                stop = min(n, start + INSERT_BATCH)
-                rows = [
-                    {
-                        "identity": names[i],
-                        "source": sources[i],
-                        "content_hash": hashes[i],
-                        "vec": vecs[i],
-                    }
-                    for i in range(start, stop)
-                ]
-                ids.extend(int(i) for i in self._client.insert(self._name, rows)["ids"])
-            self._n_templates += n
-            self._maybe_upgrade()
-            return ids
+        hashes = _column(content_hashes, n, "content_hashes", 128)
+        self._upsert_identities(names, metadata or {})
+        ids: list[int] = []
+        for start in range(0, n, INSERT_BATCH):
+            stop = min(n, start + INSERT_BATCH)
+            rows = [
+                {
+                    "identity": names[i],
+                    "source": sources[i],
+                    "content_hash": hashes[i],
+                    "vec": vectors[i],
+                }
+                for i in range(start, stop)
+            ]
+            ids.extend(int(i) for i in self._client.insert(self._name, rows)["ids"])
+        self._n_templates += n
+        self._maybe_upgrade()
+        return ids
 
-    def _upsert_identities(self, names: list[str], metadata: dict[str, Any] | None) -> None:
-        """Create the identity rows of new names; merge ``metadata`` into a single identity."""
+    def _upsert_identities(
+        self, names: list[str], metadata: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Create the identity rows of new names; merge ``metadata`` into theirs."""
         unique = list(dict.fromkeys(names))
         known = self._identity_rows(unique)
         now = time.time_ns()
         rows = []
         for j, name in enumerate(unique):
             row = known.get(name)
+            meta = dict(metadata.get(name) or {})
             if row is None:
-                value = dict(metadata) if metadata else {}
-                rows.append(_identity_row(name, value, now + j))
-            elif metadata:
-                merged = {**dict(row["value"]), **metadata}
+                rows.append(_identity_row(name, meta, now + j))
+            elif meta:
+                merged = {**dict(row["value"]), **meta}
                 if merged != row["value"]:
                     rows.append(_identity_row(name, merged, int(row["seq"])))
         if rows:
@@ -457,7 +438,7 @@ class MilvusGallery:
             self._n_identities += sum(1 for n in unique if n not in known)
 
     def _maybe_upgrade(self) -> None:
-        """``auto`` galleries on a server: switch FLAT -> HNSW once they pass 50k templates."""
+        """``auto`` galleries: switch FLAT -> the next tier once they pass its threshold."""
         if self._settings.get("index_spec") != AUTO:
             return
         target = auto_index(self._n_templates, self._lite)
@@ -465,7 +446,7 @@ class MilvusGallery:
             return
         log.info(
             "%s: %d templates: switching index %s -> %s",
-            self.path,
+            self.location,
             self._n_templates,
             self._index.describe(),
             target.describe(),
@@ -481,87 +462,82 @@ class MilvusGallery:
         self._index = target
         self._settings["index"] = {"type": target.index_type, "build": target.build}
         self._client.upsert(self._meta_name, [_settings_row(self._settings)])
-        log.info("%s: built %s in %.1f s", self.path, target.describe(), time.perf_counter() - t0)
+        log.info(
+            "%s: built %s in %.1f s", self.location, target.describe(), time.perf_counter() - t0
+        )
 
-    def remove(self, identity: str) -> int:
-        """Delete an identity and all its templates.
+    def remove_identities(self, names: Sequence[str]) -> int:
+        """Delete identities completely (unknown names raise before anything is deleted)."""
+        names = list(dict.fromkeys(names))
+        known = self._identity_rows(names)
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise GalleryError(f"{self.location}: no identity named {missing[0]!r}")
+        expr = f"identity in [{', '.join(_quote(n) for n in names)}]"
+        count = self._count(self._name, expr)
+        self._client.delete(self._name, filter=expr)
+        self._client.delete(self._meta_name, ids=[_identity_key(n) for n in names])
+        self._recount()
+        return count
 
-        Returns:
-            The number of templates deleted.
-
-        Raises:
-            GalleryError: unknown identity, or the gallery is read-only.
-        """
-        return self.remove_many([identity])
-
-    def remove_many(self, identities: Sequence[str]) -> int:
-        """Delete several identities (each one completely; unknown names raise first)."""
-        if isinstance(identities, str):
-            identities = [identities]
-        names = list(dict.fromkeys(identities))
-        with self._mutex:
-            self._writable()
-            known = self._identity_rows(names)
-            missing = [n for n in names if n not in known]
-            if missing:
-                raise GalleryError(f"{self.path}: no identity named {missing[0]!r}")
-            expr = f"identity in [{', '.join(_quote(n) for n in names)}]"
-            count = self._count(self._name, expr)
-            self._client.delete(self._name, filter=expr)
-            self._client.delete(self._meta_name, ids=[_identity_key(n) for n in names])
-            self._recount()
-            return count
+    def remove_templates(self, template_ids: Sequence[int]) -> int:
+        """Delete templates by id; an identity left with none is deleted too."""
+        ids = sorted({int(t) for t in template_ids})
+        if not ids:
+            return 0
+        rows = self._client.query(
+            self._name,
+            filter=f"tid in [{', '.join(str(t) for t in ids)}]",
+            output_fields=["tid", "identity"],
+            consistency_level=self._consistency,
+        )
+        if not rows:
+            return 0
+        self._client.delete(self._name, ids=[int(r["tid"]) for r in rows])
+        owners = sorted({r["identity"] for r in rows})
+        left = self._client.query(
+            self._name,
+            filter=f"identity in [{', '.join(_quote(n) for n in owners)}]",
+            output_fields=["identity"],
+            consistency_level=self._consistency,
+        )
+        empty = set(owners) - {r["identity"] for r in left}
+        if empty:
+            self._client.delete(self._meta_name, ids=[_identity_key(n) for n in sorted(empty)])
+        self._recount()
+        return len(rows)
 
     def refresh(self) -> int:
         """Re-read the counts (other writers may have enrolled); returns 0."""
-        with self._mutex:
-            self._check_open()
-            self._recount()
-            return 0
+        self._recount()
+        return 0
 
     def save(self) -> None:
         """Flush inserted rows into sealed segments (Milvus indexes them there).
 
         Not needed for durability or visibility: each write is durable when it returns.
         """
-        with self._mutex:
-            self._writable()
-            self._client.flush(self._name)
+        self._client.flush(self._name)
 
     def set_model(self, name: str) -> None:
         """Record the embedding model's name (done by the first recogniser enrolment)."""
-        with self._mutex:
-            self._writable()
-            self._settings["model"] = str(name)
-            self._client.upsert(self._meta_name, [_settings_row(self._settings)])
+        self._settings["model"] = str(name)
+        self._client.upsert(self._meta_name, [_settings_row(self._settings)])
 
-    def set_search_params(self, **params: int | None) -> None:
+    def set_search_params(self, params: Mapping[str, int | None]) -> None:
         """Override search parameters (``ef``, ``nprobe``); ``None`` restores the default."""
-        with self._mutex:
-            self._writable()
-            overrides = dict(self._settings.get("search_params") or {})
-            for key, value in params.items():
-                if key not in ("ef", "nprobe"):
-                    raise GalleryError(f"unknown search parameter {key!r}; use ef or nprobe")
-                if value is None:
-                    overrides.pop(key, None)
-                elif int(value) != value or value < 1:
-                    raise GalleryError(f"{key} must be a positive integer, got {value!r}")
-                else:
-                    overrides[key] = int(value)
-            self._settings["search_params"] = overrides
-            self._client.upsert(self._meta_name, [_settings_row(self._settings)])
+        current = dict(self._settings.get("search_params") or {})
+        self._settings["search_params"] = _check_search_params(params, current)
+        self._client.upsert(self._meta_name, [_settings_row(self._settings)])
 
     def rebuild(self, index: str | None = None) -> None:
         """Rebuild the vector index, optionally as another type (``auto`` or a Milvus index)."""
-        with self._mutex:
-            self._writable()
-            if index is not None:
-                chosen = parse_index(index, lite=self.location.kind == MILVUS_LITE)
-                self._settings["index_spec"] = AUTO if chosen is None else index.strip()
-                self._settings["search_params"] = {}
-            spec = parse_index(str(self._settings["index_spec"]))
-            self._build_index(spec or auto_index(self._n_templates, self._lite))
+        if index is not None:
+            chosen = parse_index(index, lite=self._lite)
+            self._settings["index_spec"] = AUTO if chosen is None else index.strip()
+            self._settings["search_params"] = {}
+        spec = parse_index(str(self._settings["index_spec"]))
+        self._build_index(spec or auto_index(self._n_templates, self._lite))
 
     def check(self) -> Any:
         """Not applicable: Milvus keeps its index and its rows together (no separate index
@@ -571,66 +547,53 @@ class MilvusGallery:
             GalleryError: always.
         """
         raise GalleryError(
-            f"{self.path}: nothing to check: Milvus maintains its own index (the check compares "
-            "a local gallery's FAISS index with its database)"
+            f"{self.location}: nothing to check: Milvus maintains its own index (the check "
+            "compares a local gallery's FAISS index with its database)"
         )
 
     def compact(self, vacuum: bool = True) -> None:
         """Ask Milvus to compact the collection (deleted rows are dropped in the background)."""
-        with self._mutex:
-            self._writable()
-            self._client.compact(self._name)
+        self._client.compact(self._name)
 
     # ------------------------------------------------------------------ reads
-    def search(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
-        """The ``k`` most similar identities for each query, each identity once, scored by its
-        best template (see ``Gallery.search``).
+    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
+        """The ``k`` most similar identities per query, each scored by its best template.
 
-        Raises:
-            GalleryError: wrong dimension, non-finite or zero vectors, or ``k < 1``.
-        """
-        q = self._prepare(queries, "queries")
-        if int(k) != k or k < 1:
-            raise GalleryError(f"k must be a positive integer, got {k!r}")
-        with self._mutex:
-            self._check_open()
-            if self._n_templates == 0:  # another writer may have enrolled since
-                self._recount()
-            if self._n_templates == 0:
-                return [[] for _ in range(len(q))]
-            # the counts only size the first request (another writer may have changed them):
-            # the search deepens until k identities or every template has been seen
-            want = int(k)
-            per_identity = math.ceil(self._n_templates / max(self._n_identities, 1))
-            kk = min(MAX_TOPK, want * per_identity + min(want, 8))
-            found: list[list[tuple[str, float, int]]] = [[] for _ in range(len(q))]
-            pending = list(range(len(q)))
-            while pending:
-                hits = self._raw_search(q[pending], kk)
-                again = []
-                for row, qi in enumerate(pending):
-                    best: dict[str, tuple[float, int]] = {}
-                    for hit in hits[row]:
-                        name = hit["entity"]["identity"]
-                        if name not in best:
-                            best[name] = (float(hit["distance"]), int(hit.id))
-                    exhausted = len(hits[row]) < kk or kk >= MAX_TOPK
-                    if len(best) < want and not exhausted:
-                        again.append(qi)
-                        continue
-                    found[qi] = [(n, s, t) for n, (s, t) in list(best.items())[:want]]
-                pending = again
-                kk = min(MAX_TOPK, kk * 4)
-            names = sorted({n for row in found for n, _, _ in row})
-            records = self._identity_rows(names)
+        Over-fetches templates, collapses them by identity, and searches deeper for the
+        queries that got fewer than ``k`` distinct identities."""
+        q = queries
+        if self._n_templates == 0:  # another writer may have enrolled since
+            self._recount()
+        if self._n_templates == 0:
+            return [[] for _ in range(len(q))]
+        # the counts only size the first request (another writer may have changed them):
+        # the search deepens until k identities or every template has been seen
+        want = int(k)
+        per_identity = math.ceil(self._n_templates / max(self._n_identities, 1))
+        kk = min(MAX_TOPK, want * per_identity + min(want, 8))
+        found: list[list[tuple[str, float, int]]] = [[] for _ in range(len(q))]
+        pending = list(range(len(q)))
+        while pending:
+            hits = self._raw_search(q[pending], kk)
+            again = []
+            for row, qi in enumerate(pending):
+                best: dict[str, tuple[float, int]] = {}
+                for hit in hits[row]:
+                    name = hit["entity"]["identity"]
+                    if name not in best:
+                        best[name] = (float(hit["distance"]), int(hit.id))
+                exhausted = len(hits[row]) < kk or kk >= MAX_TOPK
+                if len(best) < want and not exhausted:
+                    again.append(qi)
+                    continue
+                found[qi] = [(n, s, t) for n, (s, t) in list(best.items())[:want]]
+            pending = again
+            kk = min(MAX_TOPK, kk * 4)
+        names = sorted({n for row in found for n, _, _ in row})
+        records = self._identity_rows(names)
         return [
             [
-                Match(
-                    identity=n,
-                    similarity=s,
-                    template_id=t,
-                    metadata=_metadata(records.get(n)),
-                )
+                Match(identity=n, similarity=s, template_id=t, metadata=_metadata(records.get(n)))
                 for n, s, t in row
             ]
             for row in found
@@ -658,43 +621,36 @@ class MilvusGallery:
     def _default_params(self) -> dict[str, int]:
         kind = self._index.index_type
         if kind.startswith("HNSW"):
-            return {"ef": _hnsw_ef(self._n_templates)}
+            return {"ef": _hnsw_ef(self._n_templates, self._lite)}
         if kind.startswith("IVF"):
             nlist = int(self._index.build.get("nlist", 128))
-            return {"nprobe": max(1, nlist // 4)}
+            return {"nprobe": _ivf_nprobe(nlist)}
         return {}
 
-    def identify(self, query: np.ndarray, threshold: float) -> Match | None:
-        """Open-set identification: the best identity if it is similar enough, else ``None``."""
-        q = np.asarray(query)
-        if q.ndim != 1:
-            raise GalleryError(f"identify takes one (d,) embedding, got shape {q.shape}")
-        best = self.search(q, k=1)[0]
-        if best and best[0].similarity >= float(threshold):
-            return best[0]
-        return None
+    def identity_count(self) -> int:
+        self._recount()
+        return self._n_identities
+
+    def has_identity(self, name: str) -> bool:
+        return bool(self._identity_rows([name]))
 
     def identities(self) -> list[str]:
         """Names of every enrolled identity, in enrolment order."""
-        with self._mutex:
-            self._check_open()
-            rows = list(self._iterate(self._meta_name, 'kind == "identity"', ["name", "seq"]))
-        rows.sort(key=lambda r: int(r["seq"]))
+        rows = list(self._iterate(self._meta_name, 'kind == "identity"', ["name", "seq"]))
+        rows.sort(key=lambda r: (int(r["seq"]), r["name"]))
         return [r["name"] for r in rows]
 
-    def template_counts(self) -> dict[str, int]:
-        """Number of templates of every identity, in enrolment order."""
+    def template_counts(self) -> list[tuple[str, int]]:
+        """(identity, templates) of every identity, in enrolment order."""
         counts: dict[str, int] = {}
-        with self._mutex:
-            for row in self._iterate(self._name, "tid >= 0", ["identity"]):
-                counts[row["identity"]] = counts.get(row["identity"], 0) + 1
-        return {n: counts.get(n, 0) for n in self.identities()}
+        for row in self._iterate(self._name, "", ["identity"]):
+            counts[row["identity"]] = counts.get(row["identity"], 0) + 1
+        return [(n, counts.get(n, 0)) for n in self.identities()]
 
-    def templates(self, identity: str) -> list[int]:
+    def templates(self, name: str) -> list[int]:
         """Template ids of an identity ([] if unknown)."""
-        with self._mutex:
-            rows = self._iterate(self._name, f"identity == {_quote(identity)}", ["tid"])
-            return sorted(int(r["tid"]) for r in rows)
+        rows = self._iterate(self._name, f"identity == {_quote(name)}", ["tid"])
+        return sorted(int(r["tid"]) for r in rows)
 
     def metadata(self, identity: str) -> dict[str, Any] | None:
         """The identity's metadata ({} when none was given; None if it is not enrolled)."""
@@ -705,85 +661,64 @@ class MilvusGallery:
 
     def content_hashes(self) -> set[str]:
         """Content hashes recorded with enrolled templates (for resumable enrolment)."""
-        with self._mutex:
-            self._check_open()
-            rows = self._iterate(self._name, 'content_hash != ""', ["content_hash"])
-            return {r["content_hash"] for r in rows}
+        rows = self._iterate(self._name, 'content_hash != ""', ["content_hash"])
+        return {r["content_hash"] for r in rows}
 
-    def __len__(self) -> int:
-        """Number of enrolled identities."""
-        return self._n_identities
-
-    def __contains__(self, identity: object) -> bool:
-        return isinstance(identity, str) and bool(self._identity_rows([identity]))
-
-    @property
     def model(self) -> str | None:
         """Name of the embedding model the gallery is for, if recorded."""
         value = self._settings.get("model")
         return str(value) if value is not None else None
 
-    @property
-    def readonly(self) -> bool:
-        return self._readonly
-
-    @property
     def factory(self) -> str:
         """The Milvus index in use, e.g. ``HNSW(M=32,efConstruction=200)``."""
         return self._index.describe()
 
-    @property
-    def _lite(self) -> bool:
-        return self.location.kind == MILVUS_LITE
-
-    @property
     def tombstones(self) -> int:
         """Always 0: Milvus deletes for real (compaction reclaims the space)."""
         return 0
 
     @property
+    def _lite(self) -> bool:
+        return self.loc.kind == MILVUS_LITE
+
+    @property
     def report_dir(self) -> Path:
         """Where bulk enrolment writes its failure report by default: next to a Milvus Lite
         file, the working directory for a server."""
-        if self.location.kind == MILVUS_LITE:
-            return Path(str(self.location.path)).parent
+        if self._lite:
+            return Path(str(self.loc.path)).parent
         return Path.cwd()
 
-    def info(self) -> Any:
+    def info(self) -> GalleryInfo:
         """Settings and size, as a :class:`~npcface.gallery.GalleryInfo`."""
-        from .backend import GalleryInfo
-
-        with self._mutex:
-            self._check_open()
-            self._recount()
-            disk = 0
-            if self.location.kind == MILVUS_LITE:
-                disk = _disk_bytes(Path(str(self.location.path)))
-            lite = self.location.kind == MILVUS_LITE
-            return GalleryInfo(
-                path=self.path,
-                dim=self.dim,
-                metric=self.metric,
-                dtype="float32",
-                index_spec=str(self._settings["index_spec"]),
-                factory=self.factory,
-                search_params=self._search_params(1),
-                identities=self._n_identities,
-                templates=self._n_templates,
-                index_vectors=self._n_templates,
-                tombstones=0,
-                removable=True,
-                device="milvus-lite" if lite else "milvus",
-                device_reason="embedded Milvus Lite" if lite else str(self.location.server),
-                model=self.model,
-                index_saved=True,
-                schema_version=FORMAT_VERSION,
-                disk_bytes=int(disk),
-                created=float(self._settings.get("created", 0.0)),
-            )
+        self._recount()
+        lite = self._lite
+        return GalleryInfo(
+            path=self.location,
+            dim=self.dim,
+            metric=self.metric,
+            dtype="float32",
+            index_spec=str(self._settings["index_spec"]),
+            factory=self.factory(),
+            search_params=self._search_params(1),
+            identities=self._n_identities,
+            templates=self._n_templates,
+            index_vectors=self._n_templates,
+            tombstones=0,
+            removable=True,
+            device="milvus-lite" if lite else "milvus",
+            device_reason="embedded Milvus Lite" if lite else str(self.loc.server),
+            model=self.model(),
+            index_saved=True,
+            schema_version=FORMAT_VERSION,
+            disk_bytes=int(_disk_bytes(Path(str(self.loc.path)))) if lite else 0,
+            created=float(self._settings.get("created", 0.0)),
+        )
 
     # ---------------------------------------------------------------- helpers
     def _recount(self) -> None:
+        """Re-read both counts (another writer may have changed them); searches size their
+        first request from the cached counts and deepen when they were too low."""
         self._n_templates = self._count(self._name, "")
         self._n_identities = self._count(self._meta_name, 'kind == "identity"')
 
@@ -828,66 +763,50 @@ class MilvusGallery:
         finally:
             it.close()
 
-    def _prepare(self, x: Any, what: str) -> np.ndarray:
-        arr = np.asarray(x)
-        if arr.ndim == 1:
-            arr = arr[None, :]
-        if arr.ndim != 2:
-            raise GalleryError(f"{what} must be (d,) or (n, d), got shape {arr.shape}")
-        if arr.shape[1] != self.dim:
-            model = self.model
-            raise GalleryError(
-                f"{what} have dimension {arr.shape[1]}, but the gallery at {self.path} holds "
-                f"{self.dim}-dimensional vectors"
-                + (f" (model {model})" if model else "")
-                + "; use the same embedding model for enrolment and search"
-            )
-        if not np.issubdtype(arr.dtype, np.number):
-            raise GalleryError(f"{what} must be numeric, got dtype {arr.dtype}")
-        arr = np.array(arr, dtype=np.float32, order="C")
-        if not np.all(np.isfinite(arr)):
-            raise GalleryError(f"{what} contain NaN or infinite values")
-        if self.metric == "cosine" and len(arr):
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if np.any(norms == 0):
-                raise GalleryError(f"{what} contain an all-zero vector (no direction to compare)")
-            arr /= norms
-        return arr
-
     # -------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Close the connection (idempotent). Everything written is already durable."""
-        with self._mutex:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._client.close()
-            except Exception:  # noqa: BLE001 - closing must not raise
-                log.debug("%s: error while closing the Milvus client", self.path, exc_info=True)
-            if self.location.kind == MILVUS_LITE:
-                _release_lite(Path(str(self.location.path)))
+        """Everything written is already durable: the same as :meth:`release`."""
+        self.release()
 
-    def __enter__(self) -> MilvusGallery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def release(self) -> None:
+        """Close the connection (idempotent; the finalizer of a dropped Gallery)."""
+        if self._released:
+            return
+        self._released = True
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing must not raise
+            log.debug("%s: error while closing the Milvus client", self.location, exc_info=True)
+        if self._lite:
+            _release_lite(Path(str(self.loc.path)))
 
     def __repr__(self) -> str:
         return (
-            f"MilvusGallery({self.path!r}, identities={self._n_identities}, "
-            f"templates={self._n_templates}, index={self.factory!r})"
+            f"MilvusBackend({self.location!r}, templates={self._n_templates}, "
+            f"index={self.factory()!r})"
         )
 
-    def _writable(self) -> None:
-        self._check_open()
-        if self._readonly:
-            raise GalleryError(f"{self.path}: gallery opened read-only; open it without readonly")
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise GalleryError(f"{self.path}: gallery is closed")
+def _check_search_params(
+    params: Mapping[str, int | None], current: Mapping[str, int]
+) -> dict[str, int]:
+    """``current`` updated with ``params`` (``ef`` for HNSW, ``nprobe`` for IVF; ``None``
+    drops an override).
+
+    Raises:
+        GalleryError: another key, or a value that is not a positive integer.
+    """
+    out = dict(current)
+    for key, value in params.items():
+        if key not in ("ef", "nprobe"):
+            raise GalleryError(f"unknown search parameter {key!r}; use ef (HNSW) or nprobe (IVF)")
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, bool) or int(value) != value or value < 1:
+            raise GalleryError(f"{key} must be a positive integer, got {value!r}")
+        else:
+            out[key] = int(value)
+    return out
 
 
 # -------------------------------------------------------------------- module helpers
@@ -909,6 +828,14 @@ def _connect(loc: GalleryLocation) -> Any:
     # an idle shared channel to Milvus Lite was closed by its server, "too many pings",
     # failing the next gallery opened in the process)
     kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "dedicated": True}
+    if loc.kind == MILVUS_LITE:
+        # no keep-alive pings to the embedded server: during a long call (an HNSW build takes
+        # minutes) pymilvus's pings every 10 s made it answer GOAWAY "too_many_pings", and
+        # pymilvus's retry of create_index then failed with "index already exists"
+        kwargs["grpc_options"] = {
+            "grpc.keepalive_time_ms": 2**31 - 1,
+            "grpc.keepalive_permit_without_calls": 0,
+        }
     token = os.environ.get(TOKEN_ENV)
     if token and loc.kind != MILVUS_LITE:
         kwargs["token"] = token
@@ -1054,24 +981,6 @@ def _column(values: Sequence[str | None] | None, n: int, what: str, limit: int) 
     if any(len(v) > limit for v in out):
         raise GalleryError(f"{what}: an entry is longer than {limit} characters")
     return out
-
-
-def _check_dim(dim: Any) -> int:
-    try:
-        value = int(dim)
-    except (TypeError, ValueError):
-        raise GalleryError(f"dim must be a positive integer, got {dim!r}") from None
-    if value != dim or value < 2:
-        raise GalleryError(f"dim must be an integer >= 2 for Milvus, got {dim!r}")
-    return value
-
-
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise GalleryError(f"identity names must be non-empty strings, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH:
-        raise GalleryError(f"identity name longer than {MAX_NAME_LENGTH} characters")
-    return name
 
 
 def _check_consistency(level: str) -> None:
