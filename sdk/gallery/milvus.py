@@ -652,11 +652,9 @@ class MilvusBackend:
         rows = self._iterate(self._name, f"identity == {_quote(name)}", ["tid"])
         return sorted(int(r["tid"]) for r in rows)
 
-    def metadata(self, identity: str) -> dict[str, Any] | None:
+    def metadata(self, name: str) -> dict[str, Any] | None:
         """The identity's metadata ({} when none was given; None if it is not enrolled)."""
-        with self._mutex:
-            self._check_open()
-            row = self._identity_rows([identity]).get(identity)
+        row = self._identity_rows([name]).get(name)
         return None if row is None else dict(row["value"] or {})
 
     def content_hashes(self) -> set[str]:
