@@ -255,10 +255,14 @@ def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
 
 # ---------------------------------------------------------- Milvus specifics
 def test_milvus_index_choice_and_override(lite_file: Path) -> None:
+    import npcface.gallery.milvus as mv
     from npcface.gallery.milvus import auto_index, parse_index
 
     assert auto_index(10).index_type == "FLAT" and auto_index(60_000).index_type == "HNSW"
     assert auto_index(2_000_000, lite=True).index_type == "FLAT"  # Lite: exact at any size
+    # default ef: grows with a server's gallery; Lite's graphs stay one 100k-row segment
+    assert [mv._hnsw_ef(n) for n in (60_000, 1_000_000, 5_000_000)] == [256, 512, 1024]
+    assert mv._hnsw_ef(5_000_000, lite=True) == 256
     assert parse_index("HNSW:M=16,efConstruction=64").build == {"M": 16, "efConstruction": 64}
     with pytest.raises(GalleryError, match="Milvus Lite cannot build IVF_PQ"):
         parse_index("IVF_PQ:nlist=64,m=8", lite=True)
@@ -270,6 +274,7 @@ def test_milvus_index_choice_and_override(lite_file: Path) -> None:
     with Gallery.create(uri, DIM, index="HNSW:M=16,efConstruction=100") as g:
         tids = np.array(g.add_many(names, vecs))
         assert g.factory == "HNSW(M=16,efConstruction=100)"
+        assert g.info().search_params == {"ef": 256}  # Lite's default
         g.set_search_params(ef=512)
         assert g.info().search_params == {"ef": 512}
         expected = brute_force(names, vecs, np.ones(len(names), bool), q, 3)
