@@ -70,7 +70,14 @@ class Client:
         """
         url = f"{self.base_url}{path}"
         try:
-            r = self._http.request(method, url, headers=self._headers, **kwargs)
+            try:
+                r = self._http.request(method, url, headers=self._headers, **kwargs)
+            except self._httpx.RemoteProtocolError:
+                # A kept-alive connection the server closed as the request went out: the
+                # request was not served. Calls without side effects are sent once more.
+                if not _read_only(method, path):
+                    raise
+                r = self._http.request(method, url, headers=self._headers, **kwargs)
         except self._httpx.TimeoutException as exc:
             raise wire.ServiceError("timeout", f"{method} {url}: timed out ({exc})") from None
         except self._httpx.TransportError as exc:
@@ -421,6 +428,18 @@ class RemoteGallery:
 
 
 # ------------------------------------------------------------------ helpers
+_READ_ONLY_POSTS = ("/v1/detect", "/v1/embed", "/v1/verify")
+
+
+def _read_only(method: str, path: str) -> bool:
+    """Whether a request has no side effects (safe to send again)."""
+    if method in ("GET", "HEAD"):
+        return True
+    return method == "POST" and (
+        path in _READ_ONLY_POSTS or path.endswith("/search") or path.endswith("/identify")
+    )
+
+
 def _file(field: str, image: ImageInput) -> tuple[str, tuple[str, bytes, str]]:
     """A multipart file for an image input, as the library reads it (paths and bytes are
     sent as they are; arrays and PIL images as lossless PNG).

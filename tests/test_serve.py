@@ -17,6 +17,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+import contextlib
+
 from conftest import lfw_image  # noqa: E402
 
 from npcface import (  # noqa: E402
@@ -735,3 +737,72 @@ def test_every_library_error_class_survives_the_wire():
         assert 400 <= status < 500, cls
         back = exception_from(body, status)
         assert type(back) is cls and str(back) == "the message" and back.status == status
+
+
+# ------------------------------------------------------------------ dropped connections
+class DropFirstRequest:
+    """A loopback TCP relay to ``target`` that closes its first connection after reading
+    the request, without answering (as a server closing a kept-alive connection just as a
+    request arrives), and relays every later connection whole."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.dropped == 0:
+                self.dropped += 1
+                conn.recv(65536)
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_client_sends_a_read_only_request_again_after_a_dropped_connection(server):
+    relay = DropFirstRequest(server.port)
+    try:
+        with Client(relay.url) as c:
+            assert c.model["embedding_size"] == 128  # GET: dropped once, sent again
+        assert relay.dropped == 1
+    finally:
+        relay.close()
+    relay = DropFirstRequest(server.port)
+    try:
+        with Client(relay.url) as c, pytest.raises(ServiceError) as exc:
+            c.create_gallery("dropped", dim=128)  # has side effects: not sent twice
+        assert exc.value.code == "not_ready"
+        with Client(server.url) as direct:
+            assert "dropped" not in direct.galleries()
+    finally:
+        relay.close()

@@ -15,6 +15,12 @@ from ..errors import MissingExtraError
 LOG_ENV = "NPCFACE_SERVE_LOG_LEVEL"
 
 
+KEEP_ALIVE_S = 75
+"""Seconds an idle kept-alive connection stays open (uvicorn's default, 5 s, closes the
+connections of clients that pause between requests, and a request sent just as one closes
+fails; 75 s is what common load balancers expect of their backends)."""
+
+
 def register(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
@@ -126,5 +132,6 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         log_level=level,
         access_log=False,  # our own access line carries the request id
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     return 0
