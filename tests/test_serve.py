@@ -4,6 +4,7 @@ raw HTTP; answers checked against the library called in-process and against brut
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import threading
@@ -16,8 +17,6 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
-
-import contextlib
 
 from conftest import lfw_image  # noqa: E402
 
