@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import io
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -697,6 +698,12 @@ def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
             files=[("images", photo.read_bytes()), ("images", photo.read_bytes())],
             headers={"X-Request-ID": "trace-42"},
         )
+        # the access line is written once the answer has gone out: it may follow it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            "trace-42" in rec.getMessage() for rec in caplog.records
+        ):
+            time.sleep(0.01)
     n_faces = sum(len(i["faces"]) for i in r.json()["images"])
     after = scrape()
     route = (("method", "POST"), ("route", "/v1/detect"), ("status", "200"))
