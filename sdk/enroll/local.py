@@ -414,17 +414,26 @@ def enroll_images(
             bar.set_postfix(counts, refresh=False)
             bar.close()
     gallery.save()
+    return summarize(len(items), counts, t0, report_path)
+
+
+def summarize(
+    total: int, counts: dict[str, int], t0: float, report: Path, engine: str = ""
+) -> EnrollSummary:
+    """The :class:`EnrollSummary` of a run that started at ``t0`` (``time.monotonic()``),
+    logged in one line. Shared by every enrolment engine."""
     summary = EnrollSummary(
-        total=len(items),
+        total=total,
         enrolled=counts["enrolled"],
         skipped=counts["skipped"],
         failed=counts["failed"],
         seconds=time.monotonic() - t0,
-        report=str(report_path),
+        report=str(report),
         low_quality=counts["low_quality"],
     )
     log.info(
-        "enrolled %d, skipped %d, failed %d of %d images in %.1f s",
+        "%senrolled %d, skipped %d, failed %d of %d images in %.1f s",
+        engine,
         summary.enrolled,
         summary.skipped,
         summary.failed,

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import GalleryError, MissingExtraError
-from .local import EnrollItem, EnrollSummary, Ledger, _prefix, add_batch, default_report
+from .local import (
+    EnrollItem,
+    EnrollSummary,
+    Ledger,
+    _prefix,
+    add_batch,
+    default_report,
+    summarize,
+)
 from .single import check_model
 
 log = logging.getLogger(__name__)
@@ -200,7 +208,7 @@ def enroll_images_ray(
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         pool = actors or max(1, int(cpus // cpus_per_actor))
         if not items:
-            return _summary(items, counts, t0, report_path)
+            return summarize(0, counts, t0, report_path, "Ray engine: ")
         from ray.data import ActorPoolStrategy, DataContext
 
         ctx = DataContext.get_current()
@@ -229,16 +237,7 @@ def enroll_images_ray(
         if started:
             ray.shutdown()
     gallery.save()
-    summary = _summary(items, counts, t0, report_path)
-    log.info(
-        "Ray engine: enrolled %d, skipped %d, failed %d of %d images in %.1f s",
-        summary.enrolled,
-        summary.skipped,
-        summary.failed,
-        summary.total,
-        summary.seconds,
-    )
-    return summary
+    return summarize(len(items), counts, t0, report_path, "Ray engine: ")
 
 
 def _write(
@@ -309,17 +308,3 @@ def _write(
             for key in ("skipped", "failed", "low_quality"):
                 counts[key] = ledger.counts[key]
             bar.close()
-
-
-def _summary(
-    items: list[EnrollItem], counts: dict[str, int], t0: float, report: Path
-) -> EnrollSummary:
-    return EnrollSummary(
-        total=len(items),
-        enrolled=counts["enrolled"],
-        skipped=counts["skipped"],
-        failed=counts["failed"],
-        seconds=time.monotonic() - t0,
-        report=str(report),
-        low_quality=counts["low_quality"],
-    )
