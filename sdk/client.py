@@ -354,26 +354,25 @@ class RemoteGallery:
             if not out["identities"] or offset >= out["total"]:
                 return
 
-    def templates(self, identity: str) -> list[int]:
-        """Template ids of an identity ([] if unknown)."""
+    def _identity(self, identity: str) -> dict[str, Any] | None:
+        """``GET`` of one identity (``None`` if it is not enrolled)."""
         try:
-            out = self.client.request("GET", f"{self._path}/identities/{_q(identity)}")
-        except NpcfaceError as exc:
-            if getattr(exc, "code", None) == "identity_not_found":
-                return []
-            raise
-        return [int(i) for i in out["template_ids"]]
-
-    def metadata(self, identity: str) -> dict[str, Any] | None:
-        """The identity's metadata ({} when none was given; None if it is not enrolled)
-        (:meth:`Gallery.metadata`)."""
-        try:
-            out = self.client.request("GET", f"{self._path}/identities/{_q(identity)}")
+            return self.client.request("GET", f"{self._path}/identities/{_q(identity)}")
         except NpcfaceError as exc:
             if getattr(exc, "code", None) == "identity_not_found":
                 return None
             raise
-        return dict(out.get("metadata") or {})
+
+    def templates(self, identity: str) -> list[int]:
+        """Template ids of an identity ([] if unknown)."""
+        out = self._identity(identity)
+        return [] if out is None else [int(i) for i in out["template_ids"]]
+
+    def metadata(self, identity: str) -> dict[str, Any] | None:
+        """The identity's metadata ({} when none was given; None if it is not enrolled)
+        (:meth:`Gallery.metadata`)."""
+        out = self._identity(identity)
+        return None if out is None else dict(out.get("metadata") or {})
 
     def search(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
         """The ``k`` most similar identities for each query embedding (:meth:`Gallery.search`)."""
