@@ -135,6 +135,14 @@ class OrtRunner:
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        # ONNX Runtime's pool spins for a while after each run by default, waiting for the
+        # next one. In a pipeline the next step is other work (alignment, the recogniser in
+        # OpenVINO, another request's thread), which the spinning threads starve: measured
+        # on 2 cores, an OpenVINO SFace pass right after a YuNet pass took 13.6 ms with
+        # spinning and 7.2 ms without, for +0.6 ms on YuNet (bench/pipeline_vs_opencv.py
+        # --stages shows the same in the whole pipeline).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         provider_options = [_provider_options(p, path) for p in chosen]
         try:
             self.session = ort.InferenceSession(
