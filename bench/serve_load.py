@@ -104,8 +104,8 @@ def paired(
     """Concurrency 1: blocks of ``block`` requests of each side in turn (which side goes
     first alternates), so that drift on a shared machine hits both sides alike. The first
     request of each block is run but not counted, for either side: it pays for the other
-    side's inference threads still spinning on the same cores (ONNX Runtime and OpenVINO
-    spin for a moment after each call), a cost that a service on a machine of its own does
+    side's inference threads still spinning on the same cores (OpenVINO's spin for a
+    moment after each call; npcface turns ONNX Runtime's spinning off), a cost that a service on a machine of its own does
     not have and that falls unevenly (the service's request crosses more threads)."""
     lat: dict[str, list[float]] = {"lib": [], "svc": []}
     t_end = time.perf_counter() + 2 * seconds
