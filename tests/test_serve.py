@@ -235,6 +235,21 @@ def test_bad_images_get_the_library_error_as_json(case, server, client, recogniz
     else:
         body = _error(r, 422, code)
         assert body["input"] == "images[0]" and "photo.jpg" in body["message"]
+    # one image as the whole body, named by Content-Disposition
+    headers = {
+        "content-type": "image/jpeg",
+        "content-disposition": "inline; filename*=UTF-8''ph%C3%B6to.jpg",
+    }
+    r = httpx.post(f"{server.url}/v1/detect", content=data, headers=headers, timeout=60)
+    if case == "no_face":
+        assert r.status_code == 200 and r.json()["images"][0]["faces"] == []
+        assert client.detect(data) == []
+    else:
+        body = _error(r, 422, code)
+        assert body["input"] == "images[0]" and "ph\u00f6to.jpg" in body["message"]
+        with pytest.raises(NpcfaceError) as exc:
+            client.detect(data)  # sends the body this way
+        assert type(exc.value) is type(lib_exc.value)
     files = {"image1": ("a.jpg", data), "image2": ("b.jpg", data)}
     body = _error(httpx.post(f"{server.url}/v1/verify", files=files, timeout=60), 422, code)
     assert body["input"] == "image1[0]" and body["message"].startswith("a.jpg")
@@ -243,6 +258,47 @@ def test_bad_images_get_the_library_error_as_json(case, server, client, recogniz
         client.represent(data)
     assert type(exc.value) is type(lib_exc.value)
     assert exc.value.status == 422
+
+
+def test_one_image_as_the_whole_body(server, client, recognizer, lfw_dir):
+    a, a2 = lfw_image(lfw_dir, "Aaron_Peirsol", 1), lfw_image(lfw_dir, "Aaron_Peirsol", 2)
+    data = a.read_bytes()
+    jpeg = {"content-type": "image/jpeg"}
+    raw = httpx.post(f"{server.url}/v1/detect", content=data, headers=jpeg)
+    multipart = httpx.post(f"{server.url}/v1/detect", files=[("images", ("a.jpg", data))])
+    assert raw.status_code == 200 and raw.json() == multipart.json()
+
+    g = client.create_gallery("rawbody")
+    g.add("aaron", recognizer.embed(a2))
+    g.add("abel", recognizer.embed(lfw_image(lfw_dir, "Abel_Pacheco", 1)))
+    r = httpx.post(
+        f"{server.url}/v1/galleries/rawbody/identify",
+        params={"k": 1},
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 200
+    (face,) = r.json()["faces"]
+    assert [m["identity"] for m in face["matches"]] == ["aaron"]
+    cos = float(recognizer.embed(a) @ recognizer.embed(a2))  # both unit vectors
+    assert face["matches"][0]["similarity"] == pytest.approx(cos, abs=1e-5)
+    (match,) = g.identify(a, k=1)  # the client sends one image this way
+    assert match.identity == "aaron" and match.similarity == pytest.approx(cos, abs=1e-5)
+
+    # the image field cannot come in the query string too; other types are refused
+    r = httpx.post(
+        f"{server.url}/v1/galleries/rawbody/identify",
+        params={"image": "x"},
+        content=data,
+        headers=jpeg,
+    )
+    assert _error(r, 400, "invalid_argument")["input"] == "image"
+    r = httpx.post(f"{server.url}/v1/detect", content=data, headers={"content-type": "text/plain"})
+    assert "image/*" in _error(r, 400, "invalid_argument")["message"]
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    body = spec["paths"]["/v1/galleries/{name}/identify"]["post"]["requestBody"]
+    assert {"image/*", "multipart/form-data", "application/json"} <= set(body["content"])
+    client.delete_gallery("rawbody")
 
 
 def test_request_limits(server, client):

@@ -1,6 +1,10 @@
-"""Request bodies with images: multipart files or base64 in JSON, read within the limits.
+"""Request bodies with images: multipart files, base64 in JSON, or one image as the whole
+body, read within the limits.
 
-Either form gives a :class:`Payload`: the uploads of each image field and the other fields.
+Each form gives a :class:`Payload`: the uploads of each image field and the other fields.
+A body of type ``image/*`` or ``application/octet-stream`` is one image, for the endpoint's
+first image field, with the other fields in the query string (``?k=5&far=1e-4``): no
+multipart to build or parse, for clients that send one photo at a time.
 JSON image fields take a base64 string (a ``data:`` URL is fine), an object
 ``{"name": ..., "data": base64}``, or a list of those. Multipart text fields are read as JSON
 when they parse (so ``embedding1=[0.1, ...]`` works), else kept as text.
@@ -13,6 +17,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -64,10 +69,13 @@ def payload_reader(
             payload = await _from_multipart(request, image_fields, settings.max_images)
         elif ctype.startswith("application/json") or not ctype:
             payload = await _from_json(request, image_fields)
+        elif ctype.startswith(RAW_TYPES):
+            payload = await _from_raw(request, image_fields[0])
         else:
             raise ServiceError(
                 "invalid_argument",
-                f"unsupported content type {ctype!r}: send multipart/form-data or application/json",
+                f"unsupported content type {ctype!r}: send multipart/form-data, "
+                "application/json, or one image as an image/* body",
             )
         if payload.count > settings.max_images:
             raise ServiceError(
@@ -109,6 +117,39 @@ async def _from_multipart(
     finally:
         await form.close()
     return out
+
+
+RAW_TYPES = ("image/", "application/octet-stream")
+"""Content types whose body is one image (:func:`_from_raw`)."""
+
+
+async def _from_raw(request: Request, image_field: str) -> Payload:
+    """The body as one image for ``image_field`` (named by ``Content-Disposition``'s
+    filename when given); the query string's fields as the other fields, read like
+    multipart text fields."""
+    data = await request.body()
+    out = Payload()
+    for key, value in request.query_params.multi_items():
+        if key == image_field:
+            raise ServiceError(
+                "invalid_argument",
+                f"{key}: the body is the image; do not give it in the query string",
+                input=key,
+            )
+        out.fields[key] = _text_value(value)
+    ref = f"{image_field}[0]"
+    out.uploads[image_field] = [Upload(ref, _filename(request) or ref, data)]
+    return out
+
+
+def _filename(request: Request) -> str | None:
+    """The filename of a ``Content-Disposition`` header (RFC 6266, ``filename*`` too)."""
+    value = request.headers.get("content-disposition")
+    if not value:
+        return None
+    msg = Message()
+    msg["content-disposition"] = value
+    return msg.get_filename()
 
 
 def _text_value(text: str) -> Any:

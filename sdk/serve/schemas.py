@@ -196,7 +196,8 @@ class ModelOut(BaseModel):
 
 
 def multipart_and_json(json_schema: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
-    """``openapi_extra`` that documents a body taking either multipart files or JSON."""
+    """``openapi_extra`` that documents a body taking multipart files, JSON, or one image as
+    the whole body (for the first of ``files``)."""
     props = {
         name: (
             {"type": "array", "items": {"type": "string", "format": "binary"}}
@@ -205,11 +206,20 @@ def multipart_and_json(json_schema: dict[str, Any], files: dict[str, str]) -> di
         )
         for name, many in files.items()
     }
+    first = next(iter(files))
     return {
         "requestBody": {
             "content": {
                 "application/json": {"schema": json_schema},
                 "multipart/form-data": {"schema": {"type": "object", "properties": props}},
+                "image/*": {
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": f"one image as the whole body, for {first}; the "
+                        "other fields in the query string",
+                    }
+                },
             }
         }
     }

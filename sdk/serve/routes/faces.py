@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from ...errors import InvalidArgumentError, NpcfaceError
 from ...image import DEFAULT_MAX_PIXELS
@@ -51,7 +52,7 @@ def model(request: Request, rec: deps.Recognizer) -> dict[str, Any]:
     responses={200: {"model": schemas.DetectOut}},
     openapi_extra=IMAGES_BODY,
 )
-def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
+def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> JSONResponse:
     """Every face in each image (box, landmarks, score, quality if rated), best score first.
 
     One bad image fails the request (422, naming it).
@@ -61,7 +62,7 @@ def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict
         faces = pipeline.detect(rec, up)
         request.app.state.metrics.faces.inc(len(faces))
         out.append({"input": up.ref, "faces": [face_to_json(f) for f in faces]})
-    return {"images": out}
+    return JSONResponse({"images": out})
 
 
 @router.post(
@@ -70,7 +71,7 @@ def detect(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict
     responses={200: {"model": schemas.EmbedOut}},
     openapi_extra=EMBED_BODY,
 )
-def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[str, Any]:
+def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> JSONResponse:
     """Embeddings of the face chosen by the face policy in each image (crops embedded as
     one batch), or of every face with ``all_faces``. Images that fail are answered with
     their error; the others still get embeddings."""
@@ -91,7 +92,7 @@ def embed(request: Request, payload: deps.Images, rec: deps.Recognizer) -> dict[
             else:
                 items.append(_item(up.ref, [r.face], [r.embedding]))
     request.app.state.metrics.faces.inc(sum(len(i["faces"]) for i in items))
-    return {"model": rec.info.name, "images": items}
+    return JSONResponse({"model": rec.info.name, "images": items})
 
 
 def _item(ref: str, faces: list[Any], embs: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from ...errors import EmbeddingError, InvalidArgumentError
 from .. import deps, schemas
@@ -99,7 +100,7 @@ def identify(
     name: deps.GalleryName,
     payload: deps.Image,
     rec: deps.Recognizer,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Who is in the image? The top ``k`` identities for the face chosen by the face
     policy, or for every face with ``all_faces``. Open set: with ``threshold`` (or ``far``)
     only matches at or above it are listed, so an unknown face gets an empty list."""
@@ -121,14 +122,16 @@ def identify(
     with request.app.state.galleries.reader(name) as g:
         check_model(rec, g)
         rows = search(g, embs, k, threshold)
-    return {
-        "threshold": threshold,
-        "far": far,
-        "faces": [
-            {"face": face_to_json(f), "matches": [match_to_json(m) for m in row]}
-            for f, row in zip(faces, rows, strict=True)
-        ],
-    }
+    return JSONResponse(
+        {
+            "threshold": threshold,
+            "far": far,
+            "faces": [
+                {"face": face_to_json(f), "matches": [match_to_json(m) for m in row]}
+                for f, row in zip(faces, rows, strict=True)
+            ],
+        }
+    )
 
 
 @router.post(
@@ -142,7 +145,7 @@ def search_embeddings(
     body: schemas.SearchIn,
     name: deps.GalleryName,
     rec: deps.Recognizer,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The top ``k`` identities for each of a batch of embeddings (one search)."""
     settings = request.app.state.settings
     if not 1 <= body.k <= settings.max_k:
@@ -159,11 +162,13 @@ def search_embeddings(
         raise EmbeddingError(f"embeddings: expected (n, d) with n >= 1, got {queries.shape}")
     with request.app.state.galleries.reader(name) as g:
         rows = search(g, queries, body.k, threshold)
-    return {
-        "threshold": threshold,
-        "far": far,
-        "matches": [[match_to_json(m) for m in row] for row in rows],
-    }
+    return JSONResponse(
+        {
+            "threshold": threshold,
+            "far": far,
+            "matches": [[match_to_json(m) for m in row] for row in rows],
+        }
+    )
 
 
 def _public(info: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from ...errors import EmbeddingError, InvalidArgumentError
 from ...results import Face
@@ -45,7 +46,7 @@ def verify(
     request: Request,
     payload: deps.ImagePair,
     rec: deps.Recognizer,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Are the faces of ``image1`` and ``image2`` (either may be an ``embeddingN``
     instead) the same person? ``threshold`` or ``far`` choose the decision threshold
     (default: the model's calibrated default); the answer says the FAR it was calibrated at.
@@ -57,7 +58,7 @@ def verify(
     result = dataclasses.replace(result, face1=face1, face2=face2)
     if far is None and threshold is None:
         far = far_of_threshold(rec.info.thresholds, result.threshold)
-    return verify_to_json(result, far)
+    return JSONResponse(verify_to_json(result, far))
 
 
 def _side(request: Request, rec: Any, payload: Payload, n: int) -> tuple[np.ndarray, Face | None]:
