@@ -19,11 +19,12 @@ import logging
 import os
 import platform
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -232,6 +233,14 @@ class OpenCVRunner:
             return [np.array(net.forward(), copy=True)]
 
 
+STATIC_BATCHES = (1, 2)
+"""Batch sizes that OpenVINO runs through a model compiled for exactly that shape, when only
+the batch axis of the input varies (a recogniser): one photo's face, and a face with its
+mirror for flip fusion. Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
+batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against the dynamic-batch model, with
+identical outputs. Each is compiled on first use."""
+
+
 class OpenVINORunner:
     """OpenVINO on the CPU (optional; used where it measures fastest).
 
@@ -258,11 +267,18 @@ class OpenVINORunner:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._path, self._config = str(path), config
         try:
-            core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self._core = ov.Core()
+            model = self._core.read_model(self._path)
+            self.compiled = self._core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"OpenVINO could not load {path}: {exc}") from exc
+        shape = model.inputs[0].get_partial_shape()
+        # static models for small batches only where nothing but the batch axis varies
+        self._static_ok = shape.rank.is_static and all(d.is_static for d in list(shape)[1:])
+        self._by_batch: dict[int, _Pool[Any]] = {}
+        self._compile_lock = threading.Lock()
         # One infer request serves one call at a time ("Infer Request is busy" otherwise, or
         # worse, another call's outputs): a pool lends one to each concurrent call.
         self._requests = _Pool(
@@ -270,11 +286,28 @@ class OpenVINORunner:
         )
         self.outputs = list(self.compiled.outputs)
 
+    def _pool_for(self, n: int) -> _Pool[Any]:
+        """The request pool of the model to run a batch of ``n`` through."""
+        if not self._static_ok or n not in STATIC_BATCHES:
+            return self._requests
+        pool = self._by_batch.get(n)
+        if pool is None:
+            with self._compile_lock:
+                pool = self._by_batch.get(n)
+                if pool is None:
+                    model = self._core.read_model(self._path)
+                    shape = model.inputs[0].get_partial_shape()
+                    shape[0] = n
+                    model.reshape({model.inputs[0]: shape})
+                    compiled = self._core.compile_model(model, "CPU", self._config)
+                    pool = self._by_batch[n] = _Pool(compiled.create_infer_request)
+        return pool
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        with self._requests.lend() as request:
+        with self._pool_for(len(batch)).lend() as request:
             result = request.infer({0: np.ascontiguousarray(batch)})
             # the request reuses its output buffers on the next call: copy out while we hold it
-            return [np.array(result[o], copy=True) for o in self.outputs]
+            return [np.array(v, copy=True) for v in result.values()]
 
 
 _CPU_ENGINES = {"opencv": OpenCVRunner, "openvino": OpenVINORunner}

@@ -229,3 +229,27 @@ def test_onnx_runtime_threads_do_not_spin_after_a_run():
     opts = runner.session.get_session_options()
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_openvino_runs_small_batches_through_static_models_with_the_same_numbers():
+    """Batches of 1 and 2 go through models compiled for exactly that shape (faster on CPU);
+    their embeddings must match ONNX Runtime's (an independent engine), also from threads."""
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from npcface.embed import Embedder
+    from npcface.runtime import STATIC_BATCHES
+
+    assert set(STATIC_BATCHES) == {1, 2}
+    crops = np.random.default_rng(7).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    ref = Embedder("sface", backend="onnxruntime").embed(crops)
+    ov = Embedder("sface", backend="openvino")
+    spans = [(i, i + 1) for i in range(5)] + [(0, 2), (2, 4), (0, 3), (0, 5)]
+
+    def check(span: tuple[int, int]) -> float:
+        a, b = span
+        return float((ov.embed(crops[a:b]) * ref[a:b]).sum(axis=1).min())
+
+    assert min(check(s) for s in spans) > 0.9999
+    with ThreadPoolExecutor(4) as ex:
+        assert min(ex.map(check, spans * 6)) > 0.9999
