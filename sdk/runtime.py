@@ -295,11 +295,16 @@ class OpenVINORunner:
             with self._compile_lock:
                 pool = self._by_batch.get(n)
                 if pool is None:
-                    model = self._core.read_model(self._path)
-                    shape = model.inputs[0].get_partial_shape()
-                    shape[0] = n
-                    model.reshape({model.inputs[0]: shape})
-                    compiled = self._core.compile_model(model, "CPU", self._config)
+                    try:
+                        model = self._core.read_model(self._path)
+                        shape = model.inputs[0].get_partial_shape()
+                        shape[0] = n
+                        model.reshape({model.inputs[0]: shape})
+                        compiled = self._core.compile_model(model, "CPU", self._config)
+                    except Exception as exc:  # noqa: BLE001 - the dynamic model still works
+                        log.warning("OpenVINO: no static model for batch %d (%s)", n, exc)
+                        self._static_ok = False
+                        return self._requests
                     pool = self._by_batch[n] = _Pool(compiled.create_infer_request)
         return pool
 
