@@ -126,14 +126,17 @@ def _rewrite(
     return report
 
 
+RECOGNIZER_STEPS: dict[str, Callable[[Any], int]] = {
+    "dropped_inputs": drop_dangling_inputs,
+    "folded_nodes": fold_constant_nodes,
+    "reshapes_fixed": fix_flatten_reshapes,
+}
+"""The counted clean-up steps of every prepared recogniser (fp32 and INT8)."""
+
+
 def prepare_recognizer(src: str, dst: str) -> dict[str, int]:
     """Clean, dequantise and batch-enable a recogniser ONNX file; write it to ``dst``."""
-    steps = {
-        "dropped_inputs": drop_dangling_inputs,
-        "folded_nodes": fold_constant_nodes,
-        "reshapes_fixed": fix_flatten_reshapes,
-    }
-    return _rewrite(src, dst, steps, make_batch_dynamic)
+    return _rewrite(src, dst, RECOGNIZER_STEPS, make_batch_dynamic)
 
 
 INT8_RECIPE = "sface_int8"
@@ -150,12 +153,7 @@ def prepare_recognizer_int8(src: str, dst: str) -> dict[str, int]:
         make_batch_dynamic(model)
         apply_recipe(model, recipe)
 
-    steps = {
-        "dropped_inputs": drop_dangling_inputs,
-        "folded_nodes": fold_constant_nodes,
-        "reshapes_fixed": fix_flatten_reshapes,
-    }
-    return _rewrite(src, dst, steps, quantize)
+    return _rewrite(src, dst, RECOGNIZER_STEPS, quantize)
 
 
 def make_spatial_dynamic(model: Any) -> None:

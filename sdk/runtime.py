@@ -284,7 +284,6 @@ class OpenVINORunner:
         self._requests = _Pool(
             self.compiled.create_infer_request, first=self.compiled.create_infer_request()
         )
-        self.outputs = list(self.compiled.outputs)
 
     def _pool_for(self, n: int) -> _Pool[Any]:
         """The request pool of the model to run a batch of ``n`` through."""
