@@ -248,6 +248,11 @@ def _decoded(
 
 
 # --------------------------------------------------------------------- enrol
+def empty_counts() -> dict[str, int]:
+    """The per-run counts of a bulk enrolment, all zero."""
+    return {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
+
+
 class Ledger:
     """Per-file bookkeeping of a bulk enrolment, shared by every engine: the counts and the
     failure report. Files must be presented in input order (the local engine decodes in
@@ -256,13 +261,16 @@ class Ledger:
     happens to the first one afterwards (no face, low quality), as with the local engine.
 
     Attributes:
-        counts: ``enrolled``, ``skipped``, ``failed``, ``low_quality``.
+        counts: ``enrolled``, ``skipped``, ``failed``, ``low_quality`` (the dict given, so
+            that an engine's progress and summary read the ledger's own counts).
     """
 
-    def __init__(self, known: set[str], writer: Any, fh: Any) -> None:
+    def __init__(
+        self, known: set[str], writer: Any, fh: Any, counts: dict[str, int] | None = None
+    ) -> None:
         self.known = known
         self.seen: dict[str, str] = {}
-        self.counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
+        self.counts = empty_counts() if counts is None else counts
         self._writer = writer
         self._fh = fh
 

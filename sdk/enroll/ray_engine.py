@@ -37,6 +37,7 @@ from .local import (
     _prefix,
     add_batch,
     default_report,
+    empty_counts,
     summarize,
 )
 from .single import check_model
@@ -203,7 +204,7 @@ def enroll_images_ray(
         started = True
     elif address is not None:
         log.warning("Ray is already initialised in this process; address %r ignored", address)
-    counts = {"enrolled": 0, "skipped": 0, "failed": 0, "low_quality": 0}
+    counts = empty_counts()
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         pool = actors or max(1, int(cpus // cpus_per_actor))
@@ -268,7 +269,7 @@ def _write(
     with open(report_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
-        ledger = Ledger(known, writer, fh)
+        ledger = Ledger(known, writer, fh, counts)
         try:
             for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
                 rows = zip(
@@ -305,6 +306,4 @@ def _write(
             commit()
             raise
         finally:
-            for key in ("skipped", "failed", "low_quality"):
-                counts[key] = ledger.counts[key]
             bar.close()
