@@ -163,7 +163,8 @@ def apply_recipe(model: Any, recipe: dict[str, Any]) -> int:
 
     graph = model.graph
     arrays = _arrays(model)
-    produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    position = {o: i for i, n in enumerate(graph.node) for o in n.output}  # -1: graph input
+    produced = set(position) | {i.name for i in graph.input}
     new_nodes: dict[int, list[Any]] = {}
     new_inits = []
     renames: dict[str, str] = {}
@@ -181,8 +182,7 @@ def apply_recipe(model: Any, recipe: dict[str, Any]) -> int:
             numpy_helper.from_array(zp, names[1]),
         ]
         kw = {"axis": int(p["axis"])} if p["per_channel"] else {}
-        pos = _position(graph, tensor)
-        new_nodes.setdefault(pos, []).extend(
+        new_nodes.setdefault(position.get(tensor, -1), []).extend(
             [
                 helper.make_node("QuantizeLinear", [tensor, names[0], names[1]], [names[2]], **kw),
                 helper.make_node(
@@ -225,11 +225,3 @@ def apply_recipe(model: Any, recipe: dict[str, Any]) -> int:
     del graph.initializer[:]
     graph.initializer.extend(keep + new_inits)
     return len(recipe["activations"]) + len(recipe["weights"])
-
-
-def _position(graph: Any, tensor: str) -> int:
-    """Index of the node that produces ``tensor`` (-1 for a graph input)."""
-    for i, node in enumerate(graph.node):
-        if tensor in node.output:
-            return i
-    return -1
