@@ -61,8 +61,9 @@ async def send_json(send: Send, status: int, body: dict[str, Any], rid: str | No
 
 class RequestFrame:
     """Gives each HTTP request an id (``X-Request-ID``, taken from the request if it has a
-    sane one), times it (``Server-Timing: app;dur=MS``, the time to the response's start), logs one access line, records metrics, and answers 503 ``timeout``
-    when the application has not started its response within ``timeout_s``.
+    sane one), times it (``Server-Timing: app;dur=MS``, the time to the response's start),
+    logs one access line, records metrics, and answers 503 ``timeout`` when the
+    application has not started its response within ``timeout_s``.
 
     Args:
         app: the ASGI application.
