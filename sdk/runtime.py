@@ -238,7 +238,22 @@ STATIC_BATCHES = (1, 2)
 the batch axis of the input varies (a recogniser): one photo's face, and a face with its
 mirror for flip fusion. Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
 batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against the dynamic-batch model, with
-identical outputs. Each is compiled on first use."""
+identical outputs. They are compiled with the runner, never on first use: a compilation
+beside another thread's inference hung 1 start in 14 of 8 threads sharing a fresh recogniser."""
+
+OPENVINO_CACHE = "openvino-cache"
+"""Folder under the npcface cache where OpenVINO keeps compiled models: a cold start then
+loads them instead of compiling again (SFace INT8 here: 0.29 -> 0.09 s per model)."""
+
+
+_OPENVINO_FIRST_CALLS = threading.Lock()
+"""Every :class:`OpenVINORunner`'s first call runs under this lock, one at a time in the
+process. OpenVINO's Python binding fills function-local statics on first use (pybind11's
+handle on numpy's C API among them) and can give up the GIL inside one; a second thread that
+then takes the GIL and reaches the same static waits for it while holding the GIL, and the
+first never gets the GIL back. Seen with 8 threads sharing a fresh recogniser: 1 start in
+14 hung for good (native stacks: one thread in ``__cxa_guard_acquire`` under the GIL, the
+other inside that static waiting for the GIL)."""
 
 
 class OpenVINORunner:
@@ -267,51 +282,73 @@ class OpenVINORunner:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._path, self._config = str(path), config
+        config["CACHE_DIR"] = _openvino_cache_dir()
+        self._path = str(path)
         try:
-            self._core = ov.Core()
-            model = self._core.read_model(self._path)
-            self.compiled = self._core.compile_model(model, "CPU", config)
+            core = ov.Core()
+            model = core.read_model(self._path)
+            self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"OpenVINO could not load {path}: {exc}") from exc
-        shape = model.inputs[0].get_partial_shape()
-        # static models for small batches only where nothing but the batch axis varies
-        self._static_ok = shape.rank.is_static and all(d.is_static for d in list(shape)[1:])
-        self._by_batch: dict[int, _Pool[Any]] = {}
-        self._compile_lock = threading.Lock()
         # One infer request serves one call at a time ("Infer Request is busy" otherwise, or
         # worse, another call's outputs): a pool lends one to each concurrent call.
         self._requests = _Pool(
             self.compiled.create_infer_request, first=self.compiled.create_infer_request()
         )
+        self._by_batch = self._static_models(core, config)
+        self._called = False
+
+    def _static_models(self, core: Any, config: dict[str, object]) -> dict[int, _Pool[Any]]:
+        """Request pools of the models compiled for the batch sizes of
+        :data:`STATIC_BATCHES`, where nothing but the batch axis varies; all compiled now."""
+        shape = self.compiled.inputs[0].get_partial_shape()
+        if not (shape.rank.is_static and all(d.is_static for d in list(shape)[1:])):
+            return {}
+        pools: dict[int, _Pool[Any]] = {}
+        for n in STATIC_BATCHES:
+            try:
+                model = core.read_model(self._path)
+                fixed = model.inputs[0].get_partial_shape()
+                fixed[0] = n
+                model.reshape({model.inputs[0]: fixed})
+                compiled = core.compile_model(model, "CPU", config)
+            except Exception as exc:  # noqa: BLE001 - the dynamic model still works
+                log.warning("OpenVINO: no static model for batch %d (%s)", n, exc)
+                return {}
+            pools[n] = _Pool(compiled.create_infer_request, first=compiled.create_infer_request())
+        return pools
 
     def _pool_for(self, n: int) -> _Pool[Any]:
         """The request pool of the model to run a batch of ``n`` through."""
-        if not self._static_ok or n not in STATIC_BATCHES:
-            return self._requests
-        pool = self._by_batch.get(n)
-        if pool is None:
-            with self._compile_lock:
-                pool = self._by_batch.get(n)
-                if pool is None:
-                    try:
-                        model = self._core.read_model(self._path)
-                        shape = model.inputs[0].get_partial_shape()
-                        shape[0] = n
-                        model.reshape({model.inputs[0]: shape})
-                        compiled = self._core.compile_model(model, "CPU", self._config)
-                    except Exception as exc:  # noqa: BLE001 - the dynamic model still works
-                        log.warning("OpenVINO: no static model for batch %d (%s)", n, exc)
-                        self._static_ok = False
-                        return self._requests
-                    pool = self._by_batch[n] = _Pool(compiled.create_infer_request)
-        return pool
+        return self._by_batch.get(n, self._requests)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if not self._called:
+            with _OPENVINO_FIRST_CALLS:
+                out = self._infer(batch)
+                self._called = True
+                return out
+        return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         with self._pool_for(len(batch)).lend() as request:
             result = request.infer({0: np.ascontiguousarray(batch)})
             # the request reuses its output buffers on the next call: copy out while we hold it
             return [np.array(v, copy=True) for v in result.values()]
+
+
+def _openvino_cache_dir() -> str:
+    """OpenVINO's model cache (:data:`OPENVINO_CACHE`); empty (no cache) where it cannot be
+    made."""
+    from .models import npcface_home
+
+    path = npcface_home() / OPENVINO_CACHE
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.debug("OpenVINO model cache off: %s", exc)
+        return ""
+    return str(path)
 
 
 _CPU_ENGINES = {"opencv": OpenCVRunner, "openvino": OpenVINORunner}

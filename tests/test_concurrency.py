@@ -90,3 +90,64 @@ def test_embed_many_from_threads_matches_serial(lfw_dir):
             assert g.name == w.name and g.kind == w.kind
             if w.ok:
                 assert np.abs(g.embedding - w.embedding).max() <= 1e-6
+
+
+FRESH_PROCESSES = 30
+FRESH_CHILD = r"""
+import json, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from npcface import FaceRecognizer
+
+paths = json.loads(sys.argv[1])
+rec = FaceRecognizer()  # fresh: no model built, no engine called yet
+start = threading.Barrier(8)
+
+def first_use(i):
+    start.wait(timeout=60)
+    return [rec.embed(p) for p in paths[i::8]]
+
+with ThreadPoolExecutor(8) as pool:
+    parts = list(pool.map(first_use, range(8)))
+parallel = {p: e for i, part in enumerate(parts) for p, e in zip(paths[i::8], part)}
+worst = max(float(np.abs(parallel[p] - rec.embed(p)).max()) for p in paths)
+print(json.dumps({"worst": worst, "n": len(parallel)}))
+"""
+
+
+@pytest.mark.slow
+def test_fresh_recognizer_shared_by_8_threads_never_hangs(lfw_dir, tmp_path):
+    """A threaded server's first requests: 8 threads reach a fresh recogniser together.
+    OpenVINO's binding deadlocked on its first concurrent calls (1 start in 14); each of 30
+    fresh processes must finish under a watchdog with every answer equal to the serial one."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    paths = [str(p) for p in lfw_sample(lfw_dir, 16)]
+    hangs, wrong = [], []
+    for round_ in range(FRESH_PROCESSES // 2):  # two at a time on the machine's 2 cores
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", FRESH_CHILD, json.dumps(paths)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for n, proc in enumerate(procs):
+            try:
+                out, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                hangs.append(2 * round_ + n)
+                continue
+            assert proc.returncode == 0, err[-2000:]
+            result = json.loads(out.strip().splitlines()[-1])
+            if result["n"] != len(paths) or result["worst"] > 1e-6:
+                wrong.append(result)
+    assert not hangs, f"{len(hangs)} of {FRESH_PROCESSES} fresh processes hung"
+    assert not wrong, wrong
