@@ -74,6 +74,28 @@ class GalleryCorruptError(GalleryError):
     """A gallery's files are corrupt or of an incompatible schema version."""
 
 
+class GalleryNotFoundError(GalleryError):
+    """No gallery at that place: never created, deleted, or replaced by another gallery
+    since this handle was opened (open it again)."""
+
+
+class GalleryExistsError(GalleryError):
+    """A gallery exists already where a new one was to be created."""
+
+
+class GalleryBusyError(GalleryError):
+    """The gallery is open for writing elsewhere (another process, or another Gallery object
+    in this one); only one writer at a time."""
+
+
+class GalleryClosedError(GalleryError):
+    """The Gallery object was closed; open the gallery again."""
+
+
+class IdentityNotFoundError(GalleryError):
+    """The gallery holds no identity of that name (or no template of that id)."""
+
+
 class MissingExtraError(NpcfaceError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 

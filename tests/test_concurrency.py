@@ -121,7 +121,6 @@ def test_fresh_recognizer_shared_by_8_threads_never_hangs(lfw_dir, tmp_path):
     OpenVINO's binding deadlocked on its first concurrent calls (1 start in 14); each of 30
     fresh processes must finish under a watchdog with every answer equal to the serial one."""
     import json
-    import os
     import subprocess
     import sys
 

@@ -7,6 +7,7 @@ Each returns the value in the form the backends take, or raises
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from ..errors import (
     GalleryEmbeddingError,
     InvalidArgumentError,
 )
+
+NAME_FORM = "NFC"
+"""The Unicode form of every identity name (macOS writes folder names in NFD: without it
+"Zoë" from a Mac folder and "Zoë" typed elsewhere would be two people)."""
 
 METRICS = ("cosine", "ip")
 """``cosine``: vectors are L2-normalised on the way in, similarity is the cosine in [-1, 1].
@@ -133,10 +138,25 @@ def check_threshold(threshold: Any, metric: str = "cosine") -> float:
 
 
 def check_name(name: Any) -> str:
+    """An identity name as stored: Unicode NFC (:data:`~npcface.gallery.store.NAME_FORM`),
+    1 to :data:`MAX_NAME_LENGTH` characters, not only spaces, no control characters (line
+    breaks, tabs, NUL: a name is printed in reports, logs and CSV files). The one check of
+    names for the library, the CLI and the service.
+
+    Raises:
+        GalleryArgumentError: a name that breaks these rules.
+    """
     if not isinstance(name, str) or not name.strip():
         raise GalleryArgumentError(f"identity names must be non-empty strings, got {name!r}")
+    name = unicodedata.normalize(NAME_FORM, name)
     if len(name) > MAX_NAME_LENGTH:
         raise GalleryArgumentError(f"identity name longer than {MAX_NAME_LENGTH} characters")
+    bad = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise GalleryArgumentError(
+            f"identity name {name!r} contains the control character U+{ord(bad):04X}; "
+            "use printable text"
+        )
     return name
 
 

@@ -8,7 +8,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..errors import GalleryError
+from ..errors import GalleryBusyError, GalleryNotFoundError
 from ..fsutil import atomic_write_bytes, fsync_dir, fsync_file
 
 __all__ = ["WriterLock", "atomic_write_bytes", "fsync_dir", "fsync_file"]
@@ -49,12 +49,15 @@ class WriterLock:
         """
         with _HELD_GUARD:
             if self._key in _HELD:
-                raise GalleryError(
+                raise GalleryBusyError(
                     f"{self.path.parent}: gallery is already open for writing in this process "
                     f"(pid {os.getpid()}); close the other Gallery object first (g.close() or "
                     "a with block), or open this one with readonly=True"
                 )
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the directory went away (deleted) since it was found
+                raise GalleryNotFoundError(f"{self.path.parent}: no gallery here") from None
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,7 +67,7 @@ class WriterLock:
                     finally:
                         os.close(fd)
                     where = "this process" if holder == str(os.getpid()) else "another process"
-                    raise GalleryError(
+                    raise GalleryBusyError(
                         f"{self.path.parent}: gallery is open for writing in {where} "
                         f"(pid {holder}); close it there, or open this one with readonly=True"
                     ) from None

@@ -29,16 +29,24 @@ when it is missing, damaged (SHA-256 mismatch), of another type, or newer than t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
+import json
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryArgumentError, GalleryEmbeddingError, GalleryError
+from ..errors import (
+    GalleryArgumentError,
+    GalleryClosedError,
+    GalleryEmbeddingError,
+    GalleryError,
+)
 from ..results import Match
 from . import index as ix
 from .backend import BACKENDS, Backend, ConsistencyReport, GalleryInfo
@@ -56,7 +64,7 @@ from .checks import (
 )
 from .local import LocalBackend
 
-__all__ = ["ConsistencyReport", "Gallery", "GalleryInfo"]
+__all__ = ["AddResult", "ConsistencyReport", "Gallery", "GalleryInfo"]
 
 ON_BAD_INDEX = ("rebuild", "raise")
 
@@ -209,7 +217,7 @@ class Gallery:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise GalleryError(f"{self.path}: gallery is closed")
+            raise GalleryClosedError(f"{self.path}: gallery is closed")
 
     # ----------------------------------------------------------------- writes
     def add(
@@ -247,6 +255,64 @@ class Gallery:
             )
         meta = {name: dict(metadata)} if metadata else None
         return self._add([name] * len(vecs), vecs, sources, content_hashes, meta)
+
+    def add_once(
+        self,
+        identity: str,
+        embeddings: np.ndarray,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        content_hashes: Sequence[str] | None = None,
+        sources: Sequence[str | None] | None = None,
+        request_key: str | None = None,
+    ) -> AddResult:
+        """Enroll templates exactly once: rows whose content ``identity`` holds already are
+        not stored again, and a retried request (same ``request_key``) writes nothing and
+        gets the first outcome. What a service needs when a client retries after a
+        timeout or a dropped connection.
+
+        Args:
+            identity: the identity's name (created if new).
+            embeddings: (d,) or (n, d) embeddings of that person.
+            metadata: merged into the identity's metadata.
+            content_hashes: (n,) what each row was made from (e.g. the SHA-256 of the image
+                file); default: the SHA-256 of the row's float32 values.
+            sources: optional (n,) text per template.
+            request_key: a key naming this request (an ``Idempotency-Key``); its outcome is
+                kept for :data:`~npcface.gallery.store.REQUEST_TTL_S` seconds.
+
+        Returns:
+            An :class:`AddResult`: one template id per row, new or already held.
+
+        Raises:
+            GalleryError: as :meth:`add`; ``request_key`` used before for another request
+                (:class:`~npcface.errors.GalleryArgumentError`); a backend without
+                exactly-once writes (Milvus).
+        """
+        name = check_name(identity)
+        vecs = self._prepare(embeddings, "embeddings")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise GalleryArgumentError(
+                f"metadata must be a dict or None, got {type(metadata).__name__}"
+            )
+        if content_hashes is None:
+            content_hashes = [hashlib.sha256(row.tobytes()).hexdigest() for row in vecs]
+        hashes = texts(content_hashes, "content_hashes", len(vecs)) or []
+        if any(h is None or not h for h in hashes):
+            raise GalleryArgumentError("content_hashes must be non-empty strings")
+        sources = texts(sources, "sources", len(vecs))
+        request = None
+        if request_key is not None:
+            if not isinstance(request_key, str) or not 1 <= len(request_key) <= 255:
+                raise GalleryArgumentError(
+                    f"request_key must be a string of 1 to 255 characters, got {request_key!r}"
+                )
+            request = (request_key, _fingerprint(name, hashes, metadata))
+        with self._writing() as backend:
+            if not hasattr(backend, "add_once"):
+                raise GalleryError(f"{self.path}: this backend has no exactly-once writes")
+            done = backend.add_once(name, vecs, hashes, sources, metadata, request)
+        return AddResult(done.template_ids, done.added, done.replayed)
 
     def add_many(
         self,
@@ -440,10 +506,12 @@ class Gallery:
             return backend.identity_count()
 
     def __contains__(self, identity: object) -> bool:
-        if not isinstance(identity, str):
-            return False
+        try:
+            name = check_name(identity)
+        except GalleryArgumentError:
+            return False  # no such name can be enrolled
         with self._reading() as backend:
-            return backend.has_identity(identity)
+            return backend.has_identity(name)
 
     def identities(self) -> list[str]:
         """Names of every enrolled identity, in enrolment order."""
@@ -537,6 +605,38 @@ class Gallery:
     def __repr__(self) -> str:
         state = "closed" if self._closed else repr(self._backend)
         return f"Gallery({str(self.path)!r}, {state})"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What :meth:`Gallery.add_once` did.
+
+    Attributes:
+        template_ids: one per input row, in order: the template stored now, or the one of
+            the identity that holds that content already.
+        added: one per row: True where a template was stored now.
+        replayed: the request key had committed before, so nothing was written now and
+            this is that request's outcome.
+    """
+
+    template_ids: tuple[int, ...]
+    added: tuple[bool, ...]
+    replayed: bool = False
+
+    @property
+    def new(self) -> int:
+        """How many templates were stored (by this call or, replayed, by the first)."""
+        return sum(self.added)
+
+
+def _fingerprint(name: str, hashes: Sequence[str], metadata: Mapping[str, Any] | None) -> str:
+    """What a request asked for, for telling a retry from another request under one key."""
+    try:
+        meta = json.dumps(metadata or {}, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise GalleryArgumentError(f"metadata must be JSON-serialisable: {exc}") from None
+    text = json.dumps([name, list(hashes), meta])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def backend_for(location: str | Path) -> tuple[Any, str | Path]:

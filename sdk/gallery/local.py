@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryArgumentError, GalleryError
+from ..errors import (
+    GalleryArgumentError,
+    GalleryError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+)
 from ..results import Match
 from . import index as ix
 from .backend import ConsistencyReport, GalleryInfo
 from .fsutil import WriterLock
 from .idmap import IdMap
 from .search import to_matches, top_identities
-from .store import SCHEMA_VERSION, VECTOR_DTYPES, Store
+from .store import SCHEMA_VERSION, VECTOR_DTYPES, AddOnce, Store
 from .upkeep import IndexKeeper, IndexNewerError
 
 DB_NAME = "gallery.db"
@@ -43,11 +48,17 @@ class LocalBackend:
     """
 
     def __init__(
-        self, directory: Path, store: Store, lock: WriterLock | None, on_bad_index: str
+        self,
+        directory: Path,
+        store: Store,
+        lock: WriterLock | None,
+        on_bad_index: str,
+        pin: FilePin | None = None,
     ) -> None:
         self.location = directory
         self.store = store
         self.lock = lock
+        self.pin = pin
         self.readonly = lock is None
         self.dim = store.dim
         self.metric = str(store.meta("metric"))
@@ -112,7 +123,7 @@ class LocalBackend:
         if directory.exists() and not directory.is_dir():
             raise GalleryError(f"{directory}: exists and is not a directory")
         if (directory / DB_NAME).exists():
-            raise GalleryError(
+            raise GalleryExistsError(
                 f"{directory}: a gallery already exists here; open it with Gallery.open()"
             )
         directory.mkdir(parents=True, exist_ok=True)
@@ -120,7 +131,7 @@ class LocalBackend:
         lock.acquire()
         try:
             if (directory / DB_NAME).exists():  # created meanwhile by another process
-                raise GalleryError(f"{directory}: a gallery already exists here")
+                raise GalleryExistsError(f"{directory}: a gallery already exists here")
             for stale in [*directory.glob("index-*.faiss"), directory / ix.SIDECAR_NAME]:
                 stale.unlink(missing_ok=True)
             store = Store.create(
@@ -146,7 +157,7 @@ class LocalBackend:
         """Open a gallery directory (see :meth:`npcface.gallery.Gallery.open`)."""
         directory = Path(location)
         if not (directory / DB_NAME).is_file():
-            raise GalleryError(
+            raise GalleryNotFoundError(
                 f"{directory}: no gallery here (missing {DB_NAME}); create one with "
                 "Gallery.create(path, dim) or `npcface gallery create PATH --dim D`"
             )
@@ -155,12 +166,16 @@ class LocalBackend:
             lock = WriterLock(directory)
             lock.acquire()
         try:
-            store = Store.open(directory / DB_NAME, readonly=readonly)
+            store, pin = _open_pinned(directory / DB_NAME, readonly)
         except BaseException:
             if lock is not None:
                 lock.release()
             raise
-        return cls(directory, store, lock, on_bad_index)
+        try:
+            return cls(directory, store, lock, on_bad_index, pin)
+        except BaseException:
+            pin.close()
+            raise
 
     # --------------------------------------------------------------- reading
     @contextlib.contextmanager
@@ -171,6 +186,7 @@ class LocalBackend:
         if not self.readonly:
             yield
             return
+        self._check_current()
         with self.store.read_snapshot():
             version = self.store.data_version()
             if version != self._seen_version:
@@ -178,8 +194,18 @@ class LocalBackend:
                 self._seen_version = version
             yield
 
+    def _check_current(self) -> None:
+        """Raises GalleryNotFoundError when the path no longer holds the database this reader
+        opened (deleted, or deleted and created again): one ``stat``."""
+        if self.pin is not None and not self.pin.current():
+            raise GalleryNotFoundError(
+                f"{self.location}: the gallery was deleted or replaced since it was opened; "
+                "open it again"
+            )
+
     def refresh(self) -> int:
         if self.readonly:
+            self._check_current()
             with self.store.read_snapshot():
                 version = self.store.data_version()
                 if version == self._seen_version:
@@ -296,15 +322,38 @@ class LocalBackend:
         self.keeper.append(tids, owners, vectors)
         return [int(i) for i in tids]
 
+    def add_once(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        content_hashes: Sequence[str],
+        sources: Sequence[str | None] | None,
+        metadata: Mapping[str, Any] | None,
+        request: tuple[str, str] | None,
+    ) -> AddOnce:
+        if self.store.dtype != np.float32:
+            vectors = vectors.astype(self.store.dtype).astype(np.float32)
+        done = self.store.add_once(name, vectors, content_hashes, sources, metadata, request)
+        if done.new_ids.size:
+            self.keeper.append(done.new_ids, done.new_owners, vectors[done.new_rows])
+        return done
+
     def remove_identities(self, names: Sequence[str]) -> int:
         tids = self.store.remove_identities(names)
-        self.keeper.forget(tids)
+        self._erase(tids)
         return int(tids.size)
 
     def remove_templates(self, template_ids: Sequence[int]) -> int:
         tids = self.store.remove_templates(template_ids)
-        self.keeper.forget(tids)
+        self._erase(tids)
         return int(tids.size)
+
+    def _erase(self, tids: np.ndarray) -> None:
+        """The removed templates out of the index, its file and the database's files."""
+        self.keeper.forget(tids)
+        if tids.size:
+            self.keeper.erase()
+            self.store.erase()
 
     def set_model(self, name: str) -> None:
         self.store.set_meta(model=name)
@@ -350,6 +399,8 @@ class LocalBackend:
         try:
             self.store.close()
         finally:
+            if self.pin is not None:
+                self.pin.close()
             if self.lock is not None:
                 self.lock.release()
 
@@ -358,6 +409,53 @@ class LocalBackend:
             f"identities={self.ids.identities}, templates={self.ids.templates}, "
             f"index={self.keeper.factory!r}"
         )
+
+
+class FilePin:
+    """Holds a file open so that its inode cannot be reused, and tells whether its path
+    still names that file (a deleted gallery's database stays readable through open
+    handles; a gallery created again at the same path is another file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        st = os.fstat(self._fd)
+        self.key = (st.st_dev, st.st_ino)
+
+    def current(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self.key
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _open_pinned(path: Path, readonly: bool) -> tuple[Store, FilePin]:
+    """The database at ``path`` and a pin on the very file SQLite opened.
+
+    Raises:
+        GalleryNotFoundError: no database there, or it kept changing while being opened.
+    """
+    for _ in range(3):
+        try:
+            pin = FilePin(path)
+        except FileNotFoundError:
+            raise GalleryNotFoundError(f"{path.parent}: no gallery here") from None
+        try:
+            store = Store.open(path, readonly=readonly)
+        except BaseException:
+            pin.close()
+            raise
+        if pin.current():  # the path named the pinned file before and after SQLite opened it
+            return store, pin
+        store.close()
+        pin.close()
+    raise GalleryNotFoundError(f"{path.parent}: the gallery kept changing while it was opened")
 
 
 def _disk_bytes(directory: Path) -> int:

@@ -21,6 +21,7 @@ import json
 import logging
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,27 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryArgumentError, GalleryCorruptError, GalleryError
+from ..errors import (
+    GalleryArgumentError,
+    GalleryCorruptError,
+    GalleryError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+    IdentityNotFoundError,
+)
 from ..fsutil import fsync_dir, fsync_file
+from .checks import NAME_FORM
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-"""Version of the tables below. Bump it (and add a migration) whenever they change."""
+"""Version of the tables below. Bump it (and add a migration) whenever they change in a way
+an older npcface could not read. (:data:`_REQUESTS` is additive: older versions ignore it.)"""
+
+REQUEST_TTL_S = 24 * 3600.0
+"""How long the outcome of an :meth:`Store.add_once` request key is kept (a retry after
+that is a new request; Stripe's idempotency keys last 24 hours too)."""
+
 
 VECTOR_DTYPES = ("float32", "float16")
 """How vectors may be stored. float16 halves the database; search uses float32 either way."""
@@ -64,7 +79,43 @@ CREATE TABLE deletions (
 );
 """
 
+_REQUESTS = """
+CREATE TABLE IF NOT EXISTS requests (
+    key TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    result TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+"""Outcomes of :meth:`Store.add_once` by request key, written in the same transaction as
+the templates; a retry with the key gets the first outcome and writes nothing."""
+
+
+@dataclass(frozen=True)
+class AddOnce:
+    """What :meth:`Store.add_once` did.
+
+    Attributes:
+        template_ids: (n,) the template of each input row: new, or the identity's template
+            that holds that content already.
+        added: (n,) True where the row was stored now.
+        replayed: the request key had committed before; nothing was written now.
+        new_ids, new_owners: (m,) template and identity ids stored now, in id order.
+        new_rows: (m,) indexes of the input rows stored now.
+    """
+
+    template_ids: tuple[int, ...]
+    added: tuple[bool, ...]
+    replayed: bool
+    new_ids: np.ndarray
+    new_owners: np.ndarray
+    new_rows: np.ndarray
+
+
 _READ_CHUNK = 65_536
+ERASE_WAIT_S = 30.0
+"""How long :meth:`Store.erase` waits for readers of older snapshots."""
 
 
 @dataclass(frozen=True)
@@ -109,11 +160,12 @@ class Store:
         """
         path = Path(path)
         if path.exists():
-            raise GalleryError(f"{path}: already exists; open it instead of creating it")
+            raise GalleryExistsError(f"{path}: already exists; open it instead of creating it")
         if meta.get("dtype") not in VECTOR_DTYPES:
             raise GalleryError(
                 f"vector dtype must be one of {', '.join(VECTOR_DTYPES)}, not {meta.get('dtype')!r}"
             )
+        meta = {**meta, "names": NAME_FORM}
         # build the database under a temporary name and rename it into place, so a crash
         # during creation never leaves a half-made gallery behind
         tmp = path.with_name(f".{path.name}.creating")
@@ -121,7 +173,7 @@ class Store:
             leftover.unlink(missing_ok=True)
         conn = _connect(tmp, readonly=False)
         try:
-            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}{_REQUESTS}COMMIT;")
             with _transaction(conn, tmp):
                 conn.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
                 conn.executemany(
@@ -147,7 +199,7 @@ class Store:
         """
         path = Path(path)
         if not path.is_file():
-            raise GalleryError(f"{path}: no gallery database here")
+            raise GalleryNotFoundError(f"{path}: no gallery database here")
         conn = _connect(path, readonly=readonly)
         try:
             version = _schema_version(conn, path)
@@ -158,7 +210,10 @@ class Store:
                 )
             if version < 1:
                 raise GalleryCorruptError(f"{path}: invalid gallery schema version {version}")
-            return cls(path, conn, readonly=readonly)
+            store = cls(path, conn, readonly=readonly)
+            if not readonly:
+                store._upgrade()
+            return store
         except BaseException:
             conn.close()
             raise
@@ -178,6 +233,62 @@ class Store:
         for key in ("dim", "dtype"):
             if key not in self._meta:
                 raise GalleryCorruptError(f"{self.path}: gallery settings lack {key!r}")
+
+    def _upgrade(self) -> None:
+        """Bring a gallery written by an older npcface up to date (writers only): the
+        request table, and identity names in :data:`NAME_FORM`."""
+        with _transaction(self._conn, self.path):
+            self._conn.execute(_REQUESTS)
+        if self._meta.get("names") != NAME_FORM:
+            self.normalize_names()
+
+    def normalize_names(self) -> int:
+        """Rename identities to :data:`NAME_FORM`; where that name exists already, move the
+        templates over (as new templates, so readers follow) and merge the metadata (the
+        existing identity's values win). Returns the number of identities changed."""
+        self._writable()
+        changed = 0
+        conn = self._conn
+        with _transaction(conn, self.path):
+            rows = conn.execute("SELECT id, name, metadata FROM identities ORDER BY id").fetchall()
+            for ident, name, meta in rows:
+                form = unicodedata.normalize(NAME_FORM, name)
+                if form == name:
+                    continue
+                changed += 1
+                target = conn.execute(
+                    "SELECT id FROM identities WHERE name = ?", (form,)
+                ).fetchone()
+                if target is None:
+                    conn.execute("UPDATE identities SET name = ? WHERE id = ?", (form, ident))
+                    continue
+                moved = conn.execute(
+                    "SELECT id, vector, source, content_hash, created FROM templates "
+                    "WHERE identity_id = ? ORDER BY id",
+                    (ident,),
+                ).fetchall()
+                conn.executemany(
+                    "INSERT INTO templates(identity_id, vector, source, content_hash, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    ((target[0], v, src, h, t) for _, v, src, h, t in moved),
+                )
+                self._log_deletions(np.array([r[0] for r in moved], dtype=np.int64))
+                conn.execute("DELETE FROM templates WHERE identity_id = ?", (ident,))
+                if meta:
+                    current = self.identity_metadata(form) or {}
+                    self._merge_metadata(target[0], form, {**json.loads(meta), **current})
+                conn.execute("DELETE FROM identities WHERE id = ?", (ident,))
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('names', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (json.dumps(NAME_FORM),),
+            )
+        self._meta["names"] = NAME_FORM
+        if changed:
+            log.warning(
+                "%s: %d identity names rewritten in Unicode %s", self.path, changed, NAME_FORM
+            )
+        return changed
 
     def reload_meta(self) -> None:
         """Re-read the settings (another process may have changed them)."""
@@ -228,32 +339,154 @@ class Store:
         content_hashes = list(content_hashes) if content_hashes is not None else [None] * n
         if len(sources) != n or len(content_hashes) != n:
             raise GalleryArgumentError("sources and content_hashes must have one entry per vector")
+        with _transaction(self._conn, self.path):
+            return self._insert(identities, vectors, sources, content_hashes, metadata)
+
+    def _insert(
+        self,
+        identities: Sequence[str],
+        vectors: np.ndarray,
+        sources: Sequence[str | None],
+        content_hashes: Sequence[str | None],
+        metadata: Mapping[str, Mapping[str, Any]] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The inserts of :meth:`add_templates`, inside the caller's transaction."""
+        n = len(identities)
         blobs = np.ascontiguousarray(vectors, dtype=self.dtype)
         now = time.time()
+        names = list(dict.fromkeys(identities))
+        ident_ids = self._ensure_identities(names, now)
+        for name, extra in (metadata or {}).items():
+            self._merge_metadata(ident_ids[name], name, extra)
+        start = self._sequence("templates")
+        ids = np.arange(start + 1, start + 1 + n, dtype=np.int64)
+        self._conn.executemany(
+            "INSERT INTO templates(id, identity_id, vector, source, content_hash, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    int(ids[i]),
+                    ident_ids[identities[i]],
+                    blobs[i].tobytes(),
+                    sources[i],
+                    content_hashes[i],
+                    now,
+                )
+                for i in range(n)
+            ),
+        )
+        return ids, np.array([ident_ids[name] for name in identities], dtype=np.int64)
+
+    def add_once(
+        self,
+        identity: str,
+        vectors: np.ndarray,
+        content_hashes: Sequence[str],
+        sources: Sequence[str | None] | None,
+        metadata: Mapping[str, Any] | None,
+        request: tuple[str, str] | None,
+    ) -> AddOnce:
+        """Store the rows whose content ``identity`` does not hold yet, exactly once per
+        request key, in one transaction.
+
+        Args:
+            identity: the identity (created if new).
+            vectors: (n, dim) vectors in the form to store.
+            content_hashes: (n,) content hash of each row (a row repeated within the call is
+                stored once).
+            sources: optional (n,) text per row.
+            metadata: merged into the identity's metadata (when anything is stored).
+            request: ``(key, fingerprint)``: when ``key`` committed before, its outcome is
+                returned and nothing is written.
+
+        Raises:
+            GalleryArgumentError: ``key`` was used before for a request of another
+                fingerprint.
+        """
+        self._writable()
+        n = len(content_hashes)
+        sources = list(sources) if sources is not None else [None] * n
         conn = self._conn
         with _transaction(conn, self.path):
-            names = list(dict.fromkeys(identities))
-            ident_ids = self._ensure_identities(names, now)
-            for name, extra in (metadata or {}).items():
-                self._merge_metadata(ident_ids[name], name, extra)
-            start = self._sequence("templates")
-            ids = np.arange(start + 1, start + 1 + n, dtype=np.int64)
-            conn.executemany(
-                "INSERT INTO templates(id, identity_id, vector, source, content_hash, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        int(ids[i]),
-                        ident_ids[identities[i]],
-                        blobs[i].tobytes(),
-                        sources[i],
-                        content_hashes[i],
-                        now,
-                    )
-                    for i in range(n)
-                ),
+            if request is not None:
+                done = self._recall(*request)
+                if done is not None:
+                    return done
+            held = dict(self._identity_hashes(identity, content_hashes))
+            rows: list[int] = []
+            for i, h in enumerate(content_hashes):
+                if h not in held:
+                    held[h] = -1 - len(rows)  # placeholder: the k-th new row
+                    rows.append(i)
+            if rows:
+                new_ids, owners = self._insert(
+                    [identity] * len(rows),
+                    vectors[rows],
+                    [sources[i] for i in rows],
+                    [content_hashes[i] for i in rows],
+                    {identity: dict(metadata)} if metadata else None,
+                )
+            else:
+                new_ids = owners = np.zeros(0, np.int64)
+            tids = tuple(
+                int(new_ids[-1 - held[h]]) if held[h] < 0 else int(held[h]) for h in content_hashes
             )
-        return ids, np.array([ident_ids[name] for name in identities], dtype=np.int64)
+            stored = set(rows)
+            added = tuple(i in stored for i in range(n))
+            if request is not None:
+                conn.execute(
+                    "INSERT INTO requests(key, identity, fingerprint, result, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        request[0],
+                        identity,
+                        request[1],
+                        json.dumps({"template_ids": tids, "added": added}),
+                        time.time(),
+                    ),
+                )
+                conn.execute(
+                    "DELETE FROM requests WHERE created < ?", (time.time() - REQUEST_TTL_S,)
+                )
+        return AddOnce(tids, added, False, new_ids, owners, np.array(rows, dtype=np.int64))
+
+    def _recall(self, key: str, fingerprint: str) -> AddOnce | None:
+        row = self._conn.execute(
+            "SELECT fingerprint, result, created FROM requests WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or row[2] < time.time() - REQUEST_TTL_S:
+            return None
+        if row[0] != fingerprint:
+            raise GalleryArgumentError(
+                f"request key {key!r} was used before for another request (other identity, "
+                "images, embeddings or metadata); use a new key for a new request"
+            )
+        result = json.loads(row[1])
+        empty = np.zeros(0, np.int64)
+        return AddOnce(
+            tuple(int(t) for t in result["template_ids"]),
+            tuple(bool(a) for a in result["added"]),
+            True,
+            empty,
+            empty,
+            empty,
+        )
+
+    def _identity_hashes(self, identity: str, hashes: Sequence[str]) -> list[tuple[str, int]]:
+        """(content hash, template id) of ``identity``'s templates among ``hashes``."""
+        out: list[tuple[str, int]] = []
+        for chunk in _chunks(list(dict.fromkeys(hashes)), 500):
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                (h, int(t))
+                for t, h in self._conn.execute(
+                    "SELECT t.id, t.content_hash FROM templates t JOIN identities i "
+                    f"ON i.id = t.identity_id WHERE i.name = ? AND t.content_hash IN ({marks}) "
+                    "ORDER BY t.id DESC",
+                    (identity, *chunk),
+                )
+            )
+        return out
 
     def _ensure_identities(self, names: Sequence[str], now: float) -> dict[str, int]:
         conn = self._conn
@@ -300,7 +533,7 @@ class Store:
             for name in dict.fromkeys(names):
                 row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
                 if row is None:
-                    raise GalleryError(f"{self.path.parent}: no identity named {name!r}")
+                    raise IdentityNotFoundError(f"{self.path.parent}: no identity named {name!r}")
                 rows.append(row)
             ids = np.array(
                 [
@@ -313,6 +546,7 @@ class Store:
             self._log_deletions(ids)
             conn.executemany("DELETE FROM templates WHERE identity_id = ?", rows)
             conn.executemany("DELETE FROM identities WHERE id = ?", rows)
+            self._forget_requests(list(dict.fromkeys(names)))
         return ids
 
     def remove_templates(self, template_ids: Sequence[int]) -> np.ndarray:
@@ -339,13 +573,56 @@ class Store:
             for chunk in _chunks([int(i) for i in ids], 500):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM templates WHERE id IN ({marks})", chunk)
+            gone = []
             for owner in owners:
-                conn.execute(
-                    "DELETE FROM identities WHERE id = ? AND NOT EXISTS "
+                row = conn.execute(
+                    "SELECT name FROM identities WHERE id = ? AND NOT EXISTS "
                     "(SELECT 1 FROM templates WHERE identity_id = ?)",
                     (owner, owner),
-                )
+                ).fetchone()
+                if row is not None:
+                    gone.append(row[0])
+                    conn.execute("DELETE FROM identities WHERE id = ?", (owner,))
+            self._forget_requests(gone)
         return ids
+
+    def _forget_requests(self, names: Sequence[str]) -> None:
+        """Drop the request records of identities that are gone (nothing of theirs stays)."""
+        if self._has_requests_table():
+            self._conn.executemany("DELETE FROM requests WHERE identity = ?", ((n,) for n in names))
+
+    def _has_requests_table(self) -> bool:
+        return bool(
+            self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+            ).fetchone()
+        )
+
+    def erase(self) -> None:
+        """Make deleted rows unrecoverable from the gallery's files: deleted content is
+        zeroed in place (``secure_delete``, set on every writable connection) and the
+        write-ahead log, which still holds the pages as they were, is checkpointed into the
+        database and truncated to zero bytes. Waits for readers in other processes to leave
+        older snapshots (their reads are short).
+
+        Raises:
+            GalleryError: a reader kept an old snapshot past the busy timeout.
+        """
+        self._writable()
+        deadline = time.monotonic() + ERASE_WAIT_S
+        while True:
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise _wrap(exc, self.path) from exc
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise GalleryError(
+                    f"{self.path}: readers kept the write-ahead log busy for {ERASE_WAIT_S:g} s; "
+                    "the deletion is committed but its old pages are still in the log"
+                )
+            time.sleep(0.01)
 
     def _log_deletions(self, ids: np.ndarray) -> None:
         self._conn.executemany(
@@ -481,7 +758,7 @@ class Store:
                 found[int(tid)] = blob
         missing = [t for t in wanted if t not in found]
         if missing:
-            raise GalleryError(f"{self.path}: no template with id {missing[0]}")
+            raise IdentityNotFoundError(f"{self.path}: no template with id {missing[0]}")
         ids = np.array(wanted, dtype=np.int64)
         return self._decode([found[t] for t in wanted], ids)
 
@@ -594,6 +871,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
         if not readonly:
+            conn.execute("PRAGMA secure_delete = ON")  # deleted content zeroed, not left behind
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":  # pragma: no cover - e.g. network file systems
                 log.warning("%s: SQLite refused WAL mode (%s); using it anyway", path, mode)

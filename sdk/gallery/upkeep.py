@@ -264,6 +264,33 @@ class IndexKeeper:
                 self.factory,
             )
 
+    def erase(self) -> None:
+        """Leave no deleted template in the saved index (a writer, after a removal). An index
+        that removes for real is saved as it is; one that keeps tombstones (HNSW, the PQ
+        tiers) would keep the deleted vectors in memory and in its file, so it is emptied and
+        filled again with the live templates (its training kept), then saved: O(n)."""
+        if not self.traits.removable and self.tombstones:
+            t0 = time.perf_counter()
+            index = faiss.clone_index(self.index)
+            index.reset()
+            counts = self.store.counts()
+            self.load_ids()
+            for tids, _, vecs in self.store.iter_vectors(0, upto=counts.max_template_id):
+                index.add_with_ids(vecs, tids)
+            self.index = index
+            self.covered_tid = counts.max_template_id
+            self.covered_seq = counts.max_deletion_seq
+            self._gpu_index = None
+            self.apply_params()
+            self.dirty = True
+            log.info(
+                "%s: re-indexed %d templates without the deleted ones in %.1f s",
+                self.path,
+                index.ntotal,
+                time.perf_counter() - t0,
+            )
+        self.save()
+
     def rebuild(self, factory: str) -> None:
         """Build ``factory`` from every live template in the database; a writer saves it."""
         t0 = time.perf_counter()
