@@ -75,8 +75,9 @@ class Client:
                 r = self._http.request(method, url, headers=headers, **kwargs)
             except self._httpx.RemoteProtocolError:
                 # A kept-alive connection the server closed as the request went out: the
-                # request was not served. Calls without side effects are sent once more.
-                if not _read_only(method, path):
+                # request was not served. Calls without side effects, and writes that carry
+                # an Idempotency-Key (the server commits them once), are sent once more.
+                if not (_read_only(method, path) or "Idempotency-Key" in headers):
                     raise
                 r = self._http.request(method, url, headers=headers, **kwargs)
         except self._httpx.TimeoutException as exc:
@@ -299,16 +300,25 @@ class RemoteGallery:
         identity: str,
         embeddings: np.ndarray,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> list[int]:
-        """Enroll (d,) or (n, d) embeddings under ``identity`` (:meth:`Gallery.add`);
-        the template ids, durable when this returns."""
+        """Enroll (d,) or (n, d) embeddings under ``identity`` (:meth:`Gallery.add_once`):
+        one template id per row (a row the identity holds already keeps its template),
+        durable when this returns. Sent with an ``Idempotency-Key`` (``idempotency_key``,
+        or a fresh one), so a retry after a dropped connection writes nothing twice."""
         arr = np.asarray(embeddings, np.float32)
         rows = arr[None] if arr.ndim == 1 else arr
         body = {
             "embeddings": rows.astype(np.float64).tolist(),
             "metadata": dict(metadata) if metadata else None,
         }
-        out = self.client.request("POST", f"{self._path}/identities/{_q(identity)}", json=body)
+        out = self.client.request(
+            "POST",
+            f"{self._path}/identities/{_q(identity)}",
+            json=body,
+            headers=_idempotent(idempotency_key),
+        )
         return [int(i) for i in out["template_ids"]]
 
     def enroll(
@@ -316,15 +326,23 @@ class RemoteGallery:
         identity: str,
         images: Sequence[ImageInput] | ImageInput,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> list[int]:
         """Enroll the face of each image under ``identity``, all or none
-        (:meth:`FaceRecognizer.enroll`); the template ids, durable when this returns."""
+        (:meth:`FaceRecognizer.enroll`): one template id per image (an image the identity
+        holds already keeps its template), durable when this returns; exactly once, as
+        :meth:`add`."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         files = [_file("images", img) for img in images]
         data = {"metadata": _json(dict(metadata))} if metadata else {}
         out = self.client.request(
-            "POST", f"{self._path}/identities/{_q(identity)}", files=files, data=data
+            "POST",
+            f"{self._path}/identities/{_q(identity)}",
+            files=files,
+            data=data,
+            headers=_idempotent(idempotency_key),
         )
         return [int(i) for i in out["template_ids"]]
 
@@ -487,9 +505,18 @@ def _raw(image: ImageInput, fields: dict[str, str] | None = None) -> dict[str, A
 
 
 def _q(part: str) -> str:
+    """A name as one path segment that reaches no other resource: every reserved character
+    percent-encoded (``/``, ``%``, ``?``, ``#``, line breaks...) and the dots too, since
+    ``.`` and ``..`` segments are removed by HTTP clients and proxies."""
     from urllib.parse import quote
 
-    return quote(part, safe="")
+    return quote(part, safe="").replace(".", "%2E")
+
+
+def _idempotent(key: str | None) -> dict[str, str]:
+    import uuid
+
+    return {"Idempotency-Key": key if key is not None else uuid.uuid4().hex}
 
 
 def _json(value: Any) -> str:

@@ -112,5 +112,9 @@ class GalleryArgumentError(GalleryError, InvalidArgumentError):
     search parameter or path); a :class:`GalleryError` and a ``ValueError`` too."""
 
 
+class RequestKeyReusedError(GalleryArgumentError):
+    """A request key (an ``Idempotency-Key``) was used before for another request."""
+
+
 class GalleryEmbeddingError(GalleryArgumentError, EmbeddingError):
     """Vectors a gallery cannot store or search: wrong shape or dimension, NaN, all zero."""

@@ -744,7 +744,7 @@ def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
         return out
 
     g = client.create_gallery("metered")
-    g.add("a", np.ones((2, 128), np.float32))
+    g.add("a", np.ones((2, 128), np.float32) + np.eye(2, 128, dtype=np.float32))
     g.add("b", np.arange(128, dtype=np.float32) + 1)
     before = scrape()
     photo = lfw_image(lfw_dir, "Aaron_Peirsol", 1)

@@ -447,6 +447,15 @@ class Gallery:
             self._check_open()
             return self._backend.refresh()
 
+    def is_current(self) -> bool:
+        """Whether this handle's path still holds the gallery it opened: False once that
+        gallery was deleted (or deleted and created again; a readonly handle then refuses
+        to answer). True for backends that cannot tell. One ``stat``, no lock."""
+        if self._closed:
+            return False
+        check = getattr(self._backend, "is_current", None)
+        return True if check is None else bool(check())
+
     # ------------------------------------------------------------------ reads
     def search(self, queries: np.ndarray, k: int = 5) -> list[list[Match]]:
         """The ``k`` most similar identities for each query.
@@ -581,14 +590,22 @@ class Gallery:
             return backend.check()
 
     # -------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """Save the index if it changed, release the lock, close the database (idempotent)."""
+    def close(self, save: bool = True) -> None:
+        """Save the index if it changed, release the lock, close the database (idempotent).
+
+        Args:
+            save: ``False`` skips saving the index (its files are about to be deleted; a
+                later open catches an unsaved index up from the database anyway).
+        """
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
             self._finalizer.detach()
-            self._backend.close()
+            if save:
+                self._backend.close()
+            else:
+                self._backend.release()
 
     def _release(self) -> None:
         """Close without saving anything (what a crash or a dropped Gallery does)."""

@@ -194,10 +194,13 @@ class LocalBackend:
                 self._seen_version = version
             yield
 
+    def is_current(self) -> bool:
+        return self.pin is None or self.pin.current()
+
     def _check_current(self) -> None:
         """Raises GalleryNotFoundError when the path no longer holds the database this reader
         opened (deleted, or deleted and created again): one ``stat``."""
-        if self.pin is not None and not self.pin.current():
+        if not self.is_current():
             raise GalleryNotFoundError(
                 f"{self.location}: the gallery was deleted or replaced since it was opened; "
                 "open it again"

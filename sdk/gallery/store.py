@@ -36,6 +36,7 @@ from ..errors import (
     GalleryExistsError,
     GalleryNotFoundError,
     IdentityNotFoundError,
+    RequestKeyReusedError,
 )
 from ..fsutil import fsync_dir, fsync_file
 from .checks import NAME_FORM
@@ -457,7 +458,7 @@ class Store:
         if row is None or row[2] < time.time() - REQUEST_TTL_S:
             return None
         if row[0] != fingerprint:
-            raise GalleryArgumentError(
+            raise RequestKeyReusedError(
                 f"request key {key!r} was used before for another request (other identity, "
                 "images, embeddings or metadata); use a new key for a new request"
             )

@@ -6,7 +6,11 @@ import asyncio
 import json
 import logging
 import os
+import re
+import signal
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, fields
@@ -24,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import NpcfaceError
 from .auth import KeyRing
+from .docs_assets import add_docs
 from .galleries import GalleryManager
 from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
@@ -34,6 +39,8 @@ from .wire import error_body
 log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "NPCFACE_SERVE_SETTINGS"
+MASTER_ENV = "NPCFACE_SERVE_MASTER"
+"""The pid of ``npcface serve``'s master process, for its workers (:func:`die_with`)."""
 SWITCH_INTERVAL_S = 0.0005
 """The GIL switch interval of ``npcface serve``'s processes (Python's default: 5 ms)."""
 
@@ -84,9 +91,10 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         version=__version__,
         summary="Face detection, verification and identification with galleries",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
+    add_docs(app)
     app.state.settings = settings
     app.state.keys = keys
     app.state.galleries = manager
@@ -136,6 +144,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NpcfaceError)
     async def npcface_error(request: Request, exc: NpcfaceError) -> JSONResponse:
         status, body = error_body(exc)
+        body["message"] = _without_paths(body["message"], request.app.state.galleries.root)
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -168,6 +177,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status)
 
 
+def _without_paths(message: str, root: Path) -> str:
+    """A message with the server's gallery paths replaced by the gallery's name (library
+    errors name the files they are about; a client has no business with them)."""
+    for prefix in {str(root.resolve()), str(root.absolute()), str(root)}:
+        message = re.sub(
+            rf"{re.escape(prefix.rstrip('/'))}/([^/\s:'\"]+)(/[^\s:'\"]*)?",
+            lambda m: f"gallery {m.group(1)!r}",
+            message,
+        )
+    return message
+
+
 # ------------------------------------------------------------------ settings via environment
 def settings_to_env(settings: Settings) -> str:
     """Settings as JSON for :data:`SETTINGS_ENV` (worker processes rebuild them from it)."""
@@ -179,11 +200,37 @@ def settings_to_env(settings: Settings) -> str:
     return json.dumps(d)
 
 
+def die_with(master: int) -> None:
+    """End this worker process (SIGTERM: it drains its requests) when ``master`` dies, even
+    by SIGKILL: orphaned workers would go on serving with the master's socket, and a restart
+    would find the address in use. Linux: the kernel's parent-death signal; elsewhere a
+    thread that watches the parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+            if os.getppid() != master:  # it died before the signal was asked for
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+    def watch() -> None:
+        while os.getppid() == master:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="npcface-master-watch", daemon=True).start()
+
+
 def app_from_env() -> FastAPI:
     """The app described by :data:`SETTINGS_ENV` (uvicorn's ``--factory`` entry point)."""
     level = os.environ.get("NPCFACE_SERVE_LOG_LEVEL")
     if level is not None:  # a worker process of `npcface serve`: the process is ours
         setup_logging(int(level))
+        master = os.environ.get(MASTER_ENV)
+        if master and int(master) != os.getpid():
+            die_with(int(master))
         # Inference threads hold the GIL in their Python parts; the event loop, which needs
         # it for every small step of every request, waited up to the default 5 ms each time
         # and fell behind under concurrency. bench/serve_load.py, verify at concurrency 4,

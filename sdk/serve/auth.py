@@ -66,7 +66,7 @@ class KeyRing:
         if path is None:
             return cls([])
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8-sig")  # Notepad writes a BOM
         except OSError as exc:
             raise ServiceError("invalid_argument", f"{path}: cannot read key file: {exc}") from exc
         keys = []

@@ -109,12 +109,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise MissingExtraError("npcface serve", "serve", module) from None
     import uvicorn
 
-    from .app import SETTINGS_ENV, create_app, settings_to_env
+    from .app import MASTER_ENV, SETTINGS_ENV, create_app, settings_to_env
     from .middleware import setup_logging
 
     settings = settings_from_args(args)
     create_app(settings)  # fails fast on a bad key file, before any worker starts
     os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    os.environ[MASTER_ENV] = str(os.getpid())  # workers end when it does
     level = logging.getLogger().getEffectiveLevel()
     os.environ[LOG_ENV] = str(level)
     setup_logging(level)

@@ -9,23 +9,40 @@ from fastapi import Depends, Request
 
 from ..errors import InvalidArgumentError
 from .inputs import Payload, payload_reader
+from .wire import ServiceError
 
 
 def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
+    """The key of ``Authorization: Bearer KEY`` (scheme in any case) or ``X-API-Key``.
+
+    Raises:
+        ServiceError: ``unauthorized`` for another ``Authorization`` scheme, saying what
+            to send instead.
+    """
+    auth = request.headers.get("authorization")
+    if auth is not None:
+        scheme, _, key = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and key.strip():
+            return key.strip()
+        raise ServiceError(
+            "unauthorized",
+            f"Authorization scheme {scheme or '(none)'!r} is not accepted: send "
+            "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+            input="Authorization",
+        )
     return request.headers.get("x-api-key")
 
 
 async def can_read(request: Request) -> str:
     """Any valid key (or none when keys are off). Raises ``unauthorized`` (401)."""
-    return request.app.state.keys.check(_presented_key(request), "read")
+    keys = request.app.state.keys
+    return keys.check(_presented_key(request) if keys.enabled else None, "read")
 
 
 async def can_write(request: Request) -> str:
     """A write key. Raises ``unauthorized`` (401) or ``forbidden`` (403)."""
-    return request.app.state.keys.check(_presented_key(request), "write")
+    keys = request.app.state.keys
+    return keys.check(_presented_key(request) if keys.enabled else None, "write")
 
 
 async def recognizer(request: Request) -> Any:
@@ -58,9 +75,9 @@ def number(payload: Payload, name: str, default: float | None = None) -> float |
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise _bad(name, f"must be a number, got {value!r}") from None
+        raise bad(name, f"must be a number, got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(out):
-        raise _bad(name, f"must be a finite number, got {value!r}")
+        raise bad(name, f"must be a finite number, got {value!r}")
     return out
 
 
@@ -73,7 +90,7 @@ def integer(payload: Payload, name: str, default: int, lo: int, hi: int) -> int:
     except (TypeError, ValueError):
         ok = False
     if not ok or not lo <= out <= hi:
-        raise _bad(name, f"must be an integer in [{lo}, {hi}], got {value!r}")
+        raise bad(name, f"must be an integer in [{lo}, {hi}], got {value!r}")
     return out
 
 
@@ -85,7 +102,7 @@ def flag(payload: Payload, name: str, default: bool = False) -> bool:
         return value.lower() in ("true", "1", "yes")
     if value in (0, 1):
         return bool(value)
-    raise _bad(name, f"must be true or false, got {value!r}")
+    raise bad(name, f"must be true or false, got {value!r}")
 
 
 def mapping(payload: Payload, name: str) -> dict[str, Any] | None:
@@ -93,7 +110,7 @@ def mapping(payload: Payload, name: str) -> dict[str, Any] | None:
     if value is None or value == "":
         return None
     if not isinstance(value, dict):
-        raise _bad(name, "must be a JSON object")
+        raise bad(name, "must be a JSON object")
     return value
 
 
@@ -105,13 +122,14 @@ def threshold_of(rec: Any, payload: Payload) -> tuple[float | None, float | None
     """
     threshold, far = number(payload, "threshold"), number(payload, "far")
     if threshold is not None and far is not None:
-        raise _bad("far", "give threshold or far, not both")
+        raise bad("far", "give threshold or far, not both")
     if far is not None:
         return rec.default_threshold(far), far
     return threshold, None
 
 
-def _bad(name: str, text: str) -> InvalidArgumentError:
+def bad(name: str, text: str) -> InvalidArgumentError:
+    """An InvalidArgumentError about field ``name`` (400 ``invalid_argument``)."""
     exc = InvalidArgumentError(f"{name}: {text}")
     exc.input = name  # type: ignore[attr-defined]
     return exc

@@ -1,34 +1,54 @@
-"""The galleries a service worker has open: readers that follow, one writer at a time.
+"""The galleries a service worker has open: readers that follow, one writer at a time, and
+deletions that no worker can outlive.
 
 A gallery is the directory ``<gallery_root>/<name>``. Reads use this worker's writable
-handle when it holds one, else a read-only handle, which follows the writer's committed
-changes by itself (every read checks SQLite's ``PRAGMA data_version`` first). Writes take the gallery's writer
-lock (waiting up to ``writer_wait_s`` for another worker to give it back). With one worker
-the lock is kept; with several, a worker gives it back after ``writer_idle_s`` without
-writes, so the other workers can write too.
+handle when it keeps one, else a read-only handle, which follows the writer's committed
+changes by itself (every read checks SQLite's ``PRAGMA data_version`` first). Writes take
+the gallery's writer lock (waiting up to ``writer_wait_s`` for another worker to give it
+back). With one worker the lock is kept; with several, a worker gives it back after
+``writer_idle_s`` without writes, so the other workers can write too.
+
+Coherence between workers (processes that share nothing but the files):
+
+* every read first asks its handle whether the path still holds the gallery it opened
+  (:meth:`~npcface.Gallery.is_current`, one ``stat``); a handle of a deleted gallery is
+  retired (closed once no request uses it) and the current gallery is opened instead, so a
+  gallery deleted and created again in another worker is never answered from;
+* a deletion holds the writer lock (so no worker is writing), moves the directory aside
+  with one atomic rename (from then on no worker can open or read it: new requests get 404)
+  and only then removes the files; requests already reading finish from their open files;
+* every write claims the request's deadline just before it commits
+  (:func:`~npcface.serve.deadline.claim_write`): a request answered 503 ``timeout`` never
+  commits afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GalleryError
+from ..errors import GalleryBusyError, GalleryExistsError, GalleryNotFoundError
+from ..fsutil import fsync_dir
+from .deadline import claim_write
 from .wire import ServiceError
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "gallery.db"
-_BUSY = "open for writing in"  # another process (another worker) or, in tests, this one
+DELETING = ".deleting-"
+"""Prefix of a directory moved aside by a deletion (removed right after; a leftover of a
+crash is removed when a manager starts)."""
 
 
 def check_name(name: str) -> str:
@@ -37,7 +57,7 @@ def check_name(name: str) -> str:
     Raises:
         ServiceError: ``invalid_argument``.
     """
-    if not NAME_RE.match(name or ""):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise ServiceError(
             "invalid_argument",
             f"gallery name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
@@ -47,12 +67,30 @@ def check_name(name: str) -> str:
     return name
 
 
+def not_found(name: str) -> ServiceError:
+    return ServiceError(
+        "gallery_not_found",
+        f"no gallery named {name!r}; create it with POST /v1/galleries",
+        input=name,
+    )
+
+
+@dataclass
+class _Reader:
+    """A read-only handle and the requests using it."""
+
+    gallery: Any
+    users: int = 0
+    retired: bool = False
+
+
 @dataclass
 class _Handle:
-    reader: Any = None
+    reader: _Reader | None = None
     writer: Any = None
     last_write: float = 0.0
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    open_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class GalleryManager:
@@ -79,6 +117,8 @@ class GalleryManager:
         self.writer_idle_s = writer_idle_s
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
+        for leftover in self.root.glob(f"{DELETING}*"):  # a deletion cut short by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
 
     # ---------------------------------------------------------------- lookup
     def path(self, name: str) -> Path:
@@ -100,51 +140,94 @@ class GalleryManager:
             ServiceError: ``gallery_not_found`` (404) or ``invalid_argument``.
         """
         if not self.exists(name):
-            self._drop(name)
-            raise ServiceError(
-                "gallery_not_found",
-                f"no gallery named {name!r}; create it with POST /v1/galleries",
-                input=name,
-            )
+            raise not_found(name)
         return name
 
     def _handle(self, name: str) -> _Handle:
         with self._lock:
             return self._handles.setdefault(name, _Handle())
 
-    # ---------------------------------------------------------------- reads and writes
+    # ---------------------------------------------------------------- reads
     @contextmanager
     def reader(self, name: str) -> Iterator[Any]:
-        """A gallery to read, caught up with every committed write."""
-        from ..gallery import Gallery
-
-        self.require(name)
-        h = self._handle(name)
-        writer = h.writer if self.keep_writer else None  # a kept writer is never closed
-        if writer is not None:
-            yield writer
-            return
-        with self._lock:
-            if h.reader is None:
-                h.reader = Gallery.open(self.path(name), readonly=True)
-            reader = h.reader
-        yield reader  # a read-only Gallery follows the writer's commits by itself
-
-    @contextmanager
-    def writer(self, name: str) -> Iterator[Any]:
-        """The gallery open for writing by this worker (one write at a time per gallery).
+        """A gallery to read, caught up with every committed write, and the one at the path
+        now (never a deleted one).
 
         Raises:
-            ServiceError: ``gallery_busy`` when another process kept the writer lock
-                longer than ``writer_wait_s``.
+            ServiceError: ``gallery_not_found`` (404).
+        """
+        self.require(name)
+        h = self._handle(name)
+        writer = h.writer if self.keep_writer else None  # a kept writer is this worker's own
+        if writer is not None and writer.is_current():
+            with _translated(name):
+                yield writer
+            return
+        entry = self._reader(name, h)
+        try:
+            with _translated(name):
+                yield entry.gallery
+        finally:
+            self._release(entry)
+
+    def _reader(self, name: str, h: _Handle) -> _Reader:
+        """The handle's current reader, in use by one more request (opened when there is
+        none, or when the one there belongs to a gallery deleted since)."""
+        from ..gallery import Gallery
+
+        with h.open_lock:
+            with self._lock:
+                entry = h.reader
+                if entry is not None and entry.gallery.is_current():
+                    entry.users += 1
+                    return entry
+                if entry is not None:
+                    self._retire(entry)
+                    h.reader = None
+            try:
+                gallery = Gallery.open(self.path(name), readonly=True)
+            except GalleryNotFoundError:
+                raise not_found(name) from None
+            with self._lock:
+                entry = h.reader = _Reader(gallery, users=1)
+            return entry
+
+    def _release(self, entry: _Reader) -> None:
+        with self._lock:
+            entry.users -= 1
+            close = entry.retired and entry.users == 0
+        if close:
+            _close_quietly(entry.gallery)
+
+    def _retire(self, entry: _Reader) -> None:
+        """Close ``entry`` once no request uses it (call with ``self._lock`` held)."""
+        entry.retired = True
+        if entry.users == 0:
+            _close_quietly(entry.gallery)
+
+    # ---------------------------------------------------------------- writes
+    @contextmanager
+    def writer(self, name: str) -> Iterator[Any]:
+        """The gallery open for writing by this worker (one write at a time per gallery);
+        the request's deadline is claimed first (:func:`claim_write`).
+
+        Raises:
+            ServiceError: ``gallery_not_found``; ``gallery_busy`` when another process kept
+                the writer lock longer than ``writer_wait_s``; ``timeout`` when the request
+                was answered 503 already.
         """
         self.require(name)
         h = self._handle(name)
         with h.write_lock:
+            if h.writer is not None and not h.writer.is_current():  # deleted under us
+                _close_quietly(h.writer)
+                h.writer = None
             if h.writer is None:
                 h.writer = self._open_writable(name)
+            claim_write()
             try:
-                yield h.writer
+                with _translated(name):
+                    yield h.writer
             finally:
                 h.last_write = time.monotonic()
 
@@ -155,9 +238,9 @@ class GalleryManager:
         while True:
             try:
                 return Gallery.open(self.path(name))
-            except GalleryError as exc:
-                if _BUSY not in str(exc):
-                    raise
+            except GalleryNotFoundError:
+                raise not_found(name) from None
+            except GalleryBusyError:
                 if time.monotonic() >= deadline:
                     raise ServiceError(
                         "gallery_busy",
@@ -170,7 +253,7 @@ class GalleryManager:
         """Create gallery ``name`` (options as :meth:`Gallery.create`); its info.
 
         Raises:
-            ServiceError: ``gallery_exists`` (409).
+            ServiceError: ``gallery_exists`` (409); ``timeout``.
         """
         from ..gallery import Gallery
 
@@ -179,14 +262,17 @@ class GalleryManager:
             raise ServiceError("gallery_exists", f"gallery {name!r} exists already", input=name)
         h = self._handle(name)
         with h.write_lock:
+            claim_write()
             try:
                 gallery = Gallery.create(path, **options)
-            except GalleryError as exc:
-                if "already exists" in str(exc):
-                    raise ServiceError("gallery_exists", str(exc), input=name) from None
-                raise
+            except (GalleryExistsError, GalleryBusyError):
+                raise ServiceError(
+                    "gallery_exists", f"gallery {name!r} exists already", input=name
+                ) from None
             info = gallery.info()
             if self.keep_writer:
+                if h.writer is not None:
+                    _close_quietly(h.writer)
                 h.writer = gallery
                 h.last_write = time.monotonic()
             else:
@@ -194,28 +280,33 @@ class GalleryManager:
         return info
 
     def delete(self, name: str) -> None:
-        """Delete gallery ``name`` and its files (waits for the writer lock first)."""
+        """Delete gallery ``name`` and its files. When this returns no worker can answer
+        from it: the directory was moved aside (one atomic rename) under the writer lock,
+        then removed.
+
+        Raises:
+            ServiceError: ``gallery_not_found``, ``gallery_busy``, ``timeout``.
+        """
         h = self._handle(name)
         with self.writer(name) as gallery:
-            gallery.close()
+            aside = self.root / f"{DELETING}{name}-{uuid.uuid4().hex[:12]}"
+            try:
+                os.rename(self.path(name), aside)
+            except FileNotFoundError:
+                raise not_found(name) from None
+            fsync_dir(self.root)
+            gallery.close(save=False)  # its files are going: nothing to save
             h.writer = None
-            if h.reader is not None:
-                h.reader.close()
-                h.reader = None
-            shutil.rmtree(self.path(name))
-        self._drop(name)
-
-    def _drop(self, name: str) -> None:
         with self._lock:
-            h = self._handles.pop(name, None)
-        if h is None:
-            return
-        for g in (h.reader, h.writer):
-            if g is not None:
-                try:
-                    g.close()
-                except Exception:  # noqa: BLE001 - its files may be gone
-                    log.debug("closing %s failed", name, exc_info=True)
+            if h.reader is not None:
+                self._retire(h.reader)
+                h.reader = None
+            if self._handles.get(name) is h:
+                del self._handles[name]
+        try:
+            shutil.rmtree(aside)
+        except OSError as exc:  # unreachable already; removed when a manager next starts
+            log.warning("removing the deleted gallery %r: %s", name, exc)
 
     # ---------------------------------------------------------------- upkeep
     def release_idle(self) -> None:
@@ -231,7 +322,7 @@ class GalleryManager:
             if h.write_lock.acquire(blocking=False):
                 try:
                     if h.writer is not None:
-                        h.writer.close()
+                        _close_quietly(h.writer)
                         h.writer = None
                 finally:
                     h.write_lock.release()
@@ -242,12 +333,12 @@ class GalleryManager:
             items = list(self._handles.items())
         out = {}
         for name, h in items:
-            g = h.writer or h.reader
-            if g is None:
+            g = h.writer or (h.reader.gallery if h.reader is not None else None)
+            if g is None or not g.is_current():
                 continue
             try:
                 out[name] = (len(g), int(sum(g.template_counts().values())))
-            except GalleryError:
+            except Exception:  # noqa: BLE001 - closed or deleted meanwhile: not a size
                 continue
         return out
 
@@ -258,6 +349,27 @@ class GalleryManager:
     def close(self) -> None:
         """Close every gallery (saving writers' indexes)."""
         with self._lock:
-            names = list(self._handles)
-        for name in names:
-            self._drop(name)
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for h in handles:
+            if h.writer is not None:
+                _close_quietly(h.writer)
+            if h.reader is not None:
+                with self._lock:
+                    self._retire(h.reader)
+
+
+@contextmanager
+def _translated(name: str) -> Iterator[None]:
+    """Gallery errors that mean "gone" as the service's 404, naming no server path."""
+    try:
+        yield
+    except GalleryNotFoundError:
+        raise not_found(name) from None
+
+
+def _close_quietly(gallery: Any) -> None:
+    try:
+        gallery.close()
+    except Exception:  # noqa: BLE001 - its files may be gone
+        log.debug("closing %s failed", gallery.path, exc_info=True)

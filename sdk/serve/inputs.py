@@ -13,7 +13,6 @@ when they parse (so ``embedding1=[0.1, ...]`` works), else kept as text.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,11 +64,12 @@ def payload_reader(
     async def read(request: Request) -> Payload:
         settings = request.app.state.settings
         ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
+        media = ctype.partition(";")[0].strip().lower()  # media types are case-insensitive
+        if media == "multipart/form-data":
             payload = await _from_multipart(request, image_fields, settings.max_images)
-        elif ctype.startswith("application/json") or not ctype:
+        elif media in ("application/json", "") or media.endswith("+json"):
             payload = await _from_json(request, image_fields)
-        elif ctype.startswith(RAW_TYPES):
+        elif media.startswith(RAW_TYPES):
             payload = await _from_raw(request, image_fields[0])
         else:
             raise ServiceError(
@@ -112,6 +112,13 @@ async def _from_multipart(
                 ref = f"{key}[{len(items)}]"
                 data = await value.read()
                 items.append(Upload(ref, value.filename or ref, data))
+            elif key in image_fields:
+                raise ServiceError(
+                    "invalid_argument",
+                    f"{key}: sent as a text field; send the image as a file part "
+                    f"(curl -F '{key}=@photo.jpg'), or base64 in a JSON body",
+                    input=key,
+                )
             else:
                 out.fields[key] = _text_value(value)
     finally:
@@ -190,13 +197,47 @@ def _from_base64(value: Any, ref: str) -> Upload:
         value = value.get("data")
     if not isinstance(value, str):
         raise _named(ImageError("expected a base64 string"), label, ref)
-    if value.startswith("data:"):
-        value = value.partition(",")[2]
     try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _named(ImageError("not valid base64"), label, ref) from None
+        data = decode_base64(value)
+    except ValueError as exc:
+        raise _named(ImageError(f"not valid base64: {exc}"), label, ref) from None
     return Upload(ref, label, data)
+
+
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+def decode_base64(text: str) -> bytes:
+    """Base64 as clients send it: the standard or the URL-safe alphabet, padded or not,
+    broken into lines (MIME's 76 columns, CRLF) or spaced, bare or as a ``data:`` URL.
+
+    Raises:
+        ValueError: the reason it is not base64 (a character and its position, a length
+            that no bytes have, a mix of alphabets, a ``data:`` URL that is not base64).
+    """
+    if text[:5].lower() == "data:":
+        header, comma, text = text.partition(",")
+        if not comma:
+            raise ValueError("a data: URL without ',' before its data")
+        if ";base64" not in header.lower():
+            raise ValueError(f"the data: URL is not base64 ({header!r} lacks ';base64')")
+    s = "".join(text.split())  # line breaks and spaces anywhere
+    if not s:
+        raise ValueError("empty")
+    if "-" in s or "_" in s:
+        if "+" in s or "/" in s:
+            raise ValueError("mixes the standard (+ /) and URL-safe (- _) alphabets")
+        s = s.translate(_URLSAFE)
+    body = s.rstrip("=")
+    if len(s) - len(body) > 2:
+        raise ValueError(f"{len(s) - len(body)} padding '=' at the end (at most 2)")
+    for i, c in enumerate(body):
+        if c not in _B64:
+            raise ValueError(f"character {c!r} at position {i} is not base64")
+    if len(body) % 4 == 1:
+        raise ValueError(f"{len(body)} characters are no whole number of bytes (cut short?)")
+    return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
 
 
 def _named(exc: NpcfaceError, label: str, ref: str, was: str | None = None) -> NpcfaceError:

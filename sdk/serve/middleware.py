@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .deadline import Deadline
+from .deadline import current as deadline_var
 from .wire import ServiceError, error_body
 
 log = logging.getLogger("npcface.serve.access")
@@ -63,7 +65,8 @@ class RequestFrame:
     """Gives each HTTP request an id (``X-Request-ID``, taken from the request if it has a
     sane one), times it (``Server-Timing: app;dur=MS``, the time to the response's start),
     logs one access line, records metrics, and answers 503 ``timeout`` when the
-    application has not started its response within ``timeout_s``.
+    application has not started its response within ``timeout_s`` and has not begun to
+    commit a write (:mod:`npcface.serve.deadline`): a 503 ``timeout`` never hides a write.
 
     Args:
         app: the ASGI application.
@@ -87,6 +90,8 @@ class RequestFrame:
             return
         rid = _incoming_id(scope) or uuid.uuid4().hex
         token = request_id.set(rid)
+        deadline = Deadline(self.timeout_s)
+        deadline_token = deadline_var.set(deadline)
         t0 = time.perf_counter()
         state = {"started": False, "status": 500, "abandoned": False}
 
@@ -117,6 +122,8 @@ class RequestFrame:
                 raise
             if task in done:
                 task.result()
+            elif not deadline.expire():  # a write is committing: its answer is the truth
+                await task
             else:
                 state["abandoned"] = True
                 task.cancel()
@@ -124,8 +131,8 @@ class RequestFrame:
                 if not state["started"]:
                     exc = ServiceError(
                         "timeout",
-                        f"request took longer than {self.timeout_s:g} s; retry later or "
-                        "send fewer or smaller images",
+                        f"request took longer than {self.timeout_s:g} s and wrote nothing; "
+                        "retry later or send fewer or smaller images",
                     )
                     status, body = error_body(exc)
                     state["status"] = status
@@ -144,6 +151,7 @@ class RequestFrame:
                 state["status"],
                 seconds * 1e3,
             )
+            deadline_var.reset(deadline_token)
             request_id.reset(token)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..enroll import check_model
-from ..errors import NoFaceError, NpcfaceError
+from ..errors import GalleryArgumentError, NoFaceError, NpcfaceError
+from ..gallery.checks import check_threshold
 from ..image import describe
 from ..results import EmbedResult, Face, Match
 from .inputs import Upload, rename
@@ -71,7 +72,18 @@ def represent_all(rec: Any, upload: Upload) -> tuple[np.ndarray, list[Face]]:
 
 
 def search(gallery: Any, queries: np.ndarray, k: int, threshold: float | None) -> list[list[Match]]:
-    """Top ``k`` identities per query, only those at or above ``threshold`` when given."""
+    """Top ``k`` identities per query, only those at or above ``threshold`` when given.
+
+    Raises:
+        GalleryArgumentError: a threshold the gallery's own check refuses (for cosine
+            galleries: not a finite number in [-1, 1], as ``verify`` refuses it).
+    """
+    if threshold is not None:
+        try:
+            threshold = check_threshold(threshold, gallery.metric)
+        except GalleryArgumentError as exc:
+            exc.input = "threshold"  # type: ignore[attr-defined]
+            raise
     rows = gallery.search(queries, k=k)
     if threshold is None:
         return rows

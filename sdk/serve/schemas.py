@@ -173,8 +173,17 @@ class EnrollIn(BaseModel):
 
 
 class EnrollOut(BaseModel):
-    identity: str
-    template_ids: list[int] = Field(description="durable when this answer arrives")
+    identity: str = Field(description="the name as stored (Unicode NFC)")
+    template_ids: list[int] = Field(
+        description="one per image or embedding, in order: stored now, or the identity's "
+        "template of the same content; durable when this answer arrives"
+    )
+    added: int = Field(description="how many templates were stored")
+    existing: int = Field(description="how many inputs the identity held already (skipped)")
+    replayed: bool = Field(
+        description="true when this is the stored answer to an earlier request with the "
+        "same Idempotency-Key (nothing was written now)"
+    )
 
 
 class DeletedOut(BaseModel):

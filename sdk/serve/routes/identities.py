@@ -1,19 +1,59 @@
-"""``/v1/galleries/{name}/identities``: enrol images or embeddings, list, get, delete."""
+"""``/v1/galleries/{name}/identities``: enrol images or embeddings, list, get, delete.
+
+Identity names are data: any name the library accepts (:func:`npcface.gallery.checks.
+check_name`), sent percent-encoded as one path segment (``/``, ``.``, ``..``, ``%`` and
+line breaks included); they are stored in Unicode NFC. Enrolment is exactly once: an image
+(or embedding) whose content the identity holds already is not stored again, and an
+``Idempotency-Key`` header makes a retried request return the first answer and write
+nothing.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
-from ...errors import EmbeddingError, InvalidArgumentError
+from ...errors import EmbeddingError, GalleryArgumentError, RequestKeyReusedError
+from ...gallery.checks import check_name
 from .. import deps, schemas
 from ..pipeline import check_model, embed_batch, require_identity
+from ..wire import ServiceError
+
+
+class _NameConvertor(Convertor[str]):
+    """A path parameter of any characters, line breaks and slashes included (Starlette's
+    ``path`` stops at a line break, and a name is data, not a route)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("name", _NameConvertor())
 
 router = APIRouter(prefix="/v1/galleries/{name}/identities", tags=["identities"])
 
 ENROLL_BODY = schemas.multipart_and_json(schemas.EnrollIn.model_json_schema(), {"images": "many"})
+ENROLL_BODY["parameters"] = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+        "description": "a key of the client's choosing: a retry with the same key and body "
+        "gets the first answer and writes nothing (kept 24 hours)",
+    }
+]
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 @router.get(
@@ -41,7 +81,7 @@ def list_identities(
 
 
 @router.post(
-    "/{identity:path}",
+    "/{identity:name}",
     response_model=None,
     responses={201: {"model": schemas.EnrollOut}},
     status_code=201,
@@ -57,13 +97,16 @@ def enroll(
 ) -> dict[str, Any]:
     """Add templates to ``identity`` (created if new): the face of each image (one batch;
     all images or none), or the given ``embeddings``. ``metadata`` is merged into the
-    identity's. The template ids are durable when the answer arrives."""
+    identity's. Exactly once: inputs whose content the identity holds already are skipped
+    (their template ids are returned), and a request repeated with the same
+    ``Idempotency-Key`` gets the first answer. The template ids are durable when the answer
+    arrives; a 503 ``timeout`` answer means nothing was written."""
+    identity = _identity(identity)
+    key = _idempotency_key(request)
     metadata = deps.mapping(payload, "metadata")
     uploads, embeddings = payload.images("images"), payload.get("embeddings")
     if bool(uploads) == (embeddings is not None):
-        exc = InvalidArgumentError("send images or embeddings (one of them)")
-        exc.input = "images"  # type: ignore[attr-defined]
-        raise exc
+        raise deps.bad("images", "send images or embeddings (one of them)")
     galleries = request.app.state.galleries
     if uploads:
         results = embed_batch(rec, uploads)
@@ -72,43 +115,85 @@ def enroll(
                 raise r.error
         request.app.state.metrics.faces.inc(len(results))
         vecs = np.stack([r.embedding for r in results])
-        with galleries.writer(name) as g:
-            check_model(rec, g)
-            ids = g.add(identity, vecs, metadata, sources=[u.label for u in uploads])
+        hashes = [hashlib.sha256(u.data).hexdigest() for u in uploads]
+        sources = [u.label for u in uploads]
     else:
-        vecs = _matrix(embeddings)
-        with galleries.writer(name) as g:
-            ids = g.add(identity, vecs, metadata)
-    return {"identity": identity, "template_ids": ids}
+        vecs, hashes, sources = _matrix(embeddings), None, None
+    with galleries.writer(name) as g:
+        if uploads:
+            check_model(rec, g)
+        try:
+            done = g.add_once(
+                identity, vecs, metadata, content_hashes=hashes, sources=sources, request_key=key
+            )
+        except RequestKeyReusedError as exc:
+            raise ServiceError(
+                "idempotency_key_reused", str(exc), input="Idempotency-Key"
+            ) from None
+    return {
+        "identity": identity,
+        "template_ids": list(done.template_ids),
+        "added": done.new,
+        "existing": len(done.added) - done.new,
+        "replayed": done.replayed,
+    }
 
 
 @router.get(
-    "/{identity:path}",
+    "/{identity:name}",
     response_model=None,
     responses={200: {"model": schemas.IdentityOut}},
     dependencies=[Depends(deps.can_read)],
 )
 def get_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
-    """One identity: its template ids and metadata."""
+    """One identity: its template ids and metadata. 404 ``identity_not_found``."""
     with request.app.state.galleries.reader(name) as g:
         require_identity(g, identity)
         ids = g.templates(identity)
         meta = g.metadata(identity)
-    return {"identity": identity, "templates": len(ids), "template_ids": ids, "metadata": meta}
+    return {
+        "identity": _identity(identity),
+        "templates": len(ids),
+        "template_ids": ids,
+        "metadata": meta,
+    }
 
 
 @router.delete(
-    "/{identity:path}",
+    "/{identity:name}",
     response_model=None,
     responses={200: {"model": schemas.DeletedOut}},
     dependencies=[Depends(deps.can_write)],
 )
 def delete_identity(request: Request, identity: str, name: deps.GalleryName) -> dict[str, Any]:
-    """Delete an identity and all its templates."""
+    """Delete an identity and all its templates. When the answer arrives they are gone from
+    every answer and from every file of the gallery. 404 ``identity_not_found``."""
     with request.app.state.galleries.writer(name) as g:
         require_identity(g, identity)
         removed = g.remove(identity)
-    return {"deleted": identity, "templates": removed}
+    return {"deleted": _identity(identity), "templates": removed}
+
+
+def _identity(identity: str) -> str:
+    """The name as the library stores it (NFC), or 400 for a name it refuses."""
+    try:
+        return check_name(identity)
+    except GalleryArgumentError as exc:
+        raise deps.bad("identity", str(exc)) from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise ServiceError(
+            "invalid_argument",
+            "Idempotency-Key: use 1 to 255 printable ASCII characters without spaces "
+            "(a UUID is a good key)",
+            input="Idempotency-Key",
+        )
+    return key
 
 
 def _matrix(values: Any) -> np.ndarray:

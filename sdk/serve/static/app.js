@@ -22,8 +22,18 @@ async function api(method, path, body) {
 }
 
 // Draw an image file on a canvas with face boxes (box: x1, y1, x2, y2 in image pixels).
+// False when the browser cannot show the file (not an image, or a format it does not decode:
+// the server may still read it, and its answer says so); the canvas is cleared then.
 async function draw(canvas, file, faces, labels) {
-  const bitmap = await createImageBitmap(file);
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch (err) {
+    canvas.width = 0;
+    canvas.height = 0;
+    canvas.parentElement.classList.remove("has-image");
+    return false;
+  }
   canvas.width = bitmap.width;
   canvas.height = bitmap.height;
   const ctx = canvas.getContext("2d");
@@ -48,6 +58,13 @@ async function draw(canvas, file, faces, labels) {
     }
   });
   canvas.parentElement.classList.add("has-image");
+  return true;
+}
+
+function showError(el, message) {
+  el.className = "result error";
+  el.removeAttribute("data-verified");
+  el.textContent = message;
 }
 
 function dropZone(zone, onFile) {
@@ -65,16 +82,24 @@ function dropZone(zone, onFile) {
 
 // ---- verify
 const pair = { 1: null, 2: null };
+let verifying = 0; // answers to older requests are dropped
 for (const slot of [1, 2]) {
   dropZone($("drop" + slot), async (file) => {
+    const out = $("verify-result");
+    verifying += 1; // any verdict on screen belongs to the previous photos: clear it now
+    out.className = "result";
+    out.removeAttribute("data-verified");
+    out.textContent = "";
     pair[slot] = file;
-    await draw($("canvas" + slot), file, []);
+    const shown = await draw($("canvas" + slot), file, []);
     if (pair[1] && pair[2]) verify();
+    else if (!shown) out.textContent = `${file.name}: no preview; the server will check it`;
   });
 }
 
 async function verify() {
   const out = $("verify-result");
+  const mine = ++verifying;
   out.className = "result";
   out.removeAttribute("data-verified");
   out.textContent = "Comparing…";
@@ -83,6 +108,7 @@ async function verify() {
   form.append("image2", pair[2], pair[2].name);
   try {
     const r = await api("POST", "/v1/verify", form);
+    if (mine !== verifying) return;
     await draw($("canvas1"), pair[1], [r.face1]);
     await draw($("canvas2"), pair[2], [r.face2]);
     out.className = "result " + (r.verified ? "same" : "different");
@@ -91,8 +117,7 @@ async function verify() {
     out.textContent = `${r.verified ? "Same person" : "Different people"}: similarity ` +
       `${r.similarity.toFixed(3)} (threshold ${r.threshold.toFixed(3)}${far}, model ${r.model})`;
   } catch (err) {
-    out.className = "result error";
-    out.textContent = err.message;
+    if (mine === verifying) showError(out, err.message || String(err));
   }
 }
 
@@ -110,12 +135,20 @@ async function loadGalleries() {
   }
 }
 
+function identifyError(out, message) {
+  out.innerHTML = "";
+  const li = document.createElement("li");
+  li.className = "error";
+  li.textContent = message;
+  out.appendChild(li);
+}
+
 dropZone($("drop3"), async (file) => {
   const out = $("identify-result");
   out.innerHTML = "<li>Searching…</li>";
   await draw($("canvas3"), file, []);
   const gallery = $("gallery").value;
-  if (!gallery) { out.innerHTML = '<li class="error">Choose a gallery first.</li>'; return; }
+  if (!gallery) { identifyError(out, "Choose a gallery first."); return; }
   const form = new FormData();
   form.append("image", file, file.name);
   form.append("k", "3");
@@ -134,11 +167,7 @@ dropZone($("drop3"), async (file) => {
       out.appendChild(li);
     });
   } catch (err) {
-    out.innerHTML = "";
-    const li = document.createElement("li");
-    li.className = "error";
-    li.textContent = err.message;
-    out.appendChild(li);
+    identifyError(out, err.message || String(err));
   }
 });
 
