@@ -40,7 +40,9 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     b = check_embeddings(b, what="second embedding").reshape(np.shape(b))
     num = (a * b).sum(axis=-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    sim = num / np.maximum(den, 1e-12)
+    # rounding can take the cosine of a vector with itself just past 1 (1.0000001), where
+    # arccos is NaN: it is a cosine, so it lies in [-1, 1]
+    sim = np.clip(num / np.maximum(den, 1e-12), -1.0, 1.0)
     return float(sim) if np.ndim(sim) == 0 else sim
 
 

@@ -112,3 +112,20 @@ def test_nothing_heavy_at_import():
     code = "import npcface, sys; print(any(m in sys.modules for m in ('torch', 'faiss', 'onnxruntime')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_cosine_of_a_vector_with_itself_is_at_most_one(tmp_path):
+    """float32 rounding made it 1.0000001 for this vector, and arccos of that is NaN; the
+    library's similarity and a cosine gallery's both stay in [-1, 1]."""
+    import math
+
+    from npcface import Gallery
+
+    a = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+    raw = float((a * a).sum() / (np.linalg.norm(a) * np.linalg.norm(a)))
+    assert raw > 1.0  # the case itself
+    sim = cosine_similarity(a, a)
+    assert sim == 1.0 and not math.isnan(math.acos(sim))
+    with Gallery.create(tmp_path / "g", 128) as g:
+        g.add("a", a)
+        assert g.search(a, k=1)[0][0].similarity <= 1.0

@@ -262,6 +262,8 @@ class LocalBackend:
             indexed=self.keeper.ntotal,
             identities=self.ids.identities,
         )
+        if self.metric == "cosine":  # unit vectors: rounding may not leave [-1, 1]
+            sims = np.clip(sims, -1.0, 1.0)
         records = self.store.identity_records(np.unique(idents[idents >= 0]).tolist())
         return to_matches(idents, sims, tids, records)
 
