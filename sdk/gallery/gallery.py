@@ -590,6 +590,23 @@ class Gallery:
             return backend.check()
 
     # -------------------------------------------------------------- lifecycle
+    def delete(self) -> None:
+        """Delete the gallery and every file of it, and close this handle (a writable one).
+
+        Other handles of the gallery, in this process or others, answer
+        :class:`~npcface.errors.GalleryNotFoundError` from their next call (reads in flight
+        finish); a gallery created again at the same path is a new one to them.
+
+        Raises:
+            GalleryError: the handle is read-only or closed, or the backend cannot delete.
+        """
+        with self._writing() as backend:
+            if not hasattr(backend, "delete"):
+                raise GalleryError(f"{self.path}: this backend cannot delete a gallery")
+            self._closed = True
+            self._finalizer.detach()
+            backend.delete()
+
     def close(self, save: bool = True) -> None:
         """Save the index if it changed, release the lock, close the database (idempotent).
 

@@ -12,8 +12,11 @@ together behind the :class:`~npcface.gallery.backend.Backend` protocol.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from ..errors import (
     GalleryExistsError,
     GalleryNotFoundError,
 )
+from ..fsutil import fsync_dir
 from ..results import Match
 from . import index as ix
 from .backend import ConsistencyReport, GalleryInfo
@@ -36,7 +40,10 @@ from .store import SCHEMA_VERSION, VECTOR_DTYPES, AddOnce, Store
 from .upkeep import IndexKeeper, IndexNewerError
 
 DB_NAME = "gallery.db"
+DELETING = ".deleting-"
+"""Prefix of a gallery directory moved aside by a deletion (removed right after)."""
 READER_LOAD_ATTEMPTS = 3
+log = logging.getLogger(__name__)
 SEARCH_PARAMS = ("efSearch", "nprobe", "k_factor")
 
 
@@ -397,6 +404,26 @@ class LocalBackend:
         finally:
             self.release()
 
+    def delete(self) -> None:
+        """Delete the gallery directory (a writer). The writable connection closes first,
+        while the path is still this gallery's: SQLite removes the write-ahead log and
+        shared-memory files by name when the last writable connection closes, and after the
+        move that name may belong to a gallery created again at the path. Then, still under
+        the writer lock, the directory is moved aside in one atomic rename (from here on no
+        process can open it; readers that have it open answer GalleryNotFoundError) and
+        removed. Read-only connections never remove files, so theirs may close later."""
+        self.store.close()
+        aside = self.location.with_name(f"{DELETING}{self.location.name}-{uuid.uuid4().hex[:12]}")
+        try:
+            os.rename(self.location, aside)
+            fsync_dir(self.location.parent)
+        finally:
+            self.release()
+        try:
+            shutil.rmtree(aside)
+        except OSError as exc:  # unreachable already; sweep_deleted() removes it later
+            log.warning("%s: removing the deleted gallery's files: %s", self.location, exc)
+
     def release(self) -> None:
         if self._released:
             return
@@ -461,6 +488,13 @@ def _open_pinned(path: Path, readonly: bool) -> tuple[Store, FilePin]:
         store.close()
         pin.close()
     raise GalleryNotFoundError(f"{path.parent}: the gallery kept changing while it was opened")
+
+
+def sweep_deleted(root: Path) -> None:
+    """Remove what deletions cut short by a crash left under ``root`` (directories moved
+    aside by :meth:`LocalBackend.delete`)."""
+    for leftover in root.glob(f"{DELETING}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _disk_bytes(directory: Path) -> int:

@@ -14,9 +14,11 @@ Coherence between workers (processes that share nothing but the files):
   (:meth:`~npcface.Gallery.is_current`, one ``stat``); a handle of a deleted gallery is
   retired (closed once no request uses it) and the current gallery is opened instead, so a
   gallery deleted and created again in another worker is never answered from;
-* a deletion holds the writer lock (so no worker is writing), moves the directory aside
-  with one atomic rename (from then on no worker can open or read it: new requests get 404)
-  and only then removes the files; requests already reading finish from their open files;
+* a deletion holds the writer lock (so no worker is writing), stops this worker's new
+  requests for the gallery (404), lets its reads in flight finish, and then deletes it
+  with :meth:`~npcface.Gallery.delete` (the directory moved aside in one atomic rename, then
+  removed): from then on no worker can open or read it, and reads in flight elsewhere
+  finish from their open files;
 * every write claims the request's deadline just before it commits
   (:func:`~npcface.serve.deadline.claim_write`): a request answered 503 ``timeout`` never
   commits afterwards.
@@ -25,12 +27,9 @@ Coherence between workers (processes that share nothing but the files):
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GalleryBusyError, GalleryExistsError, GalleryNotFoundError
-from ..fsutil import fsync_dir
+from ..gallery.local import sweep_deleted
 from .deadline import claim_write
 from .wire import ServiceError
 
@@ -46,9 +45,6 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "gallery.db"
-DELETING = ".deleting-"
-"""Prefix of a directory moved aside by a deletion (removed right after; a leftover of a
-crash is removed when a manager starts)."""
 
 
 def check_name(name: str) -> str:
@@ -88,6 +84,8 @@ class _Reader:
 class _Handle:
     reader: _Reader | None = None
     writer: Any = None
+    writer_readers: int = 0  # requests reading through the kept writer (one worker)
+    deleting: bool = False
     last_write: float = 0.0
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     open_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,8 +115,8 @@ class GalleryManager:
         self.writer_idle_s = writer_idle_s
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
-        for leftover in self.root.glob(f"{DELETING}*"):  # a deletion cut short by a crash
-            shutil.rmtree(leftover, ignore_errors=True)
+        self._read_done = threading.Condition(self._lock)
+        sweep_deleted(self.root)  # deletions cut short by a crash
 
     # ---------------------------------------------------------------- lookup
     def path(self, name: str) -> Path:
@@ -158,10 +156,22 @@ class GalleryManager:
         """
         self.require(name)
         h = self._handle(name)
-        writer = h.writer if self.keep_writer else None  # a kept writer is this worker's own
-        if writer is not None and writer.is_current():
-            with _translated(name):
-                yield writer
+        with self._lock:
+            if h.deleting:
+                raise not_found(name)
+            writer = h.writer if self.keep_writer else None  # a kept writer: this worker's
+            if writer is not None and writer.is_current():
+                h.writer_readers += 1
+            else:
+                writer = None
+        if writer is not None:
+            try:
+                with _translated(name):
+                    yield writer
+            finally:
+                with self._lock:
+                    h.writer_readers -= 1
+                    self._read_done.notify_all()
             return
         entry = self._reader(name, h)
         try:
@@ -177,6 +187,8 @@ class GalleryManager:
 
         with h.open_lock:
             with self._lock:
+                if h.deleting or self._handles.get(name) is not h:
+                    raise not_found(name)  # deleted meanwhile
                 entry = h.reader
                 if entry is not None and entry.gallery.is_current():
                     entry.users += 1
@@ -216,20 +228,25 @@ class GalleryManager:
                 the writer lock longer than ``writer_wait_s``; ``timeout`` when the request
                 was answered 503 already.
         """
-        self.require(name)
-        h = self._handle(name)
-        with h.write_lock:
-            if h.writer is not None and not h.writer.is_current():  # deleted under us
-                _close_quietly(h.writer)
-                h.writer = None
-            if h.writer is None:
-                h.writer = self._open_writable(name)
-            claim_write()
-            try:
-                with _translated(name):
-                    yield h.writer
-            finally:
-                h.last_write = time.monotonic()
+        while True:
+            self.require(name)
+            h = self._handle(name)
+            with h.write_lock:
+                with self._lock:
+                    if self._handles.get(name) is not h:
+                        continue  # deleted while we waited: look again
+                if h.writer is not None and not h.writer.is_current():  # deleted under us
+                    _close_quietly(h.writer)
+                    h.writer = None
+                if h.writer is None:
+                    h.writer = self._open_writable(name)
+                claim_write()
+                try:
+                    with _translated(name):
+                        yield h.writer
+                finally:
+                    h.last_write = time.monotonic()
+                return
 
     def _open_writable(self, name: str) -> Any:
         from ..gallery import Gallery
@@ -260,53 +277,54 @@ class GalleryManager:
         path = self.path(name)
         if self.exists(name):
             raise ServiceError("gallery_exists", f"gallery {name!r} exists already", input=name)
-        h = self._handle(name)
-        with h.write_lock:
-            claim_write()
-            try:
-                gallery = Gallery.create(path, **options)
-            except (GalleryExistsError, GalleryBusyError):
-                raise ServiceError(
-                    "gallery_exists", f"gallery {name!r} exists already", input=name
-                ) from None
-            info = gallery.info()
-            if self.keep_writer:
-                if h.writer is not None:
-                    _close_quietly(h.writer)
-                h.writer = gallery
-                h.last_write = time.monotonic()
-            else:
-                gallery.close()
-        return info
+        while True:
+            h = self._handle(name)
+            with h.write_lock:
+                with self._lock:
+                    if self._handles.get(name) is not h:
+                        continue  # a deletion finished while we waited: look again
+                claim_write()
+                try:
+                    gallery = Gallery.create(path, **options)
+                except (GalleryExistsError, GalleryBusyError):
+                    raise ServiceError(
+                        "gallery_exists", f"gallery {name!r} exists already", input=name
+                    ) from None
+                info = gallery.info()
+                if self.keep_writer and h.writer is None:
+                    h.writer = gallery
+                    h.last_write = time.monotonic()
+                else:
+                    gallery.close()
+                return info
 
     def delete(self, name: str) -> None:
         """Delete gallery ``name`` and its files. When this returns no worker can answer
-        from it: the directory was moved aside (one atomic rename) under the writer lock,
-        then removed.
+        from it (see the module's notes).
 
         Raises:
             ServiceError: ``gallery_not_found``, ``gallery_busy``, ``timeout``.
         """
         h = self._handle(name)
         with self.writer(name) as gallery:
-            aside = self.root / f"{DELETING}{name}-{uuid.uuid4().hex[:12]}"
+            with self._lock:  # new requests of this worker: 404; reads in flight: finish
+                h.deleting = True
+                while h.writer_readers:
+                    self._read_done.wait()
             try:
-                os.rename(self.path(name), aside)
-            except FileNotFoundError:
-                raise not_found(name) from None
-            fsync_dir(self.root)
-            gallery.close(save=False)  # its files are going: nothing to save
-            h.writer = None
+                gallery.delete()
+            except BaseException:
+                with self._lock:
+                    h.deleting = False
+                raise
+            finally:
+                h.writer = None
         with self._lock:
             if h.reader is not None:
                 self._retire(h.reader)
                 h.reader = None
             if self._handles.get(name) is h:
                 del self._handles[name]
-        try:
-            shutil.rmtree(aside)
-        except OSError as exc:  # unreachable already; removed when a manager next starts
-            log.warning("removing the deleted gallery %r: %s", name, exc)
 
     # ---------------------------------------------------------------- upkeep
     def release_idle(self) -> None:

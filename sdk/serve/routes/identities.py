@@ -175,11 +175,13 @@ def delete_identity(request: Request, identity: str, name: deps.GalleryName) -> 
 
 
 def _identity(identity: str) -> str:
-    """The name as the library stores it (NFC), or 400 for a name it refuses."""
+    """The name as the library stores it (NFC), or the library's error (400) for a name it
+    refuses."""
     try:
         return check_name(identity)
     except GalleryArgumentError as exc:
-        raise deps.bad("identity", str(exc)) from None
+        exc.input = "identity"  # type: ignore[attr-defined]
+        raise
 
 
 def _idempotency_key(request: Request) -> str | None:
