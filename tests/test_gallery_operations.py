@@ -230,8 +230,13 @@ def test_add_once_skips_known_content_and_replays_a_request(tmp_path: Path):
         # content known to another identity is that identity's business, not this one's
         other = g.add_once("dee", v[:1], content_hashes=hashes[:1])
         assert other.added == (True,)
-        # erasure takes the request records too: the key is free again
+        # a late retry after the identity was removed does not bring it back
         g.remove("ann")
-        redo = g.add_once("ann", v[:3], content_hashes=hashes[:3], request_key="k1")
-        assert redo.added == (True, True, True) and not redo.replayed
+        late = g.add_once("ann", v[:3], content_hashes=hashes[:3], request_key="k1")
+        assert late.replayed and late.template_ids == first.template_ids and "ann" not in g
+        # the record keeps no name and no vector (erasure): key, a hash, template ids
+        rows = g._backend.store._conn.execute("SELECT * FROM requests").fetchall()
+        assert rows and not any("ann" in repr(r) for r in rows)
+        fresh = g.add_once("ann", v[:3], content_hashes=hashes[:3], request_key="k3")
+        assert fresh.added == (True, True, True) and not fresh.replayed
         assert g.check().ok

@@ -541,6 +541,18 @@ class IndexSnapshot:
         return json.dumps(d, indent=1, sort_keys=True)
 
 
+TMP_PREFIX = ".index.tmp-"
+"""An index file being written by :func:`save_index` (a crash can leave one behind)."""
+
+
+def remove_partial_saves(directory: str | os.PathLike[str]) -> None:
+    """Delete index files a writer that died left half-written (the caller holds the writer
+    lock, so no other process is writing one): a cache copy of vectors that may have been
+    removed since."""
+    for tmp in Path(directory).glob(f"{TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)
+
+
 def save_index(
     index: faiss.Index,
     directory: str | os.PathLike[str],
@@ -567,7 +579,7 @@ def save_index(
         The snapshot written to the sidecar.
     """
     directory = Path(directory)
-    tmp = directory / f".index.tmp-{os.getpid()}"
+    tmp = directory / f"{TMP_PREFIX}{os.getpid()}"
     t0 = time.perf_counter()
     faiss.write_index(index, str(tmp))
     fsync_file(tmp)

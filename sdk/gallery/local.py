@@ -77,6 +77,7 @@ class LocalBackend:
             if self.readonly:
                 self._load_snapshot(on_bad_index)
             else:
+                ix.remove_partial_saves(directory)
                 self.keeper.load(on_bad_index)
         except BaseException:
             self.release()

@@ -83,14 +83,15 @@ CREATE TABLE deletions (
 _REQUESTS = """
 CREATE TABLE IF NOT EXISTS requests (
     key TEXT PRIMARY KEY,
-    identity TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     result TEXT NOT NULL,
     created REAL NOT NULL
 );
 """
 """Outcomes of :meth:`Store.add_once` by request key, written in the same transaction as
-the templates; a retry with the key gets the first outcome and writes nothing."""
+the templates; a retry with the key gets the first outcome and writes nothing, also after
+the identity was removed (a late retry must not bring it back). A record holds no name and
+no vector: the key, a SHA-256 of the request, and template ids."""
 
 
 @dataclass(frozen=True)
@@ -436,11 +437,9 @@ class Store:
             added = tuple(i in stored for i in range(n))
             if request is not None:
                 conn.execute(
-                    "INSERT INTO requests(key, identity, fingerprint, result, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO requests(key, fingerprint, result, created) VALUES (?, ?, ?, ?)",
                     (
                         request[0],
-                        identity,
                         request[1],
                         json.dumps({"template_ids": tids, "added": added}),
                         time.time(),
@@ -547,7 +546,6 @@ class Store:
             self._log_deletions(ids)
             conn.executemany("DELETE FROM templates WHERE identity_id = ?", rows)
             conn.executemany("DELETE FROM identities WHERE id = ?", rows)
-            self._forget_requests(list(dict.fromkeys(names)))
         return ids
 
     def remove_templates(self, template_ids: Sequence[int]) -> np.ndarray:
@@ -574,30 +572,13 @@ class Store:
             for chunk in _chunks([int(i) for i in ids], 500):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM templates WHERE id IN ({marks})", chunk)
-            gone = []
             for owner in owners:
-                row = conn.execute(
-                    "SELECT name FROM identities WHERE id = ? AND NOT EXISTS "
+                conn.execute(
+                    "DELETE FROM identities WHERE id = ? AND NOT EXISTS "
                     "(SELECT 1 FROM templates WHERE identity_id = ?)",
                     (owner, owner),
-                ).fetchone()
-                if row is not None:
-                    gone.append(row[0])
-                    conn.execute("DELETE FROM identities WHERE id = ?", (owner,))
-            self._forget_requests(gone)
+                )
         return ids
-
-    def _forget_requests(self, names: Sequence[str]) -> None:
-        """Drop the request records of identities that are gone (nothing of theirs stays)."""
-        if self._has_requests_table():
-            self._conn.executemany("DELETE FROM requests WHERE identity = ?", ((n,) for n in names))
-
-    def _has_requests_table(self) -> bool:
-        return bool(
-            self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-            ).fetchone()
-        )
 
     def erase(self) -> None:
         """Make deleted rows unrecoverable from the gallery's files: deleted content is

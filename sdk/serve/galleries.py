@@ -6,7 +6,8 @@ handle when it keeps one, else a read-only handle, which follows the writer's co
 changes by itself (every read checks SQLite's ``PRAGMA data_version`` first). Writes take
 the gallery's writer lock (waiting up to ``writer_wait_s`` for another worker to give it
 back). With one worker the lock is kept; with several, a worker gives it back after
-``writer_idle_s`` without writes, so the other workers can write too.
+``writer_idle_s`` without writes, and after a write once it has held it ``writer_hold_s``,
+so a worker that writes without pause cannot keep the others waiting.
 
 Coherence between workers (processes that share nothing but the files):
 
@@ -84,6 +85,7 @@ class _Reader:
 class _Handle:
     reader: _Reader | None = None
     writer: Any = None
+    writer_since: float = 0.0  # when this worker took the writer lock
     writer_readers: int = 0  # requests reading through the kept writer (one worker)
     deleting: bool = False
     last_write: float = 0.0
@@ -99,6 +101,8 @@ class GalleryManager:
         keep_writer: keep a writer lock once taken (one worker); else give it back when idle.
         writer_wait_s: how long to wait for another process's writer lock.
         writer_idle_s: idle seconds before a writer lock is given back (``keep_writer=False``).
+        writer_hold_s: seconds after which a writer lock is given back after the next write,
+            busy or not (``keep_writer=False``).
     """
 
     def __init__(
@@ -107,12 +111,14 @@ class GalleryManager:
         keep_writer: bool = True,
         writer_wait_s: float = 10.0,
         writer_idle_s: float = 2.0,
+        writer_hold_s: float = 1.0,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_writer = keep_writer
         self.writer_wait_s = writer_wait_s
         self.writer_idle_s = writer_idle_s
+        self.writer_hold_s = writer_hold_s
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
         self._read_done = threading.Condition(self._lock)
@@ -240,12 +246,17 @@ class GalleryManager:
                     h.writer = None
                 if h.writer is None:
                     h.writer = self._open_writable(name)
+                    h.writer_since = time.monotonic()
                 claim_write()
                 try:
                     with _translated(name):
                         yield h.writer
                 finally:
                     h.last_write = time.monotonic()
+                    held = h.last_write - h.writer_since
+                    if h.writer is not None and not self.keep_writer and held > self.writer_hold_s:
+                        _close_quietly(h.writer)  # another worker may be waiting for the lock
+                        h.writer = None
                 return
 
     def _open_writable(self, name: str) -> Any:
