@@ -240,3 +240,31 @@ def test_add_once_skips_known_content_and_replays_a_request(tmp_path: Path):
         fresh = g.add_once("ann", v[:3], content_hashes=hashes[:3], request_key="k3")
         assert fresh.added == (True, True, True) and not fresh.replayed
         assert g.check().ok
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_handles_hold_no_descriptor_of_the_database_but_sqlites(tmp_path: Path):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's too; another process may then checkpoint and delete a write-ahead log still in
+    use (a soak run lost acknowledged writes so). So nothing but SQLite opens gallery.db."""
+    import os
+
+    def db_descriptors() -> int:
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            n += target == str((tmp_path / "g" / "gallery.db").resolve())
+        return n
+
+    with Gallery.create(tmp_path / "g", DIM) as g:
+        g.add("a", unit_rows(1, 10))
+        assert db_descriptors() == 1
+        readers = [Gallery.open(tmp_path / "g", readonly=True) for _ in range(3)]
+        assert all(r.identities() == ["a"] for r in readers)
+        assert db_descriptors() == 4  # one SQLite connection each, nothing more
+        for r in readers:
+            r.close()  # SQLite keeps their descriptors until its last connection closes
+    assert db_descriptors() == 0

@@ -96,6 +96,52 @@ def test_a_gallery_deleted_in_one_worker_is_never_served_by_another(tmp_path):
     b.close()
 
 
+def test_a_worker_writing_without_pause_hands_the_writer_lock_over(tmp_path):
+    """Reported by the soak run: a worker whose writes never paused kept the writer lock
+    (it is given back after 2 s idle), so the other worker's writes waited until their 503.
+    A waiting worker now asks for it and gets it after the holder's current write."""
+    from npcface.serve.galleries import GalleryManager
+
+    a = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=3, writer_idle_s=2)
+    b = GalleryManager(tmp_path, keep_writer=False, writer_wait_s=3, writer_idle_s=2)
+    a.create("g", dim=DIM)
+    stop = threading.Event()
+    written = []
+
+    def busy_writer() -> None:
+        n = 0
+        while not stop.is_set():
+            with a.writer("g") as g:
+                g.add(f"a{n}", unit(1, 1000 + n))
+            n += 1
+        written.append(n)
+
+    def upkeep() -> None:  # what the app's upkeep task does in each worker
+        while not stop.is_set():
+            a.release_idle()
+            b.release_idle()
+            stop.wait(0.5)
+
+    threads = [threading.Thread(target=busy_writer), threading.Thread(target=upkeep)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        for i in range(5):  # each would wait 3 s and fail busy if a never let go
+            with b.writer("g") as g:
+                g.add(f"b{i}", unit(1, 2000 + i))
+        time.sleep(1.0)  # b idle but holding: a asks, b's upkeep hands it over
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    with b.reader("g") as g:
+        names = g.identities()
+    assert {f"b{i}" for i in range(5)} <= set(names) and written[0] > 5
+    a.close()
+    b.close()
+
+
 def test_two_real_workers_never_answer_from_a_deleted_gallery(tmp_path):
     """The reproducer as reported, on ``npcface serve --workers 2``: 60 searches over fresh
     connections after DELETE and re-creation, each answered from the new gallery only."""

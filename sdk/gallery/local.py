@@ -60,7 +60,7 @@ class LocalBackend:
         store: Store,
         lock: WriterLock | None,
         on_bad_index: str,
-        pin: FilePin | None = None,
+        pin: GalleryPin | None = None,
     ) -> None:
         self.location = directory
         self.store = store
@@ -444,23 +444,31 @@ class LocalBackend:
         )
 
 
-class FilePin:
-    """Holds a file open so that its inode cannot be reused, and tells whether its path
-    still names that file (a deleted gallery's database stays readable through open
-    handles; a gallery created again at the same path is another file)."""
+class GalleryPin:
+    """Tells whether a gallery's path still holds the gallery a handle opened.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = os.open(path, os.O_RDONLY)
+    It holds the gallery *directory* open (so its inode cannot be reused while the handle
+    lives) and remembers the database file's inode (which SQLite's open connection keeps
+    from reuse). It never opens the database file itself: closing any descriptor of a file
+    drops every POSIX lock the process holds on it, SQLite's included, and then another
+    process may checkpoint and delete a write-ahead log that connections here still use.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         st = os.fstat(self._fd)
-        self.key = (st.st_dev, st.st_ino)
+        self.dir_key = (st.st_dev, st.st_ino)
+        self.db_key = _file_key(directory / DB_NAME)
 
     def current(self) -> bool:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.directory)
         except FileNotFoundError:
             return False
-        return (st.st_dev, st.st_ino) == self.key
+        return (st.st_dev, st.st_ino) == self.dir_key and (
+            _file_key(self.directory / DB_NAME) == self.db_key
+        )
 
     def close(self) -> None:
         if self._fd is not None:
@@ -468,23 +476,34 @@ class FilePin:
             self._fd = None
 
 
-def _open_pinned(path: Path, readonly: bool) -> tuple[Store, FilePin]:
-    """The database at ``path`` and a pin on the very file SQLite opened.
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _open_pinned(path: Path, readonly: bool) -> tuple[Store, GalleryPin]:
+    """The database at ``path`` and a pin on its gallery (see :class:`GalleryPin`).
 
     Raises:
         GalleryNotFoundError: no database there, or it kept changing while being opened.
     """
     for _ in range(3):
         try:
-            pin = FilePin(path)
+            pin = GalleryPin(path.parent)
         except FileNotFoundError:
             raise GalleryNotFoundError(f"{path.parent}: no gallery here") from None
+        if pin.db_key is None:
+            pin.close()
+            raise GalleryNotFoundError(f"{path.parent}: no gallery here")
         try:
             store = Store.open(path, readonly=readonly)
         except BaseException:
             pin.close()
             raise
-        if pin.current():  # the path named the pinned file before and after SQLite opened it
+        if pin.current():  # the same directory and database before and after SQLite opened it
             return store, pin
         store.close()
         pin.close()

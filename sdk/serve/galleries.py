@@ -6,8 +6,10 @@ handle when it keeps one, else a read-only handle, which follows the writer's co
 changes by itself (every read checks SQLite's ``PRAGMA data_version`` first). Writes take
 the gallery's writer lock (waiting up to ``writer_wait_s`` for another worker to give it
 back). With one worker the lock is kept; with several, a worker gives it back after
-``writer_idle_s`` without writes, and after a write once it has held it ``writer_hold_s``,
-so a worker that writes without pause cannot keep the others waiting.
+``writer_idle_s`` without writes, and at once after a write when another worker asked for it
+(a waiting worker touches ``.writer-wanted`` in the gallery's folder; the holder then stands
+back for ``WRITER_YIELD_S`` so the waiter gets the lock): a worker that writes without pause
+cannot keep the others waiting.
 
 Coherence between workers (processes that share nothing but the files):
 
@@ -46,6 +48,11 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "gallery.db"
+WANTED = ".writer-wanted"
+"""Touched by a worker waiting for a gallery's writer lock (see the module's notes)."""
+WRITER_YIELD_S = 0.2
+"""How long a worker that gave the writer lock to a waiting worker waits before it asks for
+it again (waiters try every 20 ms)."""
 
 
 def check_name(name: str) -> str:
@@ -85,7 +92,8 @@ class _Reader:
 class _Handle:
     reader: _Reader | None = None
     writer: Any = None
-    writer_since: float = 0.0  # when this worker took the writer lock
+    writer_since: float = 0.0  # when this worker took the writer lock (wall clock)
+    yield_until: float = 0.0  # monotonic: gave the lock to a waiter, do not take it back yet
     writer_readers: int = 0  # requests reading through the kept writer (one worker)
     deleting: bool = False
     last_write: float = 0.0
@@ -101,8 +109,6 @@ class GalleryManager:
         keep_writer: keep a writer lock once taken (one worker); else give it back when idle.
         writer_wait_s: how long to wait for another process's writer lock.
         writer_idle_s: idle seconds before a writer lock is given back (``keep_writer=False``).
-        writer_hold_s: seconds after which a writer lock is given back after the next write,
-            busy or not (``keep_writer=False``).
     """
 
     def __init__(
@@ -111,14 +117,12 @@ class GalleryManager:
         keep_writer: bool = True,
         writer_wait_s: float = 10.0,
         writer_idle_s: float = 2.0,
-        writer_hold_s: float = 1.0,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_writer = keep_writer
         self.writer_wait_s = writer_wait_s
         self.writer_idle_s = writer_idle_s
-        self.writer_hold_s = writer_hold_s
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
         self._read_done = threading.Condition(self._lock)
@@ -245,37 +249,55 @@ class GalleryManager:
                     _close_quietly(h.writer)
                     h.writer = None
                 if h.writer is None:
+                    wait = h.yield_until - time.monotonic()
+                    if wait > 0:  # just handed to a waiting worker: let it take the lock
+                        time.sleep(wait)
                     h.writer = self._open_writable(name)
-                    h.writer_since = time.monotonic()
+                    h.writer_since = time.time()
                 claim_write()
                 try:
                     with _translated(name):
                         yield h.writer
                 finally:
                     h.last_write = time.monotonic()
-                    held = h.last_write - h.writer_since
-                    if h.writer is not None and not self.keep_writer and held > self.writer_hold_s:
-                        _close_quietly(h.writer)  # another worker may be waiting for the lock
+                    if h.writer is not None and not self.keep_writer and self._wanted(name, h):
+                        _close_quietly(h.writer)  # another worker waits for the lock
                         h.writer = None
+                        h.yield_until = time.monotonic() + WRITER_YIELD_S
                 return
 
     def _open_writable(self, name: str) -> Any:
         from ..gallery import Gallery
 
         deadline = time.monotonic() + self.writer_wait_s
+        asked = 0.0
         while True:
             try:
                 return Gallery.open(self.path(name))
             except GalleryNotFoundError:
                 raise not_found(name) from None
             except GalleryBusyError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     raise ServiceError(
                         "gallery_busy",
                         f"gallery {name!r} is being written by another process; retry later",
                         input=name,
                     ) from None
+                if now - asked > 0.1:  # ask the holder to hand it over after its write
+                    asked = now
+                    try:
+                        (self.path(name) / WANTED).touch()
+                    except FileNotFoundError:
+                        raise not_found(name) from None
             time.sleep(0.02)
+
+    def _wanted(self, name: str, h: _Handle) -> bool:
+        """Whether another worker asked for the writer lock since this one took it."""
+        try:
+            return (self.path(name) / WANTED).stat().st_mtime >= h.writer_since
+        except FileNotFoundError:
+            return False
 
     def create(self, name: str, **options: Any) -> Any:
         """Create gallery ``name`` (options as :meth:`Gallery.create`); its info.
@@ -339,14 +361,17 @@ class GalleryManager:
 
     # ---------------------------------------------------------------- upkeep
     def release_idle(self) -> None:
-        """Give back writer locks idle for ``writer_idle_s`` (only when not ``keep_writer``)."""
+        """Give back writer locks idle for ``writer_idle_s``, or asked for by another worker
+        (only when not ``keep_writer``)."""
         if self.keep_writer:
             return
         now = time.monotonic()
         with self._lock:
-            handles = list(self._handles.values())
-        for h in handles:
-            if h.writer is None or now - h.last_write < self.writer_idle_s:
+            handles = list(self._handles.items())
+        for name, h in handles:
+            if h.writer is None:
+                continue
+            if now - h.last_write < self.writer_idle_s and not self._wanted(name, h):
                 continue
             if h.write_lock.acquire(blocking=False):
                 try:
