@@ -103,3 +103,25 @@ def test_enroll_and_identify_commands(
 
     code, out, _ = run(capsys, "enroll", gal, str(images), "--no-progress", "--workers", "0")
     assert code == 0 and "enrolled 0, skipped 9" in out
+
+
+def test_enrolled_folder_names_are_one_unicode_form(
+    tmp_path: Path, lfw_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder named as macOS writes it (NFD) and the same name typed elsewhere (NFC)
+    are one identity, stored and listed in NFC; removal takes either spelling."""
+    nfd, nfc = "Jean Chre\u0301tien", "Jean Chr\u00e9tien"
+    photos = sorted((lfw_dir / "images" / "Jean_Chretien").iterdir())[:4]
+    for folder, chosen in ((nfd, photos[:2]), (nfc, photos[2:])):
+        (tmp_path / "people" / folder).mkdir(parents=True)
+        for f in chosen:
+            shutil.copy(f, tmp_path / "people" / folder / f.name)
+    gal = str(tmp_path / "gal")
+    code, _, _ = run(capsys, "enroll", gal, str(tmp_path / "people"), "--no-progress")
+    assert code == 0
+    code, out, _ = run(capsys, "gallery", "list", gal, "--json")
+    assert json.loads(out) == [{"identity": nfc, "templates": 4}]
+    code, out, _ = run(capsys, "gallery", "remove", gal, nfd)
+    assert code == 0
+    with Gallery.open(gal, readonly=True) as g:
+        assert len(g) == 0
