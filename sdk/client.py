@@ -12,7 +12,8 @@ exceptions (:class:`~npcface.NoFaceError`, :class:`~npcface.ImageError`,
 :class:`~npcface.GalleryError`, ...), rebuilt from the service's JSON errors; the HTTP
 status is on the exception as ``status`` and the API's code as ``code``. Failures of the
 service itself (unreachable, timeout, bad key) raise
-:class:`~npcface.serve.wire.ServiceError`, also an :class:`~npcface.NpcfaceError`.
+a :class:`~npcface.errors.ServiceError` subclass (``RequestTimeoutError``,
+``NotReadyError``, ``UnauthorizedError``...), also an :class:`~npcface.NpcfaceError`.
 
 A :class:`Client` is safe to share between threads (httpx's connection pool is).
 """
@@ -26,10 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageError, MissingExtraError, NpcfaceError
+from . import wire
+from .errors import (
+    ImageError,
+    MissingExtraError,
+    NoFaceError,
+    NotReadyError,
+    NpcfaceError,
+    RequestTimeoutError,
+)
 from .image import ImageInput, describe, load_image
 from .results import EmbedResult, Face, Match, VerifyResult
-from .serve import wire
 
 
 class Client:
@@ -66,7 +74,7 @@ class Client:
 
         Raises:
             NpcfaceError: the library exception the service's error stands for.
-            ServiceError: the service is unreachable or timed out.
+            RequestTimeoutError, NotReadyError: the service timed out or is unreachable.
         """
         url = f"{self.base_url}{path}"
         headers = {**self._headers, **kwargs.pop("headers", {})}
@@ -81,11 +89,9 @@ class Client:
                     raise
                 r = self._http.request(method, url, headers=headers, **kwargs)
         except self._httpx.TimeoutException as exc:
-            raise wire.ServiceError("timeout", f"{method} {url}: timed out ({exc})") from None
+            raise RequestTimeoutError(f"{method} {url}: timed out ({exc})") from None
         except self._httpx.TransportError as exc:
-            raise wire.ServiceError(
-                "not_ready", f"{method} {url}: cannot reach it ({exc})"
-            ) from None
+            raise NotReadyError(f"{method} {url}: cannot reach it ({exc})") from None
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -188,7 +194,7 @@ class Client:
         item = out["images"][0]
         if not item["ok"]:
             err = wire.exception_from(item["error"], 422)
-            if err.code == "no_face":  # type: ignore[attr-defined]
+            if isinstance(err, NoFaceError):
                 return np.zeros((0, self.model["embedding_size"]), np.float32), []
             raise err
         faces = [wire.face_from_json(f["face"]) for f in item["faces"]]

@@ -30,10 +30,10 @@ from npcface import (  # noqa: E402
     NpcfaceError,
 )
 from npcface.client import Client  # noqa: E402
+from npcface.errors import GalleryBusyError, NotReadyError, ServiceError  # noqa: E402
 from npcface.serve import Settings, create_app  # noqa: E402
 from npcface.serve.auth import KeyRing, hash_key  # noqa: E402
 from npcface.serve.background import BackgroundServer  # noqa: E402
-from npcface.serve.wire import ServiceError  # noqa: E402
 
 MAX_IMAGES = 6
 MAX_BODY = 3 * 1024 * 1024
@@ -637,7 +637,7 @@ def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
     with b.reader("g") as g:  # b follows a's committed writes
         assert g.identities() == ["alice"]
         assert g.search(x[0], k=1)[0][0].identity == "alice"
-    with pytest.raises(ServiceError) as exc, a.writer("g"), b.writer("g"):  # b must wait ...
+    with pytest.raises(GalleryBusyError) as exc, a.writer("g"), b.writer("g"):  # b must wait
         pass
     assert exc.value.code == "gallery_busy"
     done = threading.Event()
@@ -779,26 +779,34 @@ def test_metrics_and_request_ids_in_logs(server, client, lfw_dir, caplog):
     client.delete_gallery("metered")
 
 
-def test_every_library_error_class_survives_the_wire():
-    """Each NpcfaceError subclass maps to a 4xx code that the client turns back into it."""
+def test_every_error_class_survives_the_wire():
+    """Each NpcfaceError class declares its code and status; the service answers with them
+    and the client turns the body back into that very class, message and input kept."""
     import inspect
 
     from npcface import errors
-    from npcface.serve.wire import error_body, exception_from
+    from npcface.wire import ERRORS, error_body, exception_from
 
     classes = [
         c
         for _, c in inspect.getmembers(errors, inspect.isclass)
         if issubclass(c, errors.NpcfaceError)
     ]
-    assert len(classes) >= 10
+    assert len(classes) >= 25 and all("code" in vars(c) for c in classes)
+    codes = [c.code for c in classes]
+    assert len(codes) == len(set(codes)), "one class per code"
+    assert set(ERRORS) == set(codes)
     for cls in classes:
-        exc = cls.__new__(cls)
-        Exception.__init__(exc, "the message")
+        exc = cls("the message", input="images[1]")
         status, body = error_body(exc)
-        assert 400 <= status < 500, cls
+        assert status == cls.status, cls
+        assert body == {"error": cls.code, "message": "the message", "input": "images[1]"}
+        assert 400 <= status < 500 or issubclass(cls, errors.ServiceError), cls
         back = exception_from(body, status)
-        assert type(back) is cls and str(back) == "the message" and back.status == status
+        assert type(back) is cls and str(back) == "the message" and back.input == "images[1]"
+    # anything else is "internal", and says nothing of itself
+    status, body = error_body(KeyError("/srv/secret/path"))
+    assert status == 500 and body["error"] == "internal" and "secret" not in body["message"]
 
 
 # ------------------------------------------------------------------ dropped connections
@@ -861,7 +869,7 @@ def test_client_sends_a_read_only_request_again_after_a_dropped_connection(serve
         relay.close()
     relay = DropFirstRequest(server.port)
     try:
-        with Client(relay.url) as c, pytest.raises(ServiceError) as exc:
+        with Client(relay.url) as c, pytest.raises(NotReadyError) as exc:
             c.create_gallery("dropped", dim=128)  # has side effects: not sent twice
         assert exc.value.code == "not_ready"
         with Client(server.url) as direct:

@@ -866,13 +866,14 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
     try:
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
+        table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        if table is None:
             raise GalleryCorruptError(
                 f"{path}: an SQLite file, but not an npcface gallery (no schema_version table)"
-            ) from exc
-        raise _wrap(exc, path) from exc
+            )
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _wrap(exc, path) from exc
     if row is None:
@@ -908,11 +909,19 @@ class _transaction:
                 raise _wrap(exc, self.path) from exc
 
 
+_TRANSIENT = {5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 8: "SQLITE_READONLY", 14: "SQLITE_CANTOPEN"}
+"""SQLite's primary result codes of conditions that are no damage to the database."""
+
+
 def _wrap(exc: sqlite3.DatabaseError, path: Path) -> GalleryError:
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in text or "readonly" in text or "unable to open" in text
-    ):
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; 3.10 has only the text
+    transient = (
+        (code & 0xFF) in _TRANSIENT
+        if code is not None
+        else any(w in text for w in ("locked", "readonly", "unable to open"))
+    )
+    if isinstance(exc, sqlite3.OperationalError) and transient:
         return GalleryError(f"{path}: {text}")
     if isinstance(exc, sqlite3.IntegrityError):
         return GalleryError(f"{path}: {text}")

@@ -5,8 +5,8 @@ Build the application with :func:`create_app` (a factory; nothing is built at im
     from npcface.serve import Settings, create_app
     app = create_app(Settings(gallery_root="galleries"))
 
-:mod:`npcface.serve.wire` (the JSON forms of results and errors) needs only numpy, so
-:mod:`npcface.client` uses it without FastAPI installed.
+The JSON forms of results and errors live in :mod:`npcface.wire`, which the service and
+:mod:`npcface.client` share (it needs only numpy).
 """
 
 from __future__ import annotations

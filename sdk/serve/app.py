@@ -26,7 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import NpcfaceError
+from ..errors import (
+    InvalidArgumentError,
+    MethodNotAllowedError,
+    NpcfaceError,
+    RouteNotFoundError,
+)
+from ..wire import error_body
 from .auth import KeyRing
 from .docs_assets import add_docs
 from .galleries import GalleryManager
@@ -34,7 +40,6 @@ from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
 from .routes import faces, galleries, identities, ops, verification
 from .settings import Settings
-from .wire import error_body
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         The FastAPI application; models load when it starts (its lifespan), not here.
 
     Raises:
-        ServiceError: the API key file is unreadable or malformed.
+        InvalidArgumentError: the API key file is unreadable or malformed.
     """
     settings = settings or Settings()
     keys = KeyRing.load(settings.api_key_file)
@@ -163,10 +168,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "invalid_argument"
+        cls = {404: RouteNotFoundError, 405: MethodNotAllowedError}.get(
+            exc.status_code, InvalidArgumentError
         )
-        body = {"error": code, "message": str(exc.detail), "input": None}
+        body = error_body(cls(str(exc.detail)))[1]
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -19,7 +19,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .wire import ServiceError
+from ..errors import ForbiddenError, InvalidArgumentError, UnauthorizedError
 
 ROLES = ("read", "write")
 
@@ -42,10 +42,10 @@ def new_key(role: str = "write", label: str = "") -> tuple[str, str]:
     """A fresh random key and its key-file line.
 
     Raises:
-        ServiceError: unknown role.
+        InvalidArgumentError: unknown role.
     """
     if role not in ROLES:
-        raise ServiceError("invalid_argument", f"role must be read or write, not {role!r}")
+        raise InvalidArgumentError(f"role must be read or write, not {role!r}", input="role")
     key = secrets.token_urlsafe(32)
     return key, f"{role} {hash_key(key)} {label}".rstrip()
 
@@ -61,14 +61,14 @@ class KeyRing:
         """Read a key file (``None``: no keys, authentication off).
 
         Raises:
-            ServiceError: unreadable file, a malformed line, or no key in the file.
+            InvalidArgumentError: unreadable file, a malformed line, or no key in the file.
         """
         if path is None:
             return cls([])
         try:
             text = Path(path).read_text(encoding="utf-8-sig")  # Notepad writes a BOM
         except OSError as exc:
-            raise ServiceError("invalid_argument", f"{path}: cannot read key file: {exc}") from exc
+            raise InvalidArgumentError(f"{path}: cannot read key file: {exc}") from exc
         keys = []
         for n, raw in enumerate(text.splitlines(), 1):
             line = raw.split("#", 1)[0].strip()
@@ -82,14 +82,13 @@ class KeyRing:
                 and all(c in "0123456789abcdef" for c in parts[1].lower())
             )
             if not ok:
-                raise ServiceError(
-                    "invalid_argument",
+                raise InvalidArgumentError(
                     f"{path}:{n}: expected 'read|write SHA256-HEX [label]' "
                     "(make keys with `npcface serve --new-key`)",
                 )
             keys.append(Key(parts[0], parts[1].lower(), parts[2] if len(parts) > 2 else ""))
         if not keys:
-            raise ServiceError("invalid_argument", f"{path}: no keys in the key file")
+            raise InvalidArgumentError(f"{path}: no keys in the key file")
         return cls(keys)
 
     @property
@@ -112,17 +111,15 @@ class KeyRing:
         """The role of ``presented`` if it allows ``need`` (``read`` or ``write``).
 
         Raises:
-            ServiceError: ``unauthorized`` (no or unknown key) or ``forbidden`` (read-only
-                key used to write).
+            UnauthorizedError: no or unknown key. ForbiddenError: a read-only key used to
+                write.
         """
         if not self.enabled:
             return "write"
         role = self.role_of(presented)
         if role is None:
             msg = "invalid API key" if presented else "API key required"
-            raise ServiceError(
-                "unauthorized", f"{msg}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
-            )
+            raise UnauthorizedError(f"{msg}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
         if need == "write" and role != "write":
-            raise ServiceError("forbidden", "this API key is read-only; writing needs a write key")
+            raise ForbiddenError("this API key is read-only; writing needs a write key")
         return role

@@ -14,7 +14,7 @@ import contextvars
 import threading
 import time
 
-from .wire import ServiceError
+from ..errors import RequestTimeoutError
 
 _OPEN, _COMMITTING, _EXPIRED = "open", "committing", "expired"
 
@@ -35,14 +35,13 @@ class Deadline:
         """Mark the request as committing a write.
 
         Raises:
-            ServiceError: ``timeout``, when the deadline has passed (nothing may be written).
+            RequestTimeoutError: the deadline has passed (nothing may be written).
         """
         with self._lock:
             if self._state == _OPEN and time.monotonic() >= self.at:
                 self._state = _EXPIRED
             if self._state == _EXPIRED:
-                raise ServiceError(
-                    "timeout",
+                raise RequestTimeoutError(
                     f"request took longer than {self.seconds:g} s and was not committed; "
                     "retry later or send fewer or smaller images",
                 )
@@ -68,7 +67,7 @@ def claim_write() -> None:
     """Claim the current request's deadline before a commit (no-op outside requests).
 
     Raises:
-        ServiceError: ``timeout``: the request was answered 503 already; do not write.
+        RequestTimeoutError: the request was answered 503 already; do not write.
     """
     deadline = current.get()
     if deadline is not None:

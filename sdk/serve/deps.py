@@ -7,25 +7,22 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, UnauthorizedError
 from .inputs import Payload, payload_reader
-from .wire import ServiceError
 
 
 def _presented_key(request: Request) -> str | None:
     """The key of ``Authorization: Bearer KEY`` (scheme in any case) or ``X-API-Key``.
 
     Raises:
-        ServiceError: ``unauthorized`` for another ``Authorization`` scheme, saying what
-            to send instead.
+        UnauthorizedError: another ``Authorization`` scheme, saying what to send instead.
     """
     auth = request.headers.get("authorization")
     if auth is not None:
         scheme, _, key = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and key.strip():
             return key.strip()
-        raise ServiceError(
-            "unauthorized",
+        raise UnauthorizedError(
             f"Authorization scheme {scheme or '(none)'!r} is not accepted: send "
             "'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
             input="Authorization",
@@ -130,6 +127,4 @@ def threshold_of(rec: Any, payload: Payload) -> tuple[float | None, float | None
 
 def bad(name: str, text: str) -> InvalidArgumentError:
     """An InvalidArgumentError about field ``name`` (400 ``invalid_argument``)."""
-    exc = InvalidArgumentError(f"{name}: {text}")
-    exc.input = name  # type: ignore[attr-defined]
-    return exc
+    return InvalidArgumentError(f"{name}: {text}", input=name)

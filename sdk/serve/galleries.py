@@ -39,10 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import GalleryBusyError, GalleryExistsError, GalleryNotFoundError
+from ..errors import (
+    GalleryBusyError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+    InvalidArgumentError,
+)
 from ..gallery.local import sweep_deleted
 from .deadline import claim_write
-from .wire import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +63,10 @@ def check_name(name: str) -> str:
     """A gallery name: 1-64 letters, digits, ``.``, ``_``, ``-``, not starting with a dot.
 
     Raises:
-        ServiceError: ``invalid_argument``.
+        InvalidArgumentError: not such a name.
     """
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ServiceError(
-            "invalid_argument",
+        raise InvalidArgumentError(
             f"gallery name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit",
             input="name",
@@ -71,9 +74,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def not_found(name: str) -> ServiceError:
-    return ServiceError(
-        "gallery_not_found",
+def not_found(name: str) -> GalleryNotFoundError:
+    """The service's 404 for a gallery (its name, never its path)."""
+    return GalleryNotFoundError(
         f"no gallery named {name!r}; create it with POST /v1/galleries",
         input=name,
     )
@@ -145,7 +148,7 @@ class GalleryManager:
         """``name`` if such a gallery exists.
 
         Raises:
-            ServiceError: ``gallery_not_found`` (404) or ``invalid_argument``.
+            GalleryNotFoundError: (404). InvalidArgumentError: not a gallery name.
         """
         if not self.exists(name):
             raise not_found(name)
@@ -162,7 +165,7 @@ class GalleryManager:
         now (never a deleted one).
 
         Raises:
-            ServiceError: ``gallery_not_found`` (404).
+            GalleryNotFoundError: (404).
         """
         self.require(name)
         h = self._handle(name)
@@ -234,9 +237,9 @@ class GalleryManager:
         the request's deadline is claimed first (:func:`claim_write`).
 
         Raises:
-            ServiceError: ``gallery_not_found``; ``gallery_busy`` when another process kept
-                the writer lock longer than ``writer_wait_s``; ``timeout`` when the request
-                was answered 503 already.
+            GalleryNotFoundError; GalleryBusyError when another process kept the writer
+                lock longer than ``writer_wait_s``; RequestTimeoutError when the request was
+                answered 503 already.
         """
         while True:
             self.require(name)
@@ -279,8 +282,7 @@ class GalleryManager:
             except GalleryBusyError:
                 now = time.monotonic()
                 if now >= deadline:
-                    raise ServiceError(
-                        "gallery_busy",
+                    raise GalleryBusyError(
                         f"gallery {name!r} is being written by another process; retry later",
                         input=name,
                     ) from None
@@ -303,13 +305,13 @@ class GalleryManager:
         """Create gallery ``name`` (options as :meth:`Gallery.create`); its info.
 
         Raises:
-            ServiceError: ``gallery_exists`` (409); ``timeout``.
+            GalleryExistsError (409); RequestTimeoutError.
         """
         from ..gallery import Gallery
 
         path = self.path(name)
         if self.exists(name):
-            raise ServiceError("gallery_exists", f"gallery {name!r} exists already", input=name)
+            raise GalleryExistsError(f"gallery {name!r} exists already", input=name)
         while True:
             h = self._handle(name)
             with h.write_lock:
@@ -320,8 +322,8 @@ class GalleryManager:
                 try:
                     gallery = Gallery.create(path, **options)
                 except (GalleryExistsError, GalleryBusyError):
-                    raise ServiceError(
-                        "gallery_exists", f"gallery {name!r} exists already", input=name
+                    raise GalleryExistsError(
+                        f"gallery {name!r} exists already", input=name
                     ) from None
                 info = gallery.info()
                 if self.keep_writer and h.writer is None:
@@ -336,7 +338,7 @@ class GalleryManager:
         from it (see the module's notes).
 
         Raises:
-            ServiceError: ``gallery_not_found``, ``gallery_busy``, ``timeout``.
+            GalleryNotFoundError, GalleryBusyError, RequestTimeoutError.
         """
         h = self._handle(name)
         with self.writer(name) as gallery:

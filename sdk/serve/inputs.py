@@ -23,9 +23,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from ..errors import ImageError, NpcfaceError
+from ..errors import ImageError, InvalidArgumentError, NpcfaceError, TooManyImagesError
 from ..image import describe
-from .wire import ServiceError
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,12 @@ def payload_reader(
         elif media.startswith(RAW_TYPES):
             payload = await _from_raw(request, image_fields[0])
         else:
-            raise ServiceError(
-                "invalid_argument",
+            raise InvalidArgumentError(
                 f"unsupported content type {ctype!r}: send multipart/form-data, "
                 "application/json, or one image as an image/* body",
             )
         if payload.count > settings.max_images:
-            raise ServiceError(
-                "too_many_images",
+            raise TooManyImagesError(
                 f"{payload.count} images in one request; the limit is {settings.max_images} "
                 "(the server's --max-images)",
             )
@@ -93,17 +90,16 @@ async def _from_multipart(
     request: Request, image_fields: tuple[str, ...], max_images: int
 ) -> Payload:
     try:
-        form = await request.form(max_files=max_images + 1, max_fields=256)
-    except HTTPException as exc:  # starlette's own multipart limits
-        code = "too_many_images" if "files" in str(exc.detail).lower() else "invalid_argument"
-        raise ServiceError(code, f"bad multipart body: {exc.detail}") from None
+        # starlette's own bounds, far above ours: the images are counted after parsing
+        form = await request.form(max_files=4 * max_images + 8, max_fields=256)
+    except HTTPException as exc:
+        raise InvalidArgumentError(f"bad multipart body: {exc.detail}") from None
     out = Payload()
     try:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key not in image_fields:
-                    raise ServiceError(
-                        "invalid_argument",
+                    raise InvalidArgumentError(
                         f"unexpected file field {key!r}; this endpoint takes "
                         f"{', '.join(image_fields)}",
                         input=key,
@@ -113,8 +109,7 @@ async def _from_multipart(
                 data = await value.read()
                 items.append(Upload(ref, value.filename or ref, data))
             elif key in image_fields:
-                raise ServiceError(
-                    "invalid_argument",
+                raise InvalidArgumentError(
                     f"{key}: sent as a text field; send the image as a file part "
                     f"(curl -F '{key}=@photo.jpg'), or base64 in a JSON body",
                     input=key,
@@ -138,8 +133,7 @@ async def _from_raw(request: Request, image_field: str) -> Payload:
     out = Payload()
     for key, value in request.query_params.multi_items():
         if key == image_field:
-            raise ServiceError(
-                "invalid_argument",
+            raise InvalidArgumentError(
                 f"{key}: the body is the image; do not give it in the query string",
                 input=key,
             )
@@ -173,9 +167,9 @@ async def _from_json(request: Request, image_fields: tuple[str, ...]) -> Payload
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise ServiceError("invalid_argument", f"request body is not valid JSON: {exc}") from None
+        raise InvalidArgumentError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise ServiceError("invalid_argument", "request body must be a JSON object")
+        raise InvalidArgumentError("request body must be a JSON object")
     out = Payload()
     for key, value in body.items():
         if key not in image_fields:
@@ -250,8 +244,7 @@ def _named(exc: NpcfaceError, label: str, ref: str, was: str | None = None) -> N
     new = type(exc).__new__(type(exc))
     Exception.__init__(new, text)
     new.__dict__.update(exc.__dict__)
-    new.input = ref  # type: ignore[attr-defined]
-    return new
+    return new.about(ref)
 
 
 def rename(exc: NpcfaceError, upload: Upload) -> NpcfaceError:

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..errors import PayloadTooLargeError, RequestTimeoutError
+from ..wire import error_body
 from .deadline import Deadline
 from .deadline import current as deadline_var
-from .wire import ServiceError, error_body
 
 log = logging.getLogger("npcface.serve.access")
 
@@ -129,8 +130,7 @@ class RequestFrame:
                 task.cancel()
                 task.add_done_callback(_quiet)
                 if not state["started"]:
-                    exc = ServiceError(
-                        "timeout",
+                    exc = RequestTimeoutError(
                         f"request took longer than {self.timeout_s:g} s and wrote nothing; "
                         "retry later or send fewer or smaller images",
                     )
@@ -178,9 +178,8 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _error(self) -> ServiceError:
-        return ServiceError(
-            "payload_too_large",
+    def _error(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
             f"request body exceeds the limit of {self.max_bytes:,} bytes; send fewer or "
             "smaller images (the server's --max-body-mb)",
         )

@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 
 from ..enroll import check_model
-from ..errors import GalleryArgumentError, NoFaceError, NpcfaceError
+from ..errors import GalleryArgumentError, IdentityNotFoundError, NoFaceError, NpcfaceError
 from ..gallery.checks import check_threshold
 from ..image import describe
 from ..results import EmbedResult, Face, Match
 from .inputs import Upload, rename
-from .wire import ServiceError
 
 __all__ = [
     "check_model",
@@ -82,8 +81,7 @@ def search(gallery: Any, queries: np.ndarray, k: int, threshold: float | None) -
         try:
             threshold = check_threshold(threshold, gallery.metric)
         except GalleryArgumentError as exc:
-            exc.input = "threshold"  # type: ignore[attr-defined]
-            raise
+            raise exc.about("threshold") from None
     rows = gallery.search(queries, k=k)
     if threshold is None:
         return rows
@@ -91,10 +89,9 @@ def search(gallery: Any, queries: np.ndarray, k: int, threshold: float | None) -
 
 
 def require_identity(gallery: Any, identity: str) -> None:
-    """Raises ServiceError ``identity_not_found`` (404) unless ``identity`` is enrolled."""
+    """Raises IdentityNotFoundError (404) unless ``identity`` is enrolled."""
     if identity not in gallery:
-        raise ServiceError(
-            "identity_not_found",
+        raise IdentityNotFoundError(
             f"no identity {identity!r} in gallery {gallery.path.name!r}",
             input=identity,
         )

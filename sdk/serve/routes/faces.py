@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 
 from ...errors import InvalidArgumentError, NpcfaceError
 from ...image import DEFAULT_MAX_PIXELS
+from ...wire import embedding_to_json, error_body, face_to_json
 from .. import deps, pipeline, schemas
 from ..inputs import Payload
-from ..wire import embedding_to_json, error_body, face_to_json
 
 router = APIRouter(prefix="/v1", tags=["faces"], dependencies=[Depends(deps.can_read)])
 
@@ -113,7 +113,7 @@ def _err(exc: Exception) -> dict[str, Any]:
 def _require_images(payload: Payload) -> list[Any]:
     uploads = payload.images("images")
     if not uploads:
-        exc = InvalidArgumentError("images: send at least one image (multipart files or base64)")
-        exc.input = "images"  # type: ignore[attr-defined]
-        raise exc
+        raise InvalidArgumentError(
+            "images: send at least one image (multipart files or base64)", input="images"
+        )
     return uploads

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from ...errors import EmbeddingError, InvalidArgumentError
+from ...wire import face_to_json, match_to_json
 from .. import deps, schemas
 from ..inputs import Payload
 from ..pipeline import check_model, represent, represent_all, search
-from ..wire import face_to_json, match_to_json
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
@@ -110,9 +110,9 @@ def identify(
     every = deps.flag(payload, "all_faces")
     uploads = payload.images("image")
     if len(uploads) != 1:
-        exc = InvalidArgumentError(f"image: send exactly one image, got {len(uploads)}")
-        exc.input = "image"  # type: ignore[attr-defined]
-        raise exc
+        raise InvalidArgumentError(
+            f"image: send exactly one image, got {len(uploads)}", input="image"
+        )
     if every:
         embs, faces = represent_all(rec, uploads[0])
     else:
@@ -149,9 +149,7 @@ def search_embeddings(
     """The top ``k`` identities for each of a batch of embeddings (one search)."""
     settings = request.app.state.settings
     if not 1 <= body.k <= settings.max_k:
-        exc = InvalidArgumentError(f"k: must be an integer in [1, {settings.max_k}]")
-        exc.input = "k"  # type: ignore[attr-defined]
-        raise exc
+        raise InvalidArgumentError(f"k: must be an integer in [1, {settings.max_k}]", input="k")
     payload = Payload(fields={"threshold": body.threshold, "far": body.far})
     threshold, far = deps.threshold_of(rec, payload)
     try:

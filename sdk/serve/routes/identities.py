@@ -18,11 +18,15 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 
-from ...errors import EmbeddingError, GalleryArgumentError, RequestKeyReusedError
+from ...errors import (
+    EmbeddingError,
+    GalleryArgumentError,
+    InvalidArgumentError,
+    RequestKeyReusedError,
+)
 from ...gallery.checks import check_name
 from .. import deps, schemas
 from ..pipeline import check_model, embed_batch, require_identity
-from ..wire import ServiceError
 
 
 class _NameConvertor(Convertor[str]):
@@ -127,9 +131,7 @@ def enroll(
                 identity, vecs, metadata, content_hashes=hashes, sources=sources, request_key=key
             )
         except RequestKeyReusedError as exc:
-            raise ServiceError(
-                "idempotency_key_reused", str(exc), input="Idempotency-Key"
-            ) from None
+            raise exc.about("Idempotency-Key") from None
     return {
         "identity": identity,
         "template_ids": list(done.template_ids),
@@ -180,8 +182,7 @@ def _identity(identity: str) -> str:
     try:
         return check_name(identity)
     except GalleryArgumentError as exc:
-        exc.input = "identity"  # type: ignore[attr-defined]
-        raise
+        raise exc.about("identity") from None
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -189,8 +190,7 @@ def _idempotency_key(request: Request) -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY_RE.match(key):
-        raise ServiceError(
-            "invalid_argument",
+        raise InvalidArgumentError(
             "Idempotency-Key: use 1 to 255 printable ASCII characters without spaces "
             "(a UUID is a good key)",
             input="Idempotency-Key",

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 
 from ...errors import EmbeddingError, InvalidArgumentError
 from ...results import Face
+from ...wire import embedding_from_json, far_of_threshold, verify_to_json
 from .. import deps, schemas
 from ..inputs import Payload
 from ..pipeline import represent
-from ..wire import embedding_from_json, far_of_threshold, verify_to_json
 
 router = APIRouter(prefix="/v1", tags=["verification"], dependencies=[Depends(deps.can_read)])
 
@@ -82,5 +82,4 @@ def _side(request: Request, rec: Any, payload: Payload, n: int) -> tuple[np.ndar
             return vec, None
     else:
         exc = InvalidArgumentError(f"image{n}: missing; send image{n} or embedding{n}")
-    exc.input = f"image{n}" if emb is None else f"embedding{n}"  # type: ignore[attr-defined]
-    raise exc
+    raise exc.about(f"image{n}" if emb is None else f"embedding{n}")
