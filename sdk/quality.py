@@ -16,13 +16,13 @@ pitch > 0 when the face looks up, roll > 0 when the eye line turns clockwise in 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError, LowQualityError
-from .results import Face
+from .results import Face, FaceQuality
 
 NOSE_DEPTH = 0.55
 """Nose-tip depth in front of the eye/mouth plane, in units of the eye-to-mouth height."""
@@ -38,63 +38,13 @@ DEFAULT_ENROLL_QUALITY = 0.25
 
 __all__ = ["FaceQuality", "LowQualityError", "assess", "check_enrollable", "head_pose"]
 
-# Ramps of the overall figure: (value at which the factor starts to fall, value where it is 0).
-YAW_RAMP = (30.0, 75.0)
-PITCH_RAMP = (25.0, 60.0)
-SIZE_RAMP = (16.0, 48.0)  # face box short side in pixels: 0 at 16, 1 from 48
-SHARPNESS_RAMP = (20.0, 120.0)  # Laplacian variance of the 112 px grey crop: 0 at 20, 1 from 120
-SCORE_RAMP = (0.5, 0.8)
-
-
-@dataclass(frozen=True)
-class FaceQuality:
-    """How usable a face is for recognition.
-
-    Attributes:
-        yaw, pitch, roll: estimated head pose in degrees (see the module doc for signs);
-            yaw and pitch saturate at +-90.
-        sharpness: variance of the Laplacian of the aligned crop in grey levels, at
-            :data:`SHARPNESS_SIZE` px (blur and upscaled small faces lower it; a sharp
-            frontal face is typically 150 to 1,500).
-        size: short side of the face box in pixels of the original image.
-        score: the detector's confidence in [0, 1].
-        overall: product of four factors in [0, 1] (pose, size, sharpness, detector score),
-            each a linear ramp between the limits in this module (e.g. yaw 30 to 75 degrees).
-            It predicts whether a genuine comparison passes the threshold: on the
-            CelebA pose benchmark (``npcface eval make-pose``; 872 genuine frontal-to-turned
-            pairs, accurate preset, threshold 0.3633, ``bench/quality_vs_pass.py``),
-            pairs whose lower
-            quality is below 0.25 passed 61.7 %, 0.25-0.5 83.3 %, 0.5-0.75 86.6 %, 0.75-1
-            89.7 %. 1 means nothing in the face is known to hurt recognition; 0 that at
-            least one factor is beyond its limit (profile view, tiny, heavily blurred or a
-            doubtful detection).
-    """
-
-    yaw: float
-    pitch: float
-    roll: float
-    sharpness: float
-    size: float
-    score: float
-    overall: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(float(v), 4) for k, v in self.__dict__.items()}
-
-    def problems(self) -> list[str]:
-        """What lowers the overall figure, in words (empty for a perfect face)."""
-        out = []
-        if max(abs(self.yaw) - YAW_RAMP[0], 0) > 0:
-            out.append(f"turned (yaw {self.yaw:.0f} degrees)")
-        if max(abs(self.pitch) - PITCH_RAMP[0], 0) > 0:
-            out.append(f"tilted (pitch {self.pitch:.0f} degrees)")
-        if self.size < SIZE_RAMP[1]:
-            out.append(f"small ({self.size:.0f} px)")
-        if self.sharpness < SHARPNESS_RAMP[1]:
-            out.append(f"blurred (sharpness {self.sharpness:.0f})")
-        if self.score < SCORE_RAMP[1]:
-            out.append(f"doubtful detection (score {self.score:.2f})")
-        return out
+# The ramps of the overall figure live with FaceQuality (npcface.results), which reads them
+# to say what lowers a face's figure; named here too, where the figure is computed.
+YAW_RAMP = FaceQuality.YAW_RAMP
+PITCH_RAMP = FaceQuality.PITCH_RAMP
+SIZE_RAMP = FaceQuality.SIZE_RAMP
+SHARPNESS_RAMP = FaceQuality.SHARPNESS_RAMP
+SCORE_RAMP = FaceQuality.SCORE_RAMP
 
 
 def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:

@@ -7,15 +7,72 @@ Coordinates are pixels in the original image. Colour order inside npcface is BGR
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .quality import FaceQuality
-
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 """Order of the five landmarks, as seen in the image (left = smaller x for an upright face)."""
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    """How usable a face is for recognition.
+
+    Attributes:
+        yaw, pitch, roll: estimated head pose in degrees (see :mod:`npcface.quality` for signs);
+            yaw and pitch saturate at +-90.
+        sharpness: variance of the Laplacian of the aligned crop in grey levels, at
+            :data:`npcface.quality.SHARPNESS_SIZE` px (blur and upscaled small faces lower it; a sharp
+            frontal face is typically 150 to 1,500).
+        size: short side of the face box in pixels of the original image.
+        score: the detector's confidence in [0, 1].
+        overall: product of four factors in [0, 1] (pose, size, sharpness, detector score),
+            each a linear ramp between the limits of this class's ``*_RAMP`` (e.g. yaw 30 to 75 degrees).
+            It predicts whether a genuine comparison passes the threshold: on the
+            CelebA pose benchmark (``npcface eval make-pose``; 872 genuine frontal-to-turned
+            pairs, accurate preset, threshold 0.3633, ``bench/quality_vs_pass.py``),
+            pairs whose lower
+            quality is below 0.25 passed 61.7 %, 0.25-0.5 83.3 %, 0.5-0.75 86.6 %, 0.75-1
+            89.7 %. 1 means nothing in the face is known to hurt recognition; 0 that at
+            least one factor is beyond its limit (profile view, tiny, heavily blurred or a
+            doubtful detection).
+    """
+
+    YAW_RAMP: ClassVar[tuple[float, float]] = (30.0, 75.0)
+    """Where the pose factor starts to fall and where it is 0 (degrees), as for pitch."""
+    PITCH_RAMP: ClassVar[tuple[float, float]] = (25.0, 60.0)
+    SIZE_RAMP: ClassVar[tuple[float, float]] = (16.0, 48.0)
+    """Face box short side in pixels: 0 at 16, 1 from 48."""
+    SHARPNESS_RAMP: ClassVar[tuple[float, float]] = (20.0, 120.0)
+    """Laplacian variance of the 112 px grey crop: 0 at 20, 1 from 120."""
+    SCORE_RAMP: ClassVar[tuple[float, float]] = (0.5, 0.8)
+
+    yaw: float
+    pitch: float
+    roll: float
+    sharpness: float
+    size: float
+    score: float
+    overall: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 4) for k, v in self.__dict__.items()}
+
+    def problems(self) -> list[str]:
+        """What lowers the overall figure, in words (empty for a perfect face)."""
+        out = []
+        if max(abs(self.yaw) - self.YAW_RAMP[0], 0) > 0:
+            out.append(f"turned (yaw {self.yaw:.0f} degrees)")
+        if max(abs(self.pitch) - self.PITCH_RAMP[0], 0) > 0:
+            out.append(f"tilted (pitch {self.pitch:.0f} degrees)")
+        if self.size < self.SIZE_RAMP[1]:
+            out.append(f"small ({self.size:.0f} px)")
+        if self.sharpness < self.SHARPNESS_RAMP[1]:
+            out.append(f"blurred (sharpness {self.sharpness:.0f})")
+        if self.score < self.SCORE_RAMP[1]:
+            out.append(f"doubtful detection (score {self.score:.2f})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -31,7 +88,7 @@ class Face:
             face cut by the border they may lie outside the image, where alignment needs them.
         score: detector confidence in [0, 1].
         quality: pose, sharpness, size and an overall figure (see
-            :class:`npcface.quality.FaceQuality`); filled in by :class:`FaceRecognizer`,
+            :class:`FaceQuality`); filled in by :class:`FaceRecognizer`,
             ``None`` straight from a detector.
     """
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import errors as E
-from .results import Face, Match, VerifyResult
+from .results import Face, FaceQuality, Match, VerifyResult
 
 
 def _classes(root: type[E.NpcfaceError]) -> list[type[E.NpcfaceError]]:
@@ -72,8 +72,6 @@ def face_from_json(d: Mapping[str, Any]) -> Face:
         "score": float(d["score"]),
     }
     if d.get("quality") is not None:
-        from .quality import FaceQuality
-
         kwargs["quality"] = FaceQuality(**{k: float(v) for k, v in d["quality"].items()})
     return Face(**kwargs)
 

@@ -18,26 +18,23 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path, modules: set[str] | None = None) -> set[str]:
-    """Every module that ``path`` imports, anywhere in the file (functions included, blocks
-    under ``if TYPE_CHECKING:`` left out), as absolute names.
+    """Every module that ``path`` imports (see :func:`imports_in`)."""
+    mod = module_name(path)
+    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+    return imports_in(path.read_text(encoding="utf-8"), package, modules)
+
+
+def imports_in(source: str, package: str, modules: set[str] | None = None) -> set[str]:
+    """Every module that ``source`` (a module of ``package``) imports, anywhere: functions
+    included, and blocks under ``if TYPE_CHECKING:`` too (a type that needs a module names
+    a dependency as much as a call does), as absolute names.
 
     ``from pkg import name`` counts as importing ``pkg.name`` when that is one of
     ``modules``, else as importing ``pkg``.
     """
-    mod = module_name(path)
-    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
     out: set[str] = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {  # imports under `if TYPE_CHECKING:` never run
-        id(n)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for stmt in block.body
-        for n in ast.walk(stmt)
-    }
+    tree = ast.parse(source)
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -103,6 +100,17 @@ def test_the_circle_finder_finds_a_circle():
 
 def test_no_import_circle_in_the_sdk():
     assert circles(graph()) == []
+
+
+def test_type_checking_imports_count():
+    """A circle through an ``if TYPE_CHECKING:`` import is still a circle."""
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .quality import Q\n"
+    assert "npcface.quality" in imports_in(source, "npcface")
+
+
+def test_errors_import_nothing_of_npcface():
+    """Every module may raise them: they sit below everything."""
+    assert {t for t in imports_of(SDK / "errors.py") if t.startswith("npcface")} == set()
 
 
 def test_the_sdk_never_imports_torch_training_or_export():
