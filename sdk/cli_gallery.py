@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from .cli_sdk import add_model_args, recognizer_from_args
@@ -139,7 +138,7 @@ def _enroll(args: argparse.Namespace) -> int:
     rec = recognizer_from_args(args)
     if args.min_quality is not None:
         rec.enroll_quality = args.min_quality
-    if gallery_exists(args.gallery):
+    if Gallery.exists(args.gallery):
         gallery = Gallery.open(args.gallery)
     else:
         gallery = Gallery.create(
@@ -189,17 +188,6 @@ def _enroll(args: argparse.Namespace) -> int:
         if summary.failed:
             print(f"failures: {summary.report}")
     return 0
-
-
-def gallery_exists(where: str) -> bool:
-    """Whether a gallery exists at a folder path or Milvus address."""
-    from .gallery import is_milvus_uri
-
-    if is_milvus_uri(where):
-        from .gallery.milvus import MilvusBackend
-
-        return MilvusBackend.exists(where)
-    return (Path(where) / "gallery.db").exists()
 
 
 def _identify(args: argparse.Namespace) -> int:

@@ -334,3 +334,31 @@ def test_cli_gallery_commands_take_the_address(
         "sface",
     )
     assert main(["gallery", "remove", uri, "nobody"]) == 2  # unknown identity: an error
+
+
+def test_the_same_error_classes_on_every_backend(where: tuple[str, str]) -> None:
+    """A caller (the service, the CLI) tells conditions apart by class, whatever the
+    backend: not found, exists, unknown identity, wrong vectors, closed."""
+    from npcface.errors import (
+        GalleryClosedError,
+        GalleryEmbeddingError,
+        GalleryExistsError,
+        GalleryNotFoundError,
+        IdentityNotFoundError,
+    )
+
+    _, addr = where
+    assert not Gallery.exists(addr)
+    with pytest.raises(GalleryNotFoundError):
+        Gallery.open(addr)
+    g = Gallery.create(addr, DIM)
+    assert Gallery.exists(addr)
+    with pytest.raises(GalleryExistsError):
+        Gallery.create(addr, DIM)
+    with pytest.raises(IdentityNotFoundError):
+        g.remove("nobody")
+    with pytest.raises(GalleryEmbeddingError):
+        g.add("x", np.ones(DIM + 1, np.float32))
+    g.close()
+    with pytest.raises(GalleryClosedError):
+        g.search(np.ones(DIM, np.float32))

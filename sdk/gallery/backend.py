@@ -17,10 +17,20 @@ Backends:
   they are listed in :data:`BACKENDS` as ``"module:attribute"`` so that nothing is
   imported until a gallery of that scheme is opened.
 
-A backend class provides two constructors besides the protocol::
+A backend class provides, besides the protocol, two constructors and a test::
 
     create(location, *, dim, metric, index, dtype, model, search_params) -> Backend
     open(location, *, readonly, on_bad_index) -> Backend
+    exists(location) -> bool
+
+Search is split so that one piece of code turns template hits into identities for every
+backend (:func:`npcface.gallery.search.top_identities`, in the facade): a backend answers
+:meth:`Backend.template_search` (template hits with their owners) and
+:meth:`Backend.identity_records`; it never collapses hits itself.
+
+To add a backend: implement this protocol (copy :mod:`npcface.gallery.local` or
+:mod:`npcface.gallery.milvus`), :func:`register_backend` its URI schemes, and add it to the
+``BACKENDS`` list of ``tests/test_gallery_backends.py``, whose every test then runs on it.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import GalleryError
-from ..results import Match
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -139,8 +149,21 @@ class Backend(Protocol):
     def metadata(self, name: str) -> dict[str, Any] | None:
         """The identity's metadata ({} when none was given; None if it is not enrolled)."""
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
-        """The ``k`` best identities per query (each scored by its best template)."""
+    def search_sizes(self) -> tuple[int, int, int | None]:
+        """(vectors searched, tombstones included; live identities; the most templates one
+        search may ask for, or None): what sizes the facade's first template search."""
+        ...
+
+    def template_search(
+        self, queries: np.ndarray, kk: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``kk`` nearest templates per query: (similarities (n, kk) float32, template
+        ids (n, kk) int64, owner identity ids (n, kk) int64, >= 0), best first; -1 ids and
+        owners where there is no hit or the template was deleted."""
+        ...
+
+    def identity_records(self, ids: Sequence[int]) -> dict[int, tuple[str, dict | None]]:
+        """identity id (as :meth:`template_search` gives them) -> (name, metadata or None)."""
         ...
 
     def info(self) -> GalleryInfo: ...
@@ -181,11 +204,10 @@ class Backend(Protocol):
 
 
 MILVUS_BACKEND = "npcface.gallery.milvus:MilvusBackend"
-BACKENDS: dict[str, Any] = {
-    scheme: MILVUS_BACKEND for scheme in ("milvus", "milvus+http", "milvus+https", "milvus-lite")
-}
-"""URI scheme -> backend class, or ``"module:attribute"`` naming it (imported on first use).
-Plain paths (no ``scheme://``) are local galleries."""
+BACKENDS: Registry[Any] = Registry("gallery URI scheme")
+"""URI scheme -> backend class, or ``"module:attribute"`` naming it (imported on first use),
+in the one registry implementation. Plain paths (no ``scheme://``) are local galleries."""
+BACKENDS.add("milvus", MILVUS_BACKEND, "milvus+http", "milvus+https", "milvus-lite")
 
 
 def register_backend(scheme: str, backend: Any) -> None:
@@ -194,7 +216,8 @@ def register_backend(scheme: str, backend: Any) -> None:
     Raises:
         GalleryError: the scheme is taken by another backend.
     """
-    key = scheme.lower()
-    if key in BACKENDS and BACKENDS[key] is not backend:
+    if scheme.lower() in BACKENDS.names():
+        if BACKENDS.get(scheme) is backend:
+            return
         raise GalleryError(f"gallery URI scheme {scheme!r} is already registered")
-    BACKENDS[key] = backend
+    BACKENDS.add(scheme, backend)

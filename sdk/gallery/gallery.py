@@ -46,6 +46,7 @@ from ..errors import (
     GalleryClosedError,
     GalleryEmbeddingError,
     GalleryError,
+    UnknownNameError,
 )
 from ..results import Match
 from . import index as ix
@@ -63,6 +64,7 @@ from .checks import (
     texts,
 )
 from .local import LocalBackend
+from .search import to_matches, top_identities
 
 __all__ = ["AddResult", "ConsistencyReport", "Gallery", "GalleryInfo"]
 
@@ -195,6 +197,16 @@ class Gallery:
             )
         backend_cls, location = backend_for(check_location(path))
         return cls(backend_cls.open(location, readonly=bool(readonly), on_bad_index=on_bad_index))
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        """Whether a gallery is at ``path`` (a directory, or another backend's URI).
+
+        Raises:
+            GalleryError: a URI no backend serves, or a backend that cannot be reached.
+        """
+        backend_cls, location = backend_for(check_location(path))
+        return bool(backend_cls.exists(location))
 
     # ----------------------------------------------------------------- guards
     @contextlib.contextmanager
@@ -476,7 +488,21 @@ class Gallery:
         k = check_k(k)
         q = self._prepare(queries, "queries")
         with self._reading() as backend:
-            return backend.search(q, k)
+            indexed, identities, max_kk = backend.search_sizes()
+            if identities == 0 or indexed == 0:
+                return [[] for _ in range(len(q))]
+            idents, sims, tids = top_identities(
+                backend.template_search,
+                q,
+                min(k, identities),
+                indexed=indexed,
+                identities=identities,
+                max_kk=max_kk,
+            )
+            records = backend.identity_records(np.unique(idents[idents >= 0]).tolist())
+        if self.metric == "cosine":  # unit vectors: rounding may take a cosine past 1
+            sims = np.clip(sims, -1.0, 1.0)
+        return to_matches(idents, sims, tids, records)
 
     def identify(self, query: np.ndarray, threshold: float) -> Match | None:
         """Open-set identification: the best identity if it is similar enough, else ``None``.
@@ -683,18 +709,16 @@ def backend_for(location: str | Path) -> tuple[Any, str | Path]:
     if isinstance(location, Path) or "://" not in text:
         return LocalBackend, Path(location)
     scheme, rest = text.split("://", 1)
-    scheme = scheme.lower()
-    if scheme == "file":
+    if scheme.lower() == "file":
         return LocalBackend, Path(rest)
-    backend = BACKENDS.get(scheme)
-    if backend is None:
-        known = ", ".join(sorted(BACKENDS)) or "none installed"
+    try:
+        backend = BACKENDS.get(scheme)
+    except UnknownNameError:
         raise GalleryArgumentError(
-            f"no gallery backend for {scheme}:// in {text!r} (URI schemes: {known}; a plain "
-            "path is a local gallery)"
-        )
+            f"no gallery backend for {scheme}:// in {text!r} (URI schemes: "
+            f"{', '.join(BACKENDS.names()) or 'none installed'}; a plain path is a local gallery)"
+        ) from None
     if isinstance(backend, str):  # "module:attribute", imported on first use
         module, _, attr = backend.partition(":")
         backend = getattr(importlib.import_module(module), attr)
-        BACKENDS[scheme] = backend
     return backend, text

@@ -30,12 +30,10 @@ from ..errors import (
     GalleryNotFoundError,
 )
 from ..fsutil import fsync_dir
-from ..results import Match
 from . import index as ix
 from .backend import ConsistencyReport, GalleryInfo
 from .fsutil import WriterLock
 from .idmap import IdMap
-from .search import to_matches, top_identities
 from .store import SCHEMA_VERSION, VECTOR_DTYPES, AddOnce, Store
 from .upkeep import IndexKeeper, IndexNewerError
 
@@ -160,6 +158,11 @@ class LocalBackend:
             raise
         return cls(directory, store, lock, "rebuild")
 
+    @staticmethod
+    def exists(location: str | Path) -> bool:
+        """Whether a gallery is at ``location`` (a directory holding its database)."""
+        return (Path(location) / DB_NAME).is_file()
+
     @classmethod
     def open(cls, location: str | Path, *, readonly: bool, on_bad_index: str) -> LocalBackend:
         """Open a gallery directory (see :meth:`npcface.gallery.Gallery.open`)."""
@@ -259,21 +262,17 @@ class LocalBackend:
     def metadata(self, name: str) -> dict[str, Any] | None:
         return self.store.identity_metadata(name)
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
-        if self.ids.identities == 0:
-            return [[] for _ in range(len(queries))]
-        idents, sims, tids = top_identities(
-            self.keeper.search,
-            self.ids.owners_of,
-            queries,
-            min(k, self.ids.identities),
-            indexed=self.keeper.ntotal,
-            identities=self.ids.identities,
-        )
-        if self.metric == "cosine":  # unit vectors: rounding may not leave [-1, 1]
-            sims = np.clip(sims, -1.0, 1.0)
-        records = self.store.identity_records(np.unique(idents[idents >= 0]).tolist())
-        return to_matches(idents, sims, tids, records)
+    def search_sizes(self) -> tuple[int, int, int | None]:
+        return self.keeper.ntotal, self.ids.identities, None
+
+    def template_search(
+        self, queries: np.ndarray, kk: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sims, tids = self.keeper.search(queries, kk)
+        return sims, tids, self.ids.owners_of(tids)
+
+    def identity_records(self, ids: Sequence[int]) -> dict[int, tuple[str, dict | None]]:
+        return self.store.identity_records(ids)
 
     def info(self) -> GalleryInfo:
         counts = self.store.counts()

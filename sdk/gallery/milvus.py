@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -41,8 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError, MissingExtraError
-from ..results import Match
+from ..errors import (
+    GalleryError,
+    GalleryExistsError,
+    GalleryNotFoundError,
+    IdentityNotFoundError,
+    MissingExtraError,
+)
 from .backend import GalleryInfo
 from .uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation, parse_gallery_uri
 
@@ -218,6 +222,7 @@ class MilvusBackend:
         self.metric = str(settings["metric"])
         self._n_templates = 0
         self._n_identities = 0
+        self._names: dict[int, str] = {}  # owner key -> identity name, from searches
         self._index = _index_from_settings(settings)
         self._recount()
 
@@ -279,7 +284,7 @@ class MilvusBackend:
         try:
             name = str(loc.collection)
             if client.has_collection(name) or client.has_collection(f"{name}__meta"):
-                raise GalleryError(
+                raise GalleryExistsError(
                     f"{uri}: a gallery (or collection {name!r}) already exists there; open it "
                     "with Gallery.open()"
                 )
@@ -330,7 +335,7 @@ class MilvusBackend:
         uri = loc.uri
         _check_consistency(consistency)
         if loc.kind == MILVUS_LITE and not Path(str(loc.path)).exists():
-            raise GalleryError(
+            raise GalleryNotFoundError(
                 f"{uri}: no gallery here ({loc.path} does not exist); create one with "
                 "Gallery.create(uri, dim)"
             )
@@ -338,7 +343,7 @@ class MilvusBackend:
         try:
             name = str(loc.collection)
             if not client.has_collection(f"{name}__meta") or not client.has_collection(name):
-                raise GalleryError(
+                raise GalleryNotFoundError(
                     f"{uri}: no gallery here (no collections {name!r} and {name}__meta); "
                     "create one with Gallery.create(uri, dim)"
                 )
@@ -484,7 +489,7 @@ class MilvusBackend:
         known = self._identity_rows(names)
         missing = [n for n in names if n not in known]
         if missing:
-            raise GalleryError(f"{self.location}: no identity named {missing[0]!r}")
+            raise IdentityNotFoundError(f"{self.location}: no identity named {missing[0]!r}")
         expr = f"identity in [{', '.join(_quote(n) for n in names)}]"
         count = self._count(self._name, expr)
         self._client.delete(self._name, filter=expr)
@@ -568,48 +573,37 @@ class MilvusBackend:
         self._client.compact(self._name)
 
     # ------------------------------------------------------------------ reads
-    def search(self, queries: np.ndarray, k: int) -> list[list[Match]]:
-        """The ``k`` most similar identities per query, each scored by its best template.
-
-        Over-fetches templates, collapses them by identity, and searches deeper for the
-        queries that got fewer than ``k`` distinct identities."""
-        q = queries
+    def search_sizes(self) -> tuple[int, int, int | None]:
+        """(templates, identities, the deepest search Milvus answers). The counts only size
+        the first request (another writer may change them): the facade's search deepens
+        until it has ``k`` identities or every template has been seen."""
         if self._n_templates == 0:  # another writer may have enrolled since
             self._recount()
-        if self._n_templates == 0:
-            return [[] for _ in range(len(q))]
-        # the counts only size the first request (another writer may have changed them):
-        # the search deepens until k identities or every template has been seen
-        want = int(k)
-        per_identity = math.ceil(self._n_templates / max(self._n_identities, 1))
-        kk = min(MAX_TOPK, want * per_identity + min(want, 8))
-        found: list[list[tuple[str, float, int]]] = [[] for _ in range(len(q))]
-        pending = list(range(len(q)))
-        while pending:
-            hits = self._raw_search(q[pending], kk)
-            again = []
-            for row, qi in enumerate(pending):
-                best: dict[str, tuple[float, int]] = {}
-                for hit in hits[row]:
-                    name = hit["entity"]["identity"]
-                    if name not in best:
-                        best[name] = (float(hit["distance"]), int(hit.id))
-                exhausted = len(hits[row]) < kk or kk >= MAX_TOPK
-                if len(best) < want and not exhausted:
-                    again.append(qi)
-                    continue
-                found[qi] = [(n, s, t) for n, (s, t) in list(best.items())[:want]]
-            pending = again
-            kk = min(MAX_TOPK, kk * 4)
-        names = sorted({n for row in found for n, _, _ in row})
-        records = self._identity_rows(names)
-        return [
-            [
-                Match(identity=n, similarity=s, template_id=t, metadata=_metadata(records.get(n)))
-                for n, s, t in row
-            ]
-            for row in found
-        ]
+        return self._n_templates, self._n_identities, MAX_TOPK
+
+    def template_search(
+        self, queries: np.ndarray, kk: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(similarities, template ids, identity keys), each (n, kk), -1 where no hit."""
+        hits = self._raw_search(queries, min(kk, MAX_TOPK))
+        sims = np.zeros((len(queries), kk), np.float32)
+        tids = np.full((len(queries), kk), -1, np.int64)
+        owners = np.full((len(queries), kk), -1, np.int64)
+        for row, found in enumerate(hits):
+            for j, hit in enumerate(found[:kk]):
+                name = hit["entity"]["identity"]
+                key = _identity_key(name) & 0x7FFF_FFFF_FFFF_FFFF  # >= 0: -1 means none
+                self._names[key] = name
+                sims[row, j] = float(hit["distance"])
+                tids[row, j] = int(hit.id)
+                owners[row, j] = key
+        return sims, tids, owners
+
+    def identity_records(self, keys: Sequence[int]) -> dict[int, tuple[str, dict | None]]:
+        """Name and metadata of the identities :meth:`template_search` found."""
+        names = {k: self._names[k] for k in keys if k in self._names}
+        records = self._identity_rows(sorted(set(names.values())))
+        return {k: (n, _metadata(records.get(n))) for k, n in names.items()}
 
     def _raw_search(self, q: np.ndarray, kk: int) -> list[list[Any]]:
         params = self._search_params(kk)

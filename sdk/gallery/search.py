@@ -15,18 +15,20 @@ import numpy as np
 
 from ..results import Match
 
-TemplateSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""(queries (n, d) float32, kk) -> (similarities (n, kk), template ids (n, kk), -1 = none)."""
+TemplateSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""(queries (n, d) float32, kk) -> (similarities (n, kk) float32, template ids (n, kk) int64,
+owner identity ids (n, kk) int64), best first; -1 ids (and owners) where there is no hit or
+the template is deleted (a tombstone). What every backend's ``template_search`` gives."""
 
 
 def top_identities(
     search: TemplateSearch,
-    owners_of: Callable[[np.ndarray], np.ndarray],
     q: np.ndarray,
     want: int,
     *,
     indexed: int,
     identities: int,
+    max_kk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``want`` identities per query as (identity ids, similarities, template ids).
 
@@ -36,11 +38,12 @@ def top_identities(
 
     Args:
         search: the template search.
-        owners_of: template ids (any shape) -> identity ids, -1 for dead or unknown ids.
         q: (n, d) queries.
         want: identities per query.
         indexed: vectors in the searched index (tombstones included).
         identities: live identities.
+        max_kk: the most templates one search may ask for (Milvus: 16,384); the search
+            counts as exhausted there.
 
     Returns:
         Three (n, want) arrays; rows end in -1 ids (and 0 similarity) when fewer are found.
@@ -51,18 +54,18 @@ def top_identities(
     idents = np.full((nq, want), -1, dtype=np.int64)
     sims = np.zeros((nq, want), dtype=np.float32)
     tids = np.full((nq, want), -1, dtype=np.int64)
+    limit = min(indexed, max_kk) if max_kk is not None else indexed
     per_identity = math.ceil(indexed / max(identities, 1))
-    kk = min(indexed, want * per_identity + min(want, 8))
+    kk = min(limit, want * per_identity + min(want, 8))
     pending = np.arange(nq) if want else np.zeros(0, np.int64)
     while pending.size:
-        dist, labels = search(q[pending], kk)
-        owners = owners_of(labels)
+        dist, labels, owners = search(q[pending], kk)
         again = []
         for row, qi in enumerate(pending):
             valid = np.flatnonzero(owners[row] >= 0)
             _, first = np.unique(owners[row, valid], return_index=True)
             pos = valid[np.sort(first)[:want]]
-            exhausted = kk >= indexed or labels[row, -1] < 0
+            exhausted = kk >= limit or labels[row, -1] < 0
             if pos.size < want and not exhausted:
                 again.append(qi)
                 continue
@@ -71,7 +74,7 @@ def top_identities(
             sims[qi, :n] = dist[row, pos]
             tids[qi, :n] = labels[row, pos]
         pending = np.array(again, dtype=np.int64)
-        kk = min(indexed, kk * 4)
+        kk = min(limit, kk * 4)
     return idents, sims, tids
 
 
