@@ -255,7 +255,7 @@ def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
 
 # ---------------------------------------------------------- Milvus specifics
 def test_milvus_index_choice_and_override(lite_file: Path) -> None:
-    import npcface.gallery.milvus as mv
+    import npcface.gallery.milvus.tiers as mv
     from npcface.gallery.milvus import auto_index, parse_index
 
     assert auto_index(10).index_type == "FLAT" and auto_index(60_000).index_type == "HNSW"
@@ -291,7 +291,7 @@ def test_milvus_index_choice_and_override(lite_file: Path) -> None:
 def test_milvus_auto_index_moves_to_hnsw_as_it_grows(
     lite_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import npcface.gallery.milvus as mv
+    import npcface.gallery.milvus.tiers as mv
 
     monkeypatch.setattr(mv, "LITE_FLAT_MAX_TEMPLATES", 100)  # the server's tiering, on Lite
     names, vecs, centres = clustered(120, seed=9)

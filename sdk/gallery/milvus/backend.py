@@ -1,187 +1,64 @@
-"""A gallery stored in Milvus: a server or cluster, or Milvus Lite in one local file.
-
-:class:`MilvusBackend` is a :class:`~npcface.gallery.backend.Backend`: ``Gallery.create`` /
-``Gallery.open`` of a ``milvus://`` or ``milvus-lite://`` address (see
-:mod:`npcface.gallery.uri`) put it behind the same :class:`~npcface.gallery.Gallery` facade
-as the local gallery, which checks arguments and vectors, serialises calls and keeps the
-closed/read-only state for both. Layout of gallery ``NAME``:
-
-* collection ``NAME``: one row per template: ``tid`` (INT64, assigned by Milvus),
-  ``identity`` (VARCHAR), ``source`` and ``content_hash`` (VARCHAR), ``vec`` (FLOAT_VECTOR);
-* collection ``NAME__meta``: one row per identity (its name, metadata as JSON, enrolment
-  order) and one row of gallery settings (dimension, metric, index, embedding model).
-
-Writes are durable when they return (Milvus acknowledges after its write-ahead log); reads
-use ``Strong`` consistency by default, so a search right after ``add`` sees the new
-templates. Milvus has no multi-row transactions: a process killed inside ``add_many`` may
-leave part of that batch; bulk enrolment re-run with the same files fills the rest in
-(content hashes). Deletion (by identity, or by template id) is real, no tombstones.
-
-Search over-fetches templates, collapses them by identity keeping each identity's best
-template, and searches deeper when too few distinct identities came back, like the local
-gallery (Milvus's own ``group_by`` is not used: Milvus Lite over-fetches a fixed 10x and
-would miss people behind an identity with many templates).
-"""
+"""The :class:`MilvusBackend`: a gallery's storage and search in Milvus, behind the
+:class:`~npcface.gallery.Gallery` facade."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import (
+from ...errors import (
     GalleryError,
     GalleryExistsError,
     GalleryNotFoundError,
     IdentityNotFoundError,
-    MissingExtraError,
 )
-from .backend import GalleryInfo
-from .uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation, parse_gallery_uri
+from ..backend import GalleryInfo
+from ..uri import MILVUS_LITE, GalleryLocation, parse_gallery_uri
+from .connection import (
+    _check_consistency,
+    _connect,
+    _disconnect,
+    _release_lite,
+)
+from .schema import (
+    _SETTINGS_KEY,
+    FORMAT_VERSION,
+    INSERT_BATCH,
+    MAX_NAME_LENGTH,
+    MAX_SOURCE_LENGTH,
+    MAX_TOPK,
+    _column,
+    _create_collections,
+    _disk_bytes,
+    _identity_key,
+    _identity_row,
+    _metadata,
+    _quote,
+    _settings_row,
+)
+from .tiers import (
+    AUTO,
+    MilvusIndex,
+    _check_search_params,
+    _hnsw_ef,
+    _index_from_settings,
+    _index_params,
+    _ivf_nprobe,
+    auto_index,
+    parse_index,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 METRICS = ("cosine", "ip")
-AUTO = "auto"
-FLAT_MAX_TEMPLATES = 50_000
-"""Below this many templates ``auto`` searches a Milvus server exactly (``FLAT``), as the
-local gallery; HNSW (:data:`HNSW_BUILD`, :data:`HNSW_EF`) from there on."""
-LITE_FLAT_MAX_TEMPLATES: int | None = None
-"""Milvus Lite: ``None`` = exact (``FLAT``) at every size. Measured on real faces
-(``bench/gallery_scale.py --mode real``, Milvus Lite column, see ``sdk/gallery/README.md``):
-FLAT keeps 1.000 of exact search's rank-1 at 1M and answers ~1 query/s one at a time, as fast
-as ``IVF_FLAT`` there (which keeps 0.99 only with half of its lists probed); HNSW keeps 0.992
-at ef 256 but takes ~2 min per 100k-row segment to build on 2 cores and answered single
-queries only 1.6x faster than FLAT at 100k (batches slower)."""
-HNSW_BUILD = {"M": 32, "efConstruction": 200}
-"""Graph of the ``auto`` HNSW index (full-precision vectors: nothing to refine)."""
-HNSW_EF = ((200_000, 256), (2_000_000, 512))
-"""(up to this many templates, ``ef``) for HNSW searches on a server; 1024 beyond. On real
-faces an M=32, efConstruction=200 graph of 100k templates (Milvus Lite's segment) kept 0.929 /
-0.973 / 0.992 / 0.998 of exact search's rank-1 at ef 64 / 128 / 256 / 512; a server's
-segments hold up to ~2M templates at d = 128 (larger graphs need a larger ``ef``, not
-measured here), hence the growth."""
-LITE_HNSW_EF = 256
-"""``ef`` of an HNSW index chosen explicitly on Milvus Lite (its graphs never exceed one
-100k-row segment; 0.992 of exact search's rank-1 there)."""
-MAX_TOPK = 16_384
-"""Milvus answers at most this many hits per query."""
-CONNECT_TIMEOUT = 60.0
-"""Seconds to wait for Milvus to answer the first call (pymilvus's default, 10 s, was not
-always enough for an embedded Milvus Lite on a busy 2-core machine)."""
-MAX_NAME_LENGTH = 1024
-MAX_SOURCE_LENGTH = 4096
-INSERT_BATCH = 5_000
-INDEX_TYPES = frozenset(
-    {
-        "FLAT",
-        "IVF_FLAT",
-        "IVF_SQ8",
-        "IVF_PQ",
-        "IVF_RABITQ",
-        "HNSW",
-        "HNSW_SQ",
-        "HNSW_PQ",
-        "HNSW_PRQ",
-        "SCANN",
-        "DISKANN",
-        "AUTOINDEX",
-    }
-)
-LITE_INDEX_TYPES = frozenset({"FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ", "AUTOINDEX"})
-"""What Milvus Lite builds; it accepts the others but searches them by brute force."""
-_SETTINGS_KEY = 0
-_DUMMY = [1.0, 0.0]  # Milvus wants a vector in every collection; the meta rows carry this one
-
-
-@dataclass(frozen=True)
-class MilvusIndex:
-    """A Milvus index choice: its type, build parameters and search parameters."""
-
-    index_type: str
-    build: dict[str, Any]
-
-    def describe(self) -> str:
-        args = ",".join(f"{k}={v}" for k, v in sorted(self.build.items()))
-        return f"{self.index_type}({args})" if args else self.index_type
-
-
-def parse_index(spec: str, lite: bool = False) -> MilvusIndex | None:
-    """``auto`` -> ``None``; else ``TYPE`` or ``TYPE:key=value,...`` (Milvus build params).
-
-    Examples: ``FLAT``, ``HNSW:M=16,efConstruction=100``, ``IVF_PQ:nlist=4096,m=32``,
-    ``HNSW_SQ:sq_type=SQ8,refine=true,refine_type=FP32``.
-
-    Raises:
-        GalleryError: unknown type, malformed parameters, or a type Milvus Lite cannot build.
-    """
-    text = str(spec).strip()
-    if text.lower() == AUTO:
-        return None
-    kind, _, rest = text.partition(":")
-    kind = kind.strip().upper()
-    if kind not in INDEX_TYPES:
-        raise GalleryError(
-            f"unknown Milvus index {kind!r}; use auto or one of {', '.join(sorted(INDEX_TYPES))}"
-        )
-    if lite and kind not in LITE_INDEX_TYPES:
-        raise GalleryError(
-            f"Milvus Lite cannot build {kind}; use one of {', '.join(sorted(LITE_INDEX_TYPES))} "
-            "(or a Milvus server)"
-        )
-    build: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise GalleryError(f"index {text!r}: expected key=value, got {part!r}")
-        build[key.strip()] = _scalar(value.strip())
-    return MilvusIndex(kind, build)
-
-
-def _scalar(value: str) -> Any:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    try:
-        return int(value)
-    except ValueError:
-        return value
-
-
-def auto_index(n: int, lite: bool = False) -> MilvusIndex:
-    """The index ``auto`` uses for ``n`` templates: on a server exact below 50k and HNSW
-    above; on Milvus Lite exact at every size (see :data:`LITE_FLAT_MAX_TEMPLATES`)."""
-    limit = LITE_FLAT_MAX_TEMPLATES if lite else FLAT_MAX_TEMPLATES
-    if limit is None or n < limit:
-        return MilvusIndex("FLAT", {})
-    return MilvusIndex("HNSW", dict(HNSW_BUILD))
-
-
-def _hnsw_ef(n: int, lite: bool = False) -> int:
-    """Default HNSW ``ef`` for ``n`` templates (see :data:`HNSW_EF`, :data:`LITE_HNSW_EF`)."""
-    if lite:
-        return LITE_HNSW_EF
-    for upto, ef in HNSW_EF:
-        if n <= upto:
-            return ef
-    return 1024
-
-
-def _ivf_nprobe(nlist: int) -> int:
-    """Default ``nprobe`` of an IVF index with ``nlist`` lists: half of them (on real faces
-    ``IVF_FLAT`` nlist=1024 kept 0.952 of exact search's rank-1 at nprobe 128, 1.000 at 512)."""
-    return max(1, nlist // 2)
 
 
 class MilvusBackend:
@@ -789,214 +666,3 @@ class MilvusBackend:
             f"MilvusBackend({self.location!r}, templates={self._n_templates}, "
             f"index={self.factory()!r})"
         )
-
-
-def _check_search_params(
-    params: Mapping[str, int | None], current: Mapping[str, int]
-) -> dict[str, int]:
-    """``current`` updated with ``params`` (``ef`` for HNSW, ``nprobe`` for IVF; ``None``
-    drops an override).
-
-    Raises:
-        GalleryError: another key, or a value that is not a positive integer.
-    """
-    out = dict(current)
-    for key, value in params.items():
-        if key not in ("ef", "nprobe"):
-            raise GalleryError(f"unknown search parameter {key!r}; use ef (HNSW) or nprobe (IVF)")
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, bool) or int(value) != value or value < 1:
-            raise GalleryError(f"{key} must be a positive integer, got {value!r}")
-        else:
-            out[key] = int(value)
-    return out
-
-
-# -------------------------------------------------------------------- module helpers
-def _connect(loc: GalleryLocation) -> Any:
-    try:
-        from pymilvus import MilvusClient
-    except ImportError:
-        raise MissingExtraError("Milvus galleries", "milvus", "pymilvus") from None
-    if loc.kind == MILVUS_LITE:
-        try:
-            import milvus_lite  # noqa: F401
-        except ImportError:
-            raise MissingExtraError("Milvus Lite galleries", "milvus", "milvus-lite") from None
-        Path(str(loc.path)).parent.mkdir(parents=True, exist_ok=True)
-        with _LITE_LOCK:
-            key = str(Path(str(loc.path)).resolve())
-            _LITE_OPEN[key] = _LITE_OPEN.get(key, 0) + 1
-    # dedicated: a channel of its own (pymilvus >= 3 shares one per address by default, and
-    # an idle shared channel to Milvus Lite was closed by its server, "too many pings",
-    # failing the next gallery opened in the process)
-    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "dedicated": True}
-    if loc.kind == MILVUS_LITE:
-        # no keep-alive pings to the embedded server: during a long call (an HNSW build takes
-        # minutes) pymilvus's pings every 10 s made it answer GOAWAY "too_many_pings", and
-        # pymilvus's retry of create_index then failed with "index already exists"
-        kwargs["grpc_options"] = {
-            "grpc.keepalive_time_ms": 2**31 - 1,
-            "grpc.keepalive_permit_without_calls": 0,
-        }
-    token = os.environ.get(TOKEN_ENV)
-    if token and loc.kind != MILVUS_LITE:
-        kwargs["token"] = token
-    try:
-        return MilvusClient(loc.client_uri, **kwargs)
-    except Exception as exc:
-        if loc.kind == MILVUS_LITE:
-            _release_lite(Path(str(loc.path)))
-            raise GalleryError(
-                f"{loc.uri}: cannot open the Milvus Lite file (another process may have it "
-                f"open: Milvus Lite allows one process per file): {exc}"
-            ) from exc
-        raise GalleryError(f"{loc.uri}: cannot connect to Milvus: {exc}") from exc
-
-
-def _disconnect(loc: GalleryLocation, client: Any) -> None:
-    try:
-        client.close()
-    finally:
-        if loc.kind == MILVUS_LITE:
-            _release_lite(Path(str(loc.path)))
-
-
-_LITE_LOCK = threading.Lock()
-_LITE_OPEN: dict[str, int] = {}
-"""Open galleries per Milvus Lite file in this process: the embedded server (and its file
-lock) is stopped when the last one closes, so another process can open the file."""
-
-
-def _release_lite(path: Path) -> None:
-    key = str(path.resolve())
-    with _LITE_LOCK:
-        left = _LITE_OPEN.get(key, 0) - 1
-        if left > 0:
-            _LITE_OPEN[key] = left
-            return
-        _LITE_OPEN.pop(key, None)
-    try:
-        from milvus_lite.server_manager import server_manager_instance
-    except ImportError:  # pragma: no cover - older milvus-lite: the server lives until exit
-        return
-    server_manager_instance.release_server(str(path))
-
-
-def _create_collections(
-    client: Any, name: str, dim: int, index: MilvusIndex, consistency: str
-) -> None:
-    from pymilvus import DataType, MilvusClient
-
-    tpl = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
-    tpl.add_field("tid", DataType.INT64, is_primary=True)
-    tpl.add_field("identity", DataType.VARCHAR, max_length=MAX_NAME_LENGTH * 4)
-    tpl.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_LENGTH * 4)
-    tpl.add_field("content_hash", DataType.VARCHAR, max_length=128)
-    tpl.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
-    meta = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    meta.add_field("key", DataType.INT64, is_primary=True)
-    meta.add_field("kind", DataType.VARCHAR, max_length=16)
-    meta.add_field("name", DataType.VARCHAR, max_length=MAX_NAME_LENGTH * 4)
-    meta.add_field("value", DataType.JSON)
-    meta.add_field("seq", DataType.INT64)
-    meta.add_field("vec", DataType.FLOAT_VECTOR, dim=len(_DUMMY))
-    meta_index = client.prepare_index_params()
-    meta_index.add_index(field_name="vec", index_type="FLAT", metric_type="IP")
-    client.create_collection(
-        f"{name}__meta", schema=meta, index_params=meta_index, consistency_level=consistency
-    )
-    client.create_collection(
-        name,
-        schema=tpl,
-        index_params=_index_params(client, index),
-        consistency_level=consistency,
-    )
-
-
-def _index_params(client: Any, index: MilvusIndex) -> Any:
-    params = client.prepare_index_params()
-    params.add_index(
-        field_name="vec",
-        index_name="vec",
-        index_type=index.index_type,
-        metric_type="IP",
-        # nested under "params" (Milvus's JSON form): Milvus Lite drops build parameters
-        # that pymilvus sends as separate keys, and HNSW silently got M=16
-        params={"params": dict(index.build)} if index.build else {},
-    )
-    return params
-
-
-def _index_from_settings(settings: Mapping[str, Any]) -> MilvusIndex:
-    idx = settings.get("index") or {}
-    return MilvusIndex(str(idx.get("type", "FLAT")), dict(idx.get("build") or {}))
-
-
-def _settings_row(settings: dict[str, Any]) -> dict[str, Any]:
-    settings["revision"] = int(settings.get("revision", 0)) + 1
-    return {
-        "key": _SETTINGS_KEY,
-        "kind": "settings",
-        "name": "",
-        "value": dict(settings),
-        "seq": 0,
-        "vec": _DUMMY,
-    }
-
-
-def _identity_row(name: str, value: dict[str, Any], seq: int) -> dict[str, Any]:
-    return {
-        "key": _identity_key(name),
-        "kind": "identity",
-        "name": name,
-        "value": value,
-        "seq": int(seq),
-        "vec": _DUMMY,
-    }
-
-
-def _identity_key(name: str) -> int:
-    """64-bit key of an identity's meta row (never 0, the settings row)."""
-    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
-    key = int.from_bytes(digest, "big", signed=True)
-    return key or 1
-
-
-def _metadata(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not record or not record.get("value"):
-        return None
-    return dict(record["value"])
-
-
-def _quote(text: str) -> str:
-    """A Milvus filter-expression string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _column(values: Sequence[str | None] | None, n: int, what: str, limit: int) -> list[str]:
-    if values is None:
-        return [""] * n
-    values = list(values)
-    if len(values) != n:
-        raise GalleryError(f"{len(values)} {what} for {n} embeddings")
-    out = ["" if v is None else str(v) for v in values]
-    if any(len(v) > limit for v in out):
-        raise GalleryError(f"{what}: an entry is longer than {limit} characters")
-    return out
-
-
-def _check_consistency(level: str) -> None:
-    if level not in ("Strong", "Bounded", "Session", "Eventually"):
-        raise GalleryError(
-            f"consistency must be Strong, Bounded, Session or Eventually, not {level!r}"
-        )
-
-
-def _disk_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return 0

@@ -1,0 +1,102 @@
+"""Connections to Milvus: a server by address, or Milvus Lite's embedded server for a local
+file, started with the first gallery of that file in this process and stopped with its
+last."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ...errors import (
+    GalleryError,
+    MissingExtraError,
+)
+from ..uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation
+
+log = logging.getLogger(__name__)
+
+
+CONNECT_TIMEOUT = 60.0
+"""Seconds to wait for Milvus to answer the first call (pymilvus's default, 10 s, was not
+always enough for an embedded Milvus Lite on a busy 2-core machine)."""
+
+
+def _connect(loc: GalleryLocation) -> Any:
+    try:
+        from pymilvus import MilvusClient
+    except ImportError:
+        raise MissingExtraError("Milvus galleries", "milvus", "pymilvus") from None
+    if loc.kind == MILVUS_LITE:
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:
+            raise MissingExtraError("Milvus Lite galleries", "milvus", "milvus-lite") from None
+        Path(str(loc.path)).parent.mkdir(parents=True, exist_ok=True)
+        with _LITE_LOCK:
+            key = str(Path(str(loc.path)).resolve())
+            _LITE_OPEN[key] = _LITE_OPEN.get(key, 0) + 1
+    # dedicated: a channel of its own (pymilvus >= 3 shares one per address by default, and
+    # an idle shared channel to Milvus Lite was closed by its server, "too many pings",
+    # failing the next gallery opened in the process)
+    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "dedicated": True}
+    if loc.kind == MILVUS_LITE:
+        # no keep-alive pings to the embedded server: during a long call (an HNSW build takes
+        # minutes) pymilvus's pings every 10 s made it answer GOAWAY "too_many_pings", and
+        # pymilvus's retry of create_index then failed with "index already exists"
+        kwargs["grpc_options"] = {
+            "grpc.keepalive_time_ms": 2**31 - 1,
+            "grpc.keepalive_permit_without_calls": 0,
+        }
+    token = os.environ.get(TOKEN_ENV)
+    if token and loc.kind != MILVUS_LITE:
+        kwargs["token"] = token
+    try:
+        return MilvusClient(loc.client_uri, **kwargs)
+    except Exception as exc:
+        if loc.kind == MILVUS_LITE:
+            _release_lite(Path(str(loc.path)))
+            raise GalleryError(
+                f"{loc.uri}: cannot open the Milvus Lite file (another process may have it "
+                f"open: Milvus Lite allows one process per file): {exc}"
+            ) from exc
+        raise GalleryError(f"{loc.uri}: cannot connect to Milvus: {exc}") from exc
+
+
+def _disconnect(loc: GalleryLocation, client: Any) -> None:
+    try:
+        client.close()
+    finally:
+        if loc.kind == MILVUS_LITE:
+            _release_lite(Path(str(loc.path)))
+
+
+_LITE_LOCK = threading.Lock()
+
+_LITE_OPEN: dict[str, int] = {}
+"""Open galleries per Milvus Lite file in this process: the embedded server (and its file
+lock) is stopped when the last one closes, so another process can open the file."""
+
+
+def _release_lite(path: Path) -> None:
+    key = str(path.resolve())
+    with _LITE_LOCK:
+        left = _LITE_OPEN.get(key, 0) - 1
+        if left > 0:
+            _LITE_OPEN[key] = left
+            return
+        _LITE_OPEN.pop(key, None)
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - older milvus-lite: the server lives until exit
+        return
+    server_manager_instance.release_server(str(path))
+
+
+def _check_consistency(level: str) -> None:
+    if level not in ("Strong", "Bounded", "Session", "Eventually"):
+        raise GalleryError(
+            f"consistency must be Strong, Bounded, Session or Eventually, not {level!r}"
+        )
