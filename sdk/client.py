@@ -30,6 +30,7 @@ import numpy as np
 from . import wire
 from .errors import (
     ImageError,
+    InvalidArgumentError,
     MissingExtraError,
     NoFaceError,
     NotReadyError,
@@ -416,10 +417,16 @@ class RemoteGallery:
         far: float | None = None,
     ) -> list[Match]:
         """The ``k`` most similar identities to the face chosen in ``image`` (or to a (d,)
-        embedding), at or above ``threshold`` (or the one calibrated for ``far``) when
-        given (:meth:`FaceRecognizer.identify`)."""
+        embedding) at or above the threshold: ``threshold``, or the one calibrated for
+        ``far``, or the model's default; the contract of :meth:`FaceRecognizer.identify`.
+
+        Raises:
+            InvalidArgumentError: both ``threshold`` and ``far``; as the service answers.
+        """
+        if threshold is not None and far is not None:
+            raise InvalidArgumentError("give threshold or far, not both", input="far")
         if isinstance(image, np.ndarray) and image.ndim == 1:
-            if far is not None:
+            if threshold is None:
                 threshold = self.client.default_threshold(far)
             body = {"embeddings": [wire.embedding_to_json(image)], "k": k, "threshold": threshold}
             out = self.client.request("POST", f"{self._path}/search", json=body)

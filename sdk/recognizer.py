@@ -22,7 +22,7 @@ from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
 from .presets import DEFAULT_PRESET, get_preset
 from .quality import DEFAULT_ENROLL_QUALITY, check_enrollable, with_qualities, with_quality
-from .results import CropResult, EmbedResult, Face, VerifyResult
+from .results import CropResult, EmbedResult, Face, Match, VerifyResult
 from .validate import check_embeddings, check_threshold, is_embedding_like
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ class FaceRecognizer:
             known = sorted(k for k in info.thresholds if k.startswith("far="))
             raise InvalidArgumentError(
                 f"{info.name} has no threshold calibrated for FAR {far:g}; calibrated: "
-                f"{', '.join(known) or 'none'}; pass threshold= explicitly"
+                f"{', '.join(known) or 'none'}; pass threshold= explicitly",
+                input="far",
             )
         if "default" not in info.thresholds:
             raise NpcfaceError(
@@ -439,7 +440,7 @@ class FaceRecognizer:
             InvalidArgumentError: the threshold is not a finite number in [-1, 1].
             EmbeddingError: an embedding has the wrong size, is all zero or not finite.
         """
-        thr = check_threshold(threshold) if threshold is not None else self.default_threshold(far)
+        thr = self.decision_threshold(threshold, far)
         emb1, face1 = self._embedding_of(img1)
         emb2, face2 = self._embedding_of(img2)
         sim = float(cosine_similarity(emb1, emb2))
@@ -465,17 +466,86 @@ class FaceRecognizer:
         images: Sequence[ImageInput] | ImageInput,
         metadata: dict[str, Any] | None = None,
     ) -> list[int]:
-        """Add the faces of ``images`` to ``gallery`` under ``identity``; template ids."""
-        from .enroll import enroll
+        """Add the face of each image to ``gallery`` under ``identity``: all images or none.
 
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        return enroll(self, gallery, identity, images, metadata=metadata)
+        Faces go through :meth:`embed_many` (the face policy, the enrolment quality gate),
+        so enrolment and search embeddings are comparable.
+
+        Args:
+            gallery: an open, writable :class:`~npcface.Gallery`.
+            identity: the person's name.
+            images: one or more images of that person.
+            metadata: merged into the identity's metadata.
+
+        Returns:
+            The new template ids, one per image.
+
+        Raises:
+            NoFaceError, ImageError, LowQualityError: an image that cannot be enrolled
+                (nothing is enrolled then). GalleryError: the gallery belongs to another
+                model, or is read-only.
+        """
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise InvalidArgumentError(f"no images given to enroll {identity!r}", input="images")
+        gallery.check_model(self.info.name, self.info.embedding_size)
+        results = self.embed_many(images, min_quality=self.enroll_quality)
+        for r in results:
+            if not r.ok:
+                raise r.error
+        sources = [str(x) if isinstance(x, (str, os.PathLike)) else None for x in images]
+        return gallery.add(
+            identity, np.stack([r.embedding for r in results]), metadata, sources=sources
+        )
 
     def identify(
-        self, gallery: Any, image: ImageInput, k: int = 5, threshold: float | None = None
-    ) -> list[Any]:
-        """The ``k`` most similar identities in ``gallery`` (above ``threshold`` if given)."""
-        from .enroll import identify
+        self,
+        gallery: Any,
+        image: ImageInput,
+        k: int = 5,
+        threshold: float | None = None,
+        far: float | None = None,
+    ) -> list[Match]:
+        """Who is this? The ``k`` most similar identities in ``gallery`` at or above the
+        threshold: open-set identification, so a stranger gets an empty list.
 
-        return identify(self, gallery, image, k=k, threshold=threshold)
+        The one identify contract (the CLI, the service and the client follow it): the
+        threshold is ``threshold``, or the one calibrated for ``far``, or the model's
+        calibrated default (as :meth:`verify`); never both arguments. For the top ``k``
+        whatever their similarity, search the gallery with the embedding
+        (``gallery.search(rec.embed(img), k)``) or pass ``threshold=-1``.
+
+        Args:
+            gallery: an open :class:`~npcface.Gallery` (read-only is fine).
+            image: an image, or a (d,) embedding from the same model.
+            k: identities to return at most.
+            threshold: cosine similarity in [-1, 1]; higher is stricter.
+            far: pick the threshold calibrated for this false-accept rate (e.g. 1e-4).
+
+        Returns:
+            :class:`~npcface.Match` es, most similar first.
+
+        Raises:
+            NoFaceError, ImageError: no usable face. InvalidArgumentError: a threshold that
+                is not a cosine, both ``threshold`` and ``far``, or no threshold calibrated
+                at ``far``. GalleryError: the gallery belongs to another model.
+        """
+        limit = self.decision_threshold(threshold, far)
+        gallery.check_model(self.info.name, self.info.embedding_size)
+        emb = self._embedding_of(image)[0]
+        return [m for m in gallery.search(emb, k=k)[0] if m.similarity >= limit]
+
+    def decision_threshold(self, threshold: float | None = None, far: float | None = None) -> float:
+        """The threshold a decision uses: ``threshold`` (checked: a cosine in [-1, 1]), or
+        the one calibrated for ``far``, or the model's calibrated default.
+
+        Raises:
+            InvalidArgumentError: both given; a threshold that is not a cosine; no
+                threshold calibrated at ``far``.
+        """
+        if threshold is not None and far is not None:
+            raise InvalidArgumentError(
+                "give threshold or far, not both (far picks a calibrated threshold)",
+                input="far",
+            )
+        return check_threshold(threshold) if threshold is not None else self.default_threshold(far)

@@ -27,12 +27,14 @@ def check_threshold(threshold: Any, what: str = "threshold") -> float:
         value = float(threshold)
     except (TypeError, ValueError):
         raise InvalidArgumentError(
-            f"{what} must be a number (a cosine similarity in [-1, 1]), got {threshold!r}"
+            f"{what} must be a number (a cosine similarity in [-1, 1]), got {threshold!r}",
+            input=what,
         ) from None
     if not math.isfinite(value) or not -1.0 <= value <= 1.0:
         raise InvalidArgumentError(
             f"{what} {threshold!r} is not a cosine similarity: use a finite number in [-1, 1] "
-            "(higher is stricter; e.g. the model's default_threshold())"
+            "(higher is stricter; e.g. the model's default_threshold())",
+            input=what,
         )
     return value
 

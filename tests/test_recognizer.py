@@ -129,3 +129,32 @@ def test_the_cosine_of_a_vector_with_itself_is_at_most_one(tmp_path):
     with Gallery.create(tmp_path / "g", 128) as g:
         g.add("a", a)
         assert g.search(a, k=1)[0][0].similarity <= 1.0
+
+
+def test_one_identify_contract(recognizer, lfw_dir, tmp_path):
+    """identify is open set by default (the calibrated default threshold, as verify), takes
+    threshold or far, never both; verify refuses both too instead of ignoring far."""
+    from conftest import lfw_image
+
+    from npcface import Gallery
+    from npcface.errors import InvalidArgumentError
+
+    with Gallery.create(tmp_path / "g", recognizer.info.embedding_size) as g:
+        recognizer.enroll(g, "aaron", lfw_image(lfw_dir, "Aaron_Peirsol", 1))
+        recognizer.enroll(g, "abel", lfw_image(lfw_dir, "Abel_Pacheco", 1))
+        stranger = lfw_image(lfw_dir, "AJ_Cook", 1)
+        sims = {m.identity: m.similarity for m in g.search(recognizer.embed(stranger), k=2)[0]}
+        default = recognizer.default_threshold()
+        assert recognizer.identify(g, stranger) == [
+            m for m in g.search(recognizer.embed(stranger), k=2)[0] if m.similarity >= default
+        ]
+        assert all(s < default for s in sims.values())  # so: nobody
+        assert [m.identity for m in recognizer.identify(g, stranger, threshold=-1)] == sorted(
+            sims, key=sims.get, reverse=True
+        )
+        probe = lfw_image(lfw_dir, "Aaron_Peirsol", 2)
+        assert [m.identity for m in recognizer.identify(g, probe, far=1e-3)] == ["aaron"]
+        with pytest.raises(InvalidArgumentError, match="not both"):
+            recognizer.identify(g, probe, threshold=0.3, far=1e-3)
+        with pytest.raises(InvalidArgumentError, match="not both"):
+            recognizer.verify(probe, stranger, threshold=0.3, far=1e-3)

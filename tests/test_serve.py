@@ -396,11 +396,16 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
     q = recognizer.embed(probe)
     best = {name: float((t @ q).max()) for name, t in templates.items()}
     ranked = sorted(best, key=best.get, reverse=True)
-    matches = g.identify(probe, k=3)
+    matches = g.identify(probe, k=3, threshold=-1)  # every similarity passes: the top 3
     assert [m.identity for m in matches] == ranked[:3]
     for m in matches:
         assert m.similarity == pytest.approx(best[m.identity], abs=1e-4)
     assert matches[0].metadata == {"who": "Aaron_Peirsol"}
+    # by default, the library's contract: the calibrated default threshold applies
+    default = recognizer.default_threshold()
+    assert [m.identity for m in g.identify(probe, k=3)] == [
+        n for n in ranked[:3] if best[n] >= default
+    ]
     # open set: a stranger gets nobody at the calibrated FAR 1e-4 threshold
     stranger = lfw_image(lfw_dir, "AJ_Cook", 1)
     qs = recognizer.embed(stranger)

@@ -367,7 +367,7 @@ def test_identify_and_search_refuse_thresholds_verify_refuses(server, lfw_dir, t
         files={"image": ("a.jpg", photo)},
         data={"threshold": str(threshold)},
     )
-    body = _error(r, 400, "gallery_argument")
+    body = _error(r, 400, "invalid_argument")  # the library's rule, as verify's
     assert body["input"] == "threshold" and "[-1, 1]" in body["message"]
     r = httpx.post(
         f"{server.url}/v1/galleries/thr/search",

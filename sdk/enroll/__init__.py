@@ -1,5 +1,7 @@
-"""Images into galleries: one-by-one (:func:`enroll`, :func:`identify`) and in bulk
-(:func:`enroll_images` over a folder or CSV, resumable, with a failure report).
+"""Images into galleries in bulk (:func:`enroll_images` over a folder or CSV, resumable,
+with a failure report, on the local engine or Ray). One-by-one enrolment and identification
+are the recogniser's own methods (:meth:`~npcface.FaceRecognizer.enroll`,
+:meth:`~npcface.FaceRecognizer.identify`).
 
 Enrolment sits beside the recogniser: it turns images into vectors with
 :meth:`~npcface.FaceRecognizer.embed_many` and writes them into any gallery backend, which
@@ -9,15 +11,11 @@ stores and searches vectors and knows nothing of images.
 from __future__ import annotations
 
 from .local import REPORT_NAME, EnrollItem, EnrollSummary, enroll_images, list_images
-from .single import check_model, enroll, identify
 
 __all__ = [
     "REPORT_NAME",
     "EnrollItem",
     "EnrollSummary",
-    "check_model",
-    "enroll",
     "enroll_images",
-    "identify",
     "list_images",
 ]

@@ -31,7 +31,6 @@ import numpy as np
 
 from ..errors import GalleryError, ImageError
 from ..image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image
-from .single import check_model
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +347,7 @@ def enroll_images(
     items = list(items)
     if batch_size < 1:
         raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
-    check_model(recognizer, gallery)
+    gallery.check_model(recognizer.info.name, recognizer.info.embedding_size)
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
     report_path = Path(report) if report is not None else default_report(gallery)
     known = gallery.content_hashes()

@@ -40,7 +40,6 @@ from .local import (
     empty_counts,
     summarize,
 )
-from .single import check_model
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ def enroll_images_ray(
         raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
     if cpus_per_actor <= 0:
         raise GalleryError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
-    check_model(recognizer, gallery)
+    gallery.check_model(recognizer.info.name, recognizer.info.embedding_size)
     recipe = recognizer_recipe(recognizer)
     report_path = Path(report) if report is not None else default_report(gallery)
     t0 = time.monotonic()

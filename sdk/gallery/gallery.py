@@ -407,6 +407,34 @@ class Gallery:
         with self._writing() as backend:
             return backend.remove_templates(ids)
 
+    def check_model(self, model: str, dim: int) -> None:
+        """Refuse embeddings of another model; record ``model`` on first use (a writable
+        gallery). What every writer of images into a gallery calls first.
+
+        Args:
+            model: the embedding model's name (``RecognizerInfo.name``).
+            dim: its embedding size.
+
+        Raises:
+            GalleryError: the gallery holds vectors of another dimension or was enrolled
+                with another model (embeddings of different models are not comparable).
+        """
+        if int(dim) != self.dim:
+            raise GalleryError(
+                f"{self.path}: gallery holds {self.dim}-dimensional embeddings, model "
+                f"{model} makes {int(dim)}-dimensional ones; use the model the gallery was "
+                "enrolled with"
+            )
+        recorded = self.model
+        if recorded is None:
+            if not self._readonly:
+                self.set_model(model)
+        elif recorded != model:
+            raise GalleryError(
+                f"{self.path}: gallery was enrolled with model {recorded!r}, this recogniser "
+                f"is {model!r}; embeddings of different models are not comparable"
+            )
+
     def set_model(self, name: str) -> None:
         """Record the embedding model's name (done by the first recogniser enrolment)."""
         if not isinstance(name, str) or not name.strip():

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from ..errors import InvalidArgumentError, UnauthorizedError
+from ..wire import far_of_threshold
 from .inputs import Payload, payload_reader
 
 
@@ -111,18 +112,27 @@ def mapping(payload: Payload, name: str) -> dict[str, Any] | None:
     return value
 
 
-def threshold_of(rec: Any, payload: Payload) -> tuple[float | None, float | None]:
-    """(threshold, far) from the ``threshold`` or ``far`` fields; (None, None) without both.
+def threshold_of(
+    rec: Any, payload: Payload, default: bool = True
+) -> tuple[float | None, float | None]:
+    """(threshold, far) of a decision, the library's rule
+    (:meth:`~npcface.FaceRecognizer.decision_threshold`): the ``threshold`` field, or the
+    one calibrated for ``far``, or (``default``) the model's calibrated default; ``far`` is
+    the FAR the threshold was calibrated at, when it was. Without ``default`` (a search of
+    embeddings, whose gallery may not be cosine) a given threshold is passed on as it is,
+    for the gallery's own check, and no threshold is (None, None).
 
     Raises:
-        InvalidArgumentError: both given. NpcfaceError: no threshold calibrated at that FAR.
+        InvalidArgumentError: both fields, a threshold that is no cosine, or no threshold
+            calibrated at that FAR.
     """
     threshold, far = number(payload, "threshold"), number(payload, "far")
-    if threshold is not None and far is not None:
-        raise bad("far", "give threshold or far, not both")
-    if far is not None:
-        return rec.default_threshold(far), far
-    return threshold, None
+    if not default and far is None:
+        return threshold, None
+    limit = rec.decision_threshold(threshold, far)
+    if far is None and threshold is None:
+        far = far_of_threshold(rec.info.thresholds, limit)
+    return limit, far
 
 
 def bad(name: str, text: str) -> InvalidArgumentError:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ..enroll import check_model
 from ..errors import GalleryArgumentError, IdentityNotFoundError, NoFaceError, NpcfaceError
 from ..gallery.checks import check_threshold
 from ..image import describe
@@ -19,7 +18,6 @@ from ..results import EmbedResult, Face, Match
 from .inputs import Upload, rename
 
 __all__ = [
-    "check_model",
     "detect",
     "embed_batch",
     "represent",

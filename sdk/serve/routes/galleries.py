@@ -12,7 +12,7 @@ from ...errors import EmbeddingError, InvalidArgumentError
 from ...wire import face_to_json, match_to_json
 from .. import deps, schemas
 from ..inputs import Payload
-from ..pipeline import check_model, represent, represent_all, search
+from ..pipeline import represent, represent_all, search
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
@@ -120,7 +120,7 @@ def identify(
         embs, faces = emb[None], [face]
     request.app.state.metrics.faces.inc(len(faces))
     with request.app.state.galleries.reader(name) as g:
-        check_model(rec, g)
+        g.check_model(rec.info.name, rec.info.embedding_size)
         rows = search(g, embs, k, threshold)
     return JSONResponse(
         {
@@ -151,7 +151,7 @@ def search_embeddings(
     if not 1 <= body.k <= settings.max_k:
         raise InvalidArgumentError(f"k: must be an integer in [1, {settings.max_k}]", input="k")
     payload = Payload(fields={"threshold": body.threshold, "far": body.far})
-    threshold, far = deps.threshold_of(rec, payload)
+    threshold, far = deps.threshold_of(rec, payload, default=False)
     try:
         queries = np.asarray(body.embeddings, dtype=np.float32)
     except ValueError:

@@ -26,7 +26,7 @@ from ...errors import (
 )
 from ...gallery.checks import check_name
 from .. import deps, schemas
-from ..pipeline import check_model, embed_batch, require_identity
+from ..pipeline import embed_batch, require_identity
 
 
 class _NameConvertor(Convertor[str]):
@@ -125,7 +125,7 @@ def enroll(
         vecs, hashes, sources = _matrix(embeddings), None, None
     with galleries.writer(name) as g:
         if uploads:
-            check_model(rec, g)
+            g.check_model(rec.info.name, rec.info.embedding_size)
         try:
             done = g.add_once(
                 identity, vecs, metadata, content_hashes=hashes, sources=sources, request_key=key

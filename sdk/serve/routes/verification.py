@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ...errors import EmbeddingError, InvalidArgumentError
 from ...results import Face
-from ...wire import embedding_from_json, far_of_threshold, verify_to_json
+from ...wire import embedding_from_json, verify_to_json
 from .. import deps, schemas
 from ..inputs import Payload
 from ..pipeline import represent
@@ -54,10 +54,8 @@ def verify(
     threshold, far = deps.threshold_of(rec, payload)
     emb1, face1 = _side(request, rec, payload, 1)
     emb2, face2 = _side(request, rec, payload, 2)
-    result = rec.verify(emb1, emb2, threshold=threshold, far=far)
+    result = rec.verify(emb1, emb2, threshold=threshold)
     result = dataclasses.replace(result, face1=face1, face2=face2)
-    if far is None and threshold is None:
-        far = far_of_threshold(rec.info.thresholds, result.threshold)
     return JSONResponse(verify_to_json(result, far))
 
 
