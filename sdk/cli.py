@@ -14,19 +14,30 @@ from collections.abc import Sequence
 
 from .errors import NpcfaceError
 
-# (module, attribute) of every register(subparsers) hook, in help order.
+# (module, attribute, commands) of every register(subparsers) hook, in help order. A command
+# line naming one of the commands builds that group's parser only (importing every group
+# cost about 20 ms of each start); anything else (help, a typo) builds them all.
 _GROUPS = (
-    ("npcface.cli_sdk", "register"),
-    ("npcface.cli_gallery", "register"),
-    ("npcface.eval.cli", "register"),
-    ("npcface.serve.cli", "register"),
-    ("npcface.training.cli", "register"),
-    ("npcface.export.cli", "register"),
-    ("npcface.cli_bench", "register"),
+    ("npcface.cli_sdk", "register", ("verify", "detect")),
+    ("npcface.cli_gallery", "register", ("enroll", "identify", "gallery")),
+    ("npcface.eval.cli", "register", ("eval", "calibrate")),
+    ("npcface.serve.cli", "register", ("serve",)),
+    ("npcface.training.cli", "register", ("train",)),
+    ("npcface.export.cli", "register", ("export",)),
+    ("npcface.cli_bench", "register", ("bench",)),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of a command line (the first argument that is not an option)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``npcface`` parser: every command group, or only the one that has ``command``."""
     parser = argparse.ArgumentParser(
         prog="npcface",
         description="Face detection, verification, identification, training and export.",
@@ -34,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module_name, attr in _GROUPS:
+    known = {c for *_, commands in _GROUPS for c in commands}
+    for module_name, attr, commands in _GROUPS:
+        if command in known and command not in commands:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -47,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Exit codes: 0 success (for ``verify``: same person), 1 negative answer, 2 error."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -94,3 +94,18 @@ def test_bench_reports_every_stage(lfw_dir, capsys):
 def test_bench_without_images_is_an_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_a_command_line_builds_only_its_commands_group():
+    """Each command is declared with its group (so that a command line imports only that
+    group); the declaration must match what the groups register."""
+    from npcface import cli
+
+    def commands(parser):
+        return set(parser._subparsers._group_actions[0].choices)
+
+    declared = {c for *_, group in cli._GROUPS for c in group}
+    assert commands(cli.build_parser()) == declared
+    assert commands(cli.build_parser("verify")) == {"verify", "detect"}
+    assert commands(cli.build_parser("identify")) == {"enroll", "identify", "gallery"}
+    assert commands(cli.build_parser("nonsense")) == declared  # argparse lists them all

