@@ -160,6 +160,7 @@ class FaceRecognizer:
                         threads=self.threads,
                         backend=self.backend,
                         typical_batch=2 if self.flip else 1,
+                        even_batches=self.flip,
                     )
         return self._embedder
 

@@ -249,7 +249,8 @@ class OpenCVRunner:
 STATIC_BATCHES = (1, 2)
 """Batch sizes that OpenVINO runs through a model compiled for exactly that shape, when only
 the batch axis of the input varies (a recogniser): one photo's face, and a face with its
-mirror for flip fusion. Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
+mirror for flip fusion (a caller whose batches are all even, flip fusion's, asks for 2 only:
+each model compiled costs every start 0.03-0.06 s). Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
 batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against the dynamic-batch model, with
 identical outputs. They are compiled with the runner, never on first use: a compilation
 beside another thread's inference hung 1 start in 14 of 8 threads sharing a fresh recogniser."""
@@ -283,13 +284,19 @@ class OpenVINORunner:
         threads: inference threads (None = OpenVINO's choice, all cores).
         precision: "f32" (default: same numbers as the ONNX graph) or "bf16" (faster on CPUs
             with AVX512-BF16/AMX, embeddings within about 1e-3 cosine).
+        static_batches: batch sizes that get a model of their own (see
+            :data:`STATIC_BATCHES`); other sizes run through the dynamic-batch model.
     """
 
     backend = "openvino"
     providers = ("openvino-cpu",)
 
     def __init__(
-        self, path: str | os.PathLike[str], threads: int | None = None, precision: str = "f32"
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        precision: str = "f32",
+        static_batches: Sequence[int] = STATIC_BATCHES,
     ) -> None:
         try:
             import openvino as ov
@@ -316,14 +323,14 @@ class OpenVINORunner:
         self._requests = _Pool(
             self.compiled.create_infer_request, first=self.compiled.create_infer_request()
         )
-        self._by_batch = self._static_models(core, config, cache)
+        self._by_batch = self._static_models(core, config, cache, tuple(static_batches))
         self._called = False
 
     def _static_models(
-        self, core: Any, config: dict[str, object], cache: Path | None
+        self, core: Any, config: dict[str, object], cache: Path | None, sizes: tuple[int, ...]
     ) -> dict[int, _Pool[Any]]:
-        """Request pools of the models compiled for the batch sizes of
-        :data:`STATIC_BATCHES`, where nothing but the batch axis varies; all compiled now.
+        """Request pools of the models compiled for the batch ``sizes``, where nothing but the
+        batch axis varies; all compiled now.
         With the cache on, each static model is saved once beside the compiled blobs
         (OpenVINO IR, weights as they are) and compiled from that path."""
         shape = self.compiled.inputs[0].get_partial_shape()
@@ -331,7 +338,7 @@ class OpenVINORunner:
             return {}
         pools: dict[int, _Pool[Any]] = {}
         source = None
-        for n in STATIC_BATCHES:
+        for n in sizes:
             try:
                 if cache is not None:
                     variant = cache / f"batch{n}.xml"
@@ -409,6 +416,14 @@ def _save_model(model: Any, path: Path) -> None:
 _CPU_ENGINES = {"opencv": OpenCVRunner, "openvino": OpenVINORunner}
 
 
+def _cpu_engine(
+    name: str, path: Path, threads: int | None, static_batches: Sequence[int] | None
+) -> Runner:
+    if name == "openvino" and static_batches is not None:
+        return OpenVINORunner(path, threads, static_batches=static_batches)
+    return _CPU_ENGINES[name](path, threads)
+
+
 def load_runner(
     path: str | os.PathLike[str],
     providers: str | Sequence[str] | None = None,
@@ -417,6 +432,7 @@ def load_runner(
     candidates: Sequence[str] = ("onnxruntime",),
     sample_shape: tuple[int, ...] | None = None,
     varying_input: bool | None = None,
+    static_batches: Sequence[int] | None = None,
 ) -> Runner:
     """Load a model with the fastest suitable engine.
 
@@ -429,6 +445,7 @@ def load_runner(
         sample_shape: an input shape used to time the candidates once (cached on disk).
         varying_input: the input's height and width vary between calls (detectors); see
             :class:`OrtRunner`.
+        static_batches: OpenVINO's fixed-batch models (None: :data:`STATIC_BATCHES`).
     """
     path = Path(path)
     if path.suffix == ".engine" or backend == "tensorrt":
@@ -438,7 +455,7 @@ def load_runner(
     if backend == "onnxruntime":
         return OrtRunner(path, providers, threads, varying_input)
     if backend in _CPU_ENGINES:
-        return _CPU_ENGINES[backend](path, threads)
+        return _cpu_engine(backend, path, threads, static_batches)
     if backend != "auto":
         raise ModelError(
             f"unknown backend {backend!r}; use auto, onnxruntime, opencv, openvino or tensorrt"
@@ -449,7 +466,7 @@ def load_runner(
         ort_runner = OrtRunner(path, providers, threads, varying_input)
         if set(ort_runner.providers) & GPU_PROVIDERS:
             return ort_runner
-        return _fastest(path, lambda: ort_runner, candidates, sample_shape, threads)
+        return _fastest(path, lambda: ort_runner, candidates, sample_shape, threads, static_batches)
     # CPU only: an ONNX Runtime session is built only when it is timed or it won
     return _fastest(
         path,
@@ -457,6 +474,7 @@ def load_runner(
         candidates,
         sample_shape,
         threads,
+        static_batches,
     )
 
 
@@ -477,6 +495,7 @@ def _fastest(
     candidates: Sequence[str],
     sample_shape: tuple[int, ...],
     threads: int | None,
+    static_batches: Sequence[int] | None = None,
 ) -> Runner:
     """Time each candidate engine once on this machine; remember the winner on disk. Only the
     winner is built when it is remembered (an ONNX Runtime session otherwise built beside an
@@ -517,7 +536,7 @@ def _fastest(
         for name in candidates:
             if name not in runners and name in _CPU_ENGINES:
                 try:
-                    runners[name] = _CPU_ENGINES[name](path, threads)
+                    runners[name] = _cpu_engine(name, path, threads, static_batches)
                 except ModelError as exc:
                     log.info("engine %s cannot run %s: %s", name, path.name, exc)
         timings = _time_runners(runners, x)
@@ -535,7 +554,7 @@ def _fastest(
     if winner not in _CPU_ENGINES:
         return make_ort_runner()
     try:
-        return _CPU_ENGINES[winner](path, threads)
+        return _cpu_engine(winner, path, threads, static_batches)
     except ModelError as exc:  # the cached winner is no longer installed
         log.info("cached engine %s unavailable (%s); using ONNX Runtime", winner, exc)
         return make_ort_runner()

@@ -317,3 +317,25 @@ def test_content_digest_is_remembered_until_the_file_changes(tmp_path):
     assert first == sha256_file(path) and content_digest(path) == first
     path.write_bytes(b"two")
     assert content_digest(path) == sha256_file(path) != first
+
+
+def test_flip_fusion_builds_the_openvino_model_for_batch_2_only():
+    """With flip fusion every batch is a crop and its mirror (even): OpenVINO gets no batch-1
+    model (a compile less at every start); an odd batch still runs, through the dynamic
+    model, with ONNX Runtime's numbers."""
+    pytest.importorskip("openvino")
+    from npcface import FaceRecognizer
+    from npcface.embed import Embedder
+
+    def embedder(flip: bool) -> Embedder:
+        return FaceRecognizer(recognizer="sface", flip=flip, backend="openvino").embedder
+
+    flip = embedder(True)
+    assert set(flip.runner._by_batch) == {2}
+    assert set(embedder(False).runner._by_batch) == {1, 2}
+    crops = np.random.default_rng(3).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    ref = Embedder("sface", backend="onnxruntime")
+    for n in (1, 3):
+        for fused in (False, True):
+            got = flip.embed(crops[:n], flip=fused)
+            assert (got * ref.embed(crops[:n], flip=fused)).sum(axis=1).min() > 0.9999
