@@ -187,6 +187,38 @@ def test_cli_run_smoke(tmp_path, capsys):
     assert main(["train", "run", str(tmp_path / "missing.yaml")]) == 2
 
 
+def test_cli_run_prints_progress_lines_at_default_verbosity(tmp_path):
+    """Not on a terminal (here: a pipe), `npcface train run` prints a progress line every
+    log.every_steps steps with step, loss, lr, images/s and the time left, without -v; the
+    losses printed are the ones metrics.csv records."""
+    import csv
+
+    out = tmp_path / "smoke"
+    proc = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "train", "run", str(REPO / "configs/smoke.yaml"),
+         "--output", str(out), "--set", "optim.max_steps=12", "--set", "log.every_steps=4",
+         "--set", "backbone.input_size=32"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if " step " in f" {x}" and "ETA" in x]
+    assert [int(x.split("step ")[1].split("/")[0]) for x in lines] == [4, 8, 12]
+    for x in lines:
+        for field in ("/12 epoch", " loss ", " lr ", " img/s ", " ETA "):
+            assert field in x, x
+    assert lines[-1].endswith("ETA 0:00")  # nothing left at the last step
+    with open(out / "metrics.csv", newline="") as fh:
+        logged = [float(r["loss"]) for r in csv.DictReader(fh)]
+    printed = [float(x.split(" loss ")[1].split()[0]) for x in lines]
+    assert printed == pytest.approx(logged, abs=1e-4)
+    quiet = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "train", "run", str(REPO / "configs/smoke.yaml"),
+         "--output", str(tmp_path / "q"), "--set", "optim.max_steps=2", "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "ETA" not in quiet.stderr
+
+
 # ----------------------------------------------------------------------------- verification
 
 
