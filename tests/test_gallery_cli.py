@@ -148,3 +148,26 @@ def test_enroll_and_identify_commands(
 
     code, out, _ = run(capsys, "enroll", gal, str(images), "--no-progress", "--workers", "0")
     assert code == 0 and "enrolled 0, skipped 9" in out
+
+
+def test_milvus_lite_start_up_noise_stays_off_the_terminal(tmp_path: Path) -> None:
+    """Milvus Lite's embedded server answers calls it lacks with gRPC ERROR tracebacks
+    though the gallery works: the user sees only the result; -vv shows them as one debug
+    line each."""
+    pytest.importorskip("milvus_lite")
+    import subprocess
+    import sys
+
+    def create(*flags: str, name: str) -> subprocess.CompletedProcess:
+        uri = f"milvus-lite://{tmp_path / name}.db"
+        return subprocess.run(
+            [sys.executable, "-m", "npcface.cli", *flags, "gallery", "create", uri, "--dim", "8"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    quiet = create(name="a")
+    assert quiet.returncode == 0 and quiet.stdout.startswith("created milvus-lite://")
+    assert quiet.stderr == ""
+    verbose = create("-vv", name="b")
+    assert verbose.returncode == 0 and "Traceback" not in verbose.stderr
+    assert "DEBUG npcface.gallery.milvus: Milvus Lite does not implement" in verbose.stderr
