@@ -110,7 +110,11 @@ def choose_providers(requested: str | Sequence[str] | None, available: Sequence[
     if missing:
         raise ProviderError(
             f"execution provider(s) {', '.join(missing)} requested but this ONNX Runtime has only "
-            f"{', '.join(available)}; install 'npcface[gpu]' (onnxruntime-gpu) or ask for 'cpu'"
+            f"{', '.join(available)}; "
+            + (
+                shadowed_gpu_runtime()
+                or "install 'npcface[gpu]' (onnxruntime-gpu) or ask for 'cpu'"
+            )
         )
     if "CPUExecutionProvider" not in wanted and not (set(wanted) & GPU_PROVIDERS):
         wanted.append("CPUExecutionProvider")
@@ -486,7 +490,44 @@ def _gpu_possible(providers: str | Sequence[str] | None) -> bool:
         return bool(set(wanted) & GPU_PROVIDERS)
     import onnxruntime as ort
 
-    return bool(set(ort.get_available_providers()) & GPU_PROVIDERS)
+    if set(ort.get_available_providers()) & GPU_PROVIDERS:
+        return True
+    hint = shadowed_gpu_runtime()
+    if hint:
+        _warn_once(hint)
+    return False
+
+
+def shadowed_gpu_runtime(site: Path | None = None) -> str | None:
+    """What to do when both ``onnxruntime`` and ``onnxruntime-gpu`` are installed (as the
+    base requirement and the ``gpu`` extra make them): they install the same ``onnxruntime``
+    package and the CPU build hides the CUDA provider (microsoft/onnxruntime#26996). None
+    when only one is installed.
+
+    Args:
+        site: the folder holding ``onnxruntime`` (default: where it is imported from).
+    """
+    if site is None:
+        import onnxruntime as ort
+
+        site = Path(ort.__file__).resolve().parent.parent
+    dists = {p.name.split("-")[0].lower() for p in site.glob("onnxruntime*.dist-info")}
+    if {"onnxruntime", "onnxruntime_gpu"} <= dists:
+        return (
+            "both onnxruntime and onnxruntime-gpu are installed, and the CPU build hides the "
+            "GPU one (microsoft/onnxruntime#26996): pip uninstall -y onnxruntime "
+            "onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def _fastest(

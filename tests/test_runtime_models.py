@@ -339,3 +339,18 @@ def test_flip_fusion_builds_the_openvino_model_for_batch_2_only():
         for fused in (False, True):
             got = flip.embed(crops[:n], flip=fused)
             assert (got * ref.embed(crops[:n], flip=fused)).sum(axis=1).min() > 0.9999
+
+
+def test_both_onnx_runtimes_installed_is_named_with_the_fix(tmp_path):
+    """The gpu extra puts onnxruntime-gpu beside the base onnxruntime; with both, the CUDA
+    provider is missing: npcface says which to remove (in a GPU request's error too)."""
+    from npcface.runtime import choose_providers, shadowed_gpu_runtime
+
+    (tmp_path / "onnxruntime-1.32.0.dist-info").mkdir()
+    assert shadowed_gpu_runtime(tmp_path) is None
+    (tmp_path / "onnxruntime_gpu-1.32.0.dist-info").mkdir()
+    hint = shadowed_gpu_runtime(tmp_path)
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in hint
+    assert shadowed_gpu_runtime() is None  # this machine has the CPU build only
+    with pytest.raises(ProviderError, match=r"npcface\[gpu\]"):
+        choose_providers("cuda", ["CPUExecutionProvider"])
