@@ -20,7 +20,7 @@ from .choose import check_policy, select_face
 from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
-from .presets import DEFAULT_PRESET, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .quality import DEFAULT_ENROLL_QUALITY, check_enrollable, with_qualities, with_quality
 from .results import CropResult, EmbedResult, Face, VerifyResult
 from .validate import check_embeddings, check_threshold, is_embedding_like
@@ -102,6 +102,10 @@ class FaceRecognizer:
         preset: str = DEFAULT_PRESET,
         enroll_quality: float = DEFAULT_ENROLL_QUALITY,
     ) -> None:
+        if isinstance(detector, str) and detector in PRESETS:  # FaceRecognizer("fast")
+            raise InvalidArgumentError(
+                f"{detector!r} is a preset, not a detector: FaceRecognizer(preset={detector!r})"
+            )
         chosen = get_preset(preset)
         if detector is None:
             detector = chosen.detector
