@@ -230,6 +230,7 @@ def _identify(args: argparse.Namespace) -> int:
     if not probes:
         raise InvalidArgumentError("no probe images in " + ", ".join(args.probes))
     rec = recognizer_from_args(args)
+    rec.prefetch_detector()  # beside the recogniser's start-up
     if args.threshold is not None:
         threshold, far = check_threshold(args.threshold), None
         rule = f"threshold {threshold:g}"

@@ -139,6 +139,7 @@ def recognizer_from_args(args: argparse.Namespace) -> Any:
 
 def _verify(args: argparse.Namespace) -> int:
     rec = recognizer_from_args(args)
+    rec.prefetch_detector()  # beside the recogniser's start-up, which verify needs first
     result = rec.verify(args.image1, args.image2, threshold=args.threshold, far=args.far)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

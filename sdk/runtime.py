@@ -254,9 +254,9 @@ STATIC_BATCHES = (1, 2)
 """Batch sizes that OpenVINO runs through a model compiled for exactly that shape, when only
 the batch axis of the input varies (a recogniser): one photo's face, and a face with its
 mirror for flip fusion (a caller whose batches are all even, flip fusion's, asks for 2 only:
-each model compiled costs every start 0.03-0.06 s). Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
-batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against the dynamic-batch model, with
-identical outputs. They are compiled with the runner, never on first use: a compilation
+each model compiled costs every start 0.03-0.06 s). Measured on 2 cores (SFace INT8,
+interleaved, 300 calls each): batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against
+the dynamic-batch model, with identical outputs. They are compiled with the runner, never on first use: a compilation
 beside another thread's inference hung 1 start in 14 of 8 threads sharing a fresh recogniser."""
 
 OPENVINO_CACHE = "openvino-cache"
