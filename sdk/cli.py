@@ -41,6 +41,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npcface",
         description="Face detection, verification, identification, training and export.",
+        epilog="Exit status: 0 success (verify: the same person; identify: every probe "
+        "matched), 1 a negative answer (different people; a probe without a match), 2 an "
+        "error (one line on stderr), 130 interrupted.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
