@@ -72,6 +72,7 @@ def small_identities(lfw_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_calibrate_writes_thresholds_an_exported_model_uses(small_identities, tmp_path):
     fast = FaceRecognizer(preset="fast")
     proto = onnx.load(str(fast.embedder.path))
@@ -125,6 +126,7 @@ def test_calibrate_writes_thresholds_an_exported_model_uses(small_identities, tm
         rec.default_threshold(far=1e-4)
 
 
+@pytest.mark.slow
 def test_calibrate_samples_with_limit_and_refuses_too_few_pairs(small_identities, capsys):
     """--limit embeds a seeded sample (said in the output, with a time estimate); too few
     impostor pairs for the default FAR 1e-3 is refused, with how many it needs."""

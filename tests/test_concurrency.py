@@ -47,6 +47,7 @@ def threaded(fn, items):
         return list(pool.map(fn, items))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shared_recognizer_embeds_like_serial_calls(lfw_dir, backend):
     rec = FaceRecognizer(preset="fast", backend=backend)
@@ -76,6 +77,7 @@ def test_shared_detector_finds_the_same_faces_as_serial_calls(lfw_dir, detector)
             assert abs(f.score - g.score) <= 1e-6, path
 
 
+@pytest.mark.slow
 def test_embed_many_from_threads_matches_serial(lfw_dir):
     """The batched entry point shared by threads, each with its own batch."""
     rec = FaceRecognizer()  # the default (accurate) preset: RetinaFace, flip fusion

@@ -112,6 +112,7 @@ def _probe_results(gallery, recognizer, probes: list[Path]):
     return gallery.search(np.stack([e.embedding for e in embs]), k=3)
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_local_engine(
     tmp_path: Path,
     lfw_dir: Path,

@@ -150,6 +150,7 @@ def test_enroll_and_identify_commands(
     assert code == 0 and "enrolled 0, skipped 9" in out
 
 
+@pytest.mark.slow
 def test_milvus_lite_start_up_noise_stays_off_the_terminal(tmp_path: Path) -> None:
     """Milvus Lite's embedded server answers calls it lacks with gRPC ERROR tracebacks
     though the gallery works: the user sees only the result; -vv shows them as one debug
