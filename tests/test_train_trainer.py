@@ -62,6 +62,7 @@ def tiny_config(tmp_path: Path, **over) -> TrainConfig:
     return config_from_dict(data)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
     full = Trainer(tiny_config(tmp_path / "a")).fit()
     assert [s for s, _ in full.losses] == list(range(1, 17))  # 64 / 8 = 8 steps x 2 epochs
@@ -187,6 +188,7 @@ def test_cli_run_smoke(tmp_path, capsys):
     assert main(["train", "run", str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_run_prints_progress_lines_at_default_verbosity(tmp_path):
     """Not on a terminal (here: a pipe), `npcface train run` prints a progress line every
     log.every_steps steps with step, loss, lr, images/s and the time left, without -v; the
@@ -314,6 +316,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         trainer.close()
 
 
+@pytest.mark.slow
 def test_two_process_trainer(tmp_path):
     import socket
 
@@ -383,6 +386,7 @@ def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32(tmp_path):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_torchrun_cli_two_processes(tmp_path):
     """`torchrun --nproc-per-node 2 -m npcface.cli train run CONFIG`: gloo on CPU, one
     checkpoint file per rank, a metrics log from rank 0 and a loadable model."""
