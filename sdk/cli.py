@@ -7,8 +7,10 @@ Subcommand groups live next to the code they drive and register themselves here 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,5 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+FAST_EXIT = frozenset({"verify", "detect", "identify"})
+"""Commands whose process ends at once when their answer is out (:func:`run`), skipping the
+interpreter's teardown: with OpenVINO and ONNX Runtime loaded it took 0.13 s of a 1.1 s
+``npcface verify`` (CPU: importing OpenVINO alone adds 0.1 s at exit). They hold nothing
+that needs it: galleries are closed by their ``with`` blocks and output is flushed first."""
+
+
+def run() -> None:
+    """The console script: :func:`main`, then exit with its status (at once for
+    :data:`FAST_EXIT` commands)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if _command_of(argv) in FAST_EXIT:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

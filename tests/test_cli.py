@@ -67,13 +67,23 @@ def test_detect_json_and_draw(lfw_dir, tmp_path, capsys):
 
 
 def test_console_script_runs(lfw_dir):
+    """As a command (``run``: verify ends with os._exit once its answer is out), the output
+    is complete and the exit status the answer's."""
     a = lfw_image(lfw_dir, "Colin_Powell", 1)
+    b = lfw_image(lfw_dir, "Serena_Williams", 1)
     proc = subprocess.run(
         [sys.executable, "-m", "npcface.cli", "verify", str(a), str(a)],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("same person: similarity 1.0000")
+    proc = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "verify", str(a), str(b), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and json.loads(proc.stdout)["verified"] is False
 
 
 def test_unknown_subcommand_is_a_usage_error():
