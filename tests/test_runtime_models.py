@@ -354,3 +354,27 @@ def test_both_onnx_runtimes_installed_is_named_with_the_fix(tmp_path):
     assert shadowed_gpu_runtime() is None  # this machine has the CPU build only
     with pytest.raises(ProviderError, match=r"npcface\[gpu\]"):
         choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_openvino_is_imported_without_its_converter_which_stays_usable(lfw_dir):
+    """A verify imports OpenVINO but not its converter (0.15 s of a cold start, and a
+    telemetry start-up); code that wants the converter afterwards still gets it."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    from conftest import lfw_image
+
+    code = (
+        "import sys\n"
+        "from npcface import FaceRecognizer\n"
+        f"assert FaceRecognizer().verify({str(lfw_image(lfw_dir, 'Colin_Powell', 1))!r}, "
+        f"{str(lfw_image(lfw_dir, 'Colin_Powell', 2))!r}).verified\n"
+        "assert 'openvino' in sys.modules and 'openvino.tools.ovc' not in sys.modules\n"
+        "import openvino\n"
+        "from openvino import convert_model\n"
+        "assert openvino.convert_model is convert_model and callable(convert_model)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
