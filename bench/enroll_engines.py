@@ -58,18 +58,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from npcface import FaceRecognizer
     from npcface.enroll import enroll_images
-    from npcface.enroll.ray_engine import enroll_images_ray
+    from npcface.enroll.ray_engine import enroll_images_ray, start_ray
     from npcface.gallery import Gallery
 
     items = lfw_items(Path(args.data) / "lfw", args.n)
     rec = FaceRecognizer(preset=args.preset)
     dim = rec.info.embedding_size
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
     t0 = time.perf_counter()
     if args.address:
-        ray.init(address=args.address, log_to_driver=False)
+        start_ray(args.address)
     else:
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        start_ray(num_cpus=args.cpus)
     print(f"ray.init {time.perf_counter() - t0:.1f} s (not timed below)", file=sys.stderr)
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="enroll-bench-", dir=os.environ.get("BENCH_TMP")))

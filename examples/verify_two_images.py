@@ -2,8 +2,8 @@
 
     python examples/verify_two_images.py
 
-Uses scikit-image's astronaut (Eileen Collins) and insightface's Tom Hanks crop; install
-them with ``pip install scikit-image`` and ``pip install --no-deps insightface==2.1``.
+Uses scikit-image's astronaut (Eileen Collins) and matplotlib's Grace Hopper; both come with
+``pip install "npcface[examples]"`` (scikit-image and matplotlib).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def package_file(package: str, relative: str) -> Path:
 
 def main() -> int:
     astronaut = package_file("skimage", "data/astronaut.png")
-    hanks = package_file("insightface", "data/images/Tom_Hanks_54745.png")
+    hopper = package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
 
     # A second, different picture of the astronaut: mirrored, rotated 8 degrees, shrunk.
     img = load_image(astronaut)
@@ -36,7 +36,7 @@ def main() -> int:
 
     rec = FaceRecognizer()
     for label, a, b in [
-        ("astronaut vs Tom Hanks", astronaut, hanks),
+        ("astronaut vs Grace Hopper", astronaut, hopper),
         ("astronaut vs astronaut (mirrored, rotated, shrunk)", astronaut, other),
     ]:
         r = rec.verify(a, b)

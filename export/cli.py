@@ -59,6 +59,7 @@ def register(sub: Any) -> None:
         "model through the same evaluation, and print both accuracies",
     )
     o.add_argument("--json", action="store_true", help="print the result as JSON")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.set_defaults(func=_onnx)
 
     q = ex.add_parser(
@@ -87,6 +88,7 @@ def register(sub: Any) -> None:
     )
     q.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for timing")
     q.add_argument("--json", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars")
     q.set_defaults(func=_quantize)
 
     t = ex.add_parser(
@@ -109,7 +111,12 @@ def register(sub: Any) -> None:
     t.add_argument("--timing-cache", help="timing cache file (default: per TensorRT/GPU in cache)")
     t.add_argument("--rebuild", action="store_true", help="build even if a matching engine exists")
     t.add_argument("--device", type=int, default=0, help="CUDA device")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=_tensorrt)
+
+
+def _bar(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False)
 
 
 def _info_args(p: argparse.ArgumentParser) -> None:
@@ -219,7 +226,7 @@ def _onnx_checked(args: argparse.Namespace) -> int:
     crops = None
     if not args.no_parity:
         folder = _crop_folder(args.crops, "the parity check")
-        crops = crops_from_folder(folder, size, limit=args.num_crops)
+        crops = crops_from_folder(folder, size, limit=args.num_crops, progress=_bar(args))
     kwargs = {"min_cosine": args.min_cosine} if args.min_cosine is not None else {}
     result = export_checked(
         model,
@@ -242,7 +249,9 @@ def _onnx_checked(args: argparse.Namespace) -> int:
             raise NpcfaceError("--lfw compares with a torch model; use 'npcface eval lfw' here")
         from .report import compare_torch_and_onnx
 
-        lfw = compare_torch_and_onnx(model, result.path, args.lfw, reference_info=reference)
+        lfw = compare_torch_and_onnx(
+            model, result.path, args.lfw, reference_info=reference, progress=_bar(args)
+        )
         out["lfw"] = {
             "torch_accuracy": lfw["torch"]["accuracy_mean"],
             "onnx_accuracy": lfw["onnx"]["accuracy_mean"],
@@ -290,7 +299,9 @@ def _quantize(args: argparse.Namespace) -> int:
             per_channel=not args.per_tensor,
             calibration=args.calibration,
         )
-        calib = crops_from_folder(args.calib, info.input_size, limit=args.num_calib)
+        calib = crops_from_folder(
+            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
+        )
         variants[options.tag] = quantize_int8(
             src, out(options.tag), calib, info=info, options=options
         )
@@ -302,8 +313,11 @@ def _quantize(args: argparse.Namespace) -> int:
 
         lfw = _crop_folder(args.lfw, "--report").resolve()
         lfw = lfw.parent if lfw.name == "images" else lfw
-        data = lfw_crops(lfw, [info.input_size], per_fold=args.pairs_per_fold)[info.input_size]
-        report = compare_variants(variants, data, info=info, threads=args.threads)
+        size = info.input_size
+        data = lfw_crops(lfw, [size], per_fold=args.pairs_per_fold, progress=_bar(args))[size]
+        report = compare_variants(
+            variants, data, info=info, threads=args.threads, progress=_bar(args)
+        )
         print(json.dumps(report.to_dict(), indent=2) if args.json else report.markdown())
     return 0
 
@@ -330,7 +344,9 @@ def _tensorrt(args: argparse.Namespace) -> int:
         from .quantize import model_info
 
         info = model_info(args.model, info)
-        crops = crops_from_folder(args.calib, info.input_size, limit=args.num_calib)
+        crops = crops_from_folder(
+            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
+        )
     try:
         path = build_engine(
             args.model,

@@ -67,6 +67,7 @@ def aligned_crops(
     images: Sequence[str | os.PathLike[str]],
     size: int,
     detector: object | str = "yunet",
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[Path]]:
     """Detect the largest face of each image and align it to ``size`` x ``size``, through the
     SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`).
@@ -75,19 +76,23 @@ def aligned_crops(
         images: image files. Files already ``size`` x ``size`` are used as they are.
         size: crop side S (the model's input size).
         detector: a detector name or object (see :func:`npcface.detect.get_detector`).
+        progress: show a tqdm bar.
 
     Returns:
         ``(crops, used)``: (N, S, S, 3) uint8 BGR crops and the files they came from
         (images without a face are skipped and logged).
     """
+    from tqdm import tqdm
+
     from npcface import FaceRecognizer
     from npcface.image import load_image
 
     paths = [Path(p) for p in images]
     rec = FaceRecognizer(detector=detector, face_policy="largest")
+    shown = tqdm(paths, desc="aligning", unit="img", disable=not progress)
     # decoded here so that files of exactly S x S x 3 pass through as aligned crops
     results = rec.crop_many(
-        (load_image(p) for p in paths),
+        (load_image(p) for p in shown),
         size=size,
         names=[str(p) for p in paths],
         aligned_arrays=True,
@@ -110,14 +115,16 @@ def crops_from_folder(
     size: int,
     limit: int | None = 64,
     detector: object | str = "yunet",
+    progress: bool = False,
 ) -> np.ndarray:
-    """Up to ``limit`` aligned crops from the images under ``folder`` (spread over the folder).
+    """Up to ``limit`` aligned crops from the images under ``folder`` (spread over the folder;
+    ``progress``: a tqdm bar).
 
     Raises:
         NpcfaceError: the folder holds no image with a detectable face.
     """
     files = list_images(folder)
-    crops, _ = aligned_crops(spread(files, limit), size, detector)
+    crops, _ = aligned_crops(spread(files, limit), size, detector, progress=progress)
     if len(crops) == 0:
         raise NpcfaceError(
             f"no usable face in {folder} ({len(files)} image files); point it at face photos "

@@ -67,8 +67,10 @@ def lfw_crops(
     per_fold: int | None = None,
     detector: Any = "yunet",
     policy: str = "center",
+    progress: bool = False,
 ) -> dict[int, LfwCrops]:
-    """Detect each LFW image of the (subset of) pairs once and align it at every size.
+    """Detect each LFW image of the (subset of) pairs once and align it at every size
+    (``progress``: a tqdm bar).
 
     Args:
         lfw_dir: LFW folder (``pairs.txt`` and ``images/``).
@@ -77,6 +79,8 @@ def lfw_crops(
         detector: detector name or object.
         policy: face policy (``center`` as in ``npcface eval lfw``).
     """
+    from tqdm import tqdm
+
     from npcface import FaceRecognizer
     from npcface.eval import read_lfw_pairs
 
@@ -87,7 +91,8 @@ def lfw_crops(
     failed: dict[Path, str] = {}
     t0 = time.perf_counter()
     for s in sizes:
-        for r in rec.crop_many(paths, size=s, names=[str(p) for p in paths]):
+        shown = tqdm(paths, desc=f"LFW crops {s}px", unit="img", disable=not progress)
+        for r in rec.crop_many(shown, size=s, names=[str(p) for p in paths]):
             if r.ok:
                 crops[s][r.index] = r.crop
             else:
@@ -102,14 +107,28 @@ def lfw_crops(
     return {s: LfwCrops(pairs, list(paths), crops[s], failed, s) for s in sizes}
 
 
-def lfw_accuracy(data: LfwCrops, embed: Callable[[np.ndarray], np.ndarray]) -> Any:
-    """:class:`npcface.eval.VerificationReport` of an embedding function on ``data``."""
+def lfw_accuracy(
+    data: LfwCrops,
+    embed: Callable[[np.ndarray], np.ndarray],
+    progress: bool = False,
+    label: str = "embedding",
+) -> Any:
+    """:class:`npcface.eval.VerificationReport` of an embedding function on ``data``; the
+    crops go to ``embed`` 256 at a time (``progress``: a tqdm bar named ``label``)."""
+    from tqdm import tqdm
+
     from npcface.eval import evaluate_verification
     from npcface.eval.lfw import EmbeddingTable, pair_scores
 
     ok = np.array([p not in data.failed for p in data.paths])
     t0 = time.perf_counter()
-    good = embed(data.crops[ok])
+    todo = data.crops[ok]
+    parts = []
+    with tqdm(total=len(todo), desc=label, unit="crop", disable=not progress) as bar:
+        for start in range(0, len(todo), 256):
+            parts.append(embed(todo[start : start + 256]))
+            bar.update(len(parts[-1]))
+    good = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
     emb = np.zeros((len(data.paths), good.shape[1]), np.float32)
     emb[ok] = good
     table = EmbeddingTable(data.paths, emb, dict(data.failed), time.perf_counter() - t0)
@@ -263,6 +282,7 @@ def compare_variants(
     min_seconds: float = 0.2,
     threads: int | None = None,
     notes: Sequence[str] = (),
+    progress: bool = False,
 ) -> ComparisonReport:
     """Accuracy and speed of ONNX variants of one model, side by side.
 
@@ -277,6 +297,7 @@ def compare_variants(
         min_seconds: minimum duration of one timing sample.
         threads: ONNX Runtime intra-op threads (None = all cores).
         notes: free text appended to the report.
+        progress: a tqdm bar per variant's LFW pass.
     """
     from npcface.embed import Embedder
 
@@ -295,7 +316,7 @@ def compare_variants(
         raise ValueError(f"crops are {data.size} px, {first.name} wants {first.input_size}")
     results = {}
     for name, emb in embedders.items():
-        rep = lfw_accuracy(data, emb.embed)
+        rep = lfw_accuracy(data, emb.embed, progress=progress, label=f"LFW {name}")
         results[name] = rep
         log.info("%s: LFW %.2f%%", name, 100 * rep.accuracy_mean)
     ok = [i for i, p in enumerate(data.paths) if p not in data.failed]
@@ -388,9 +409,11 @@ def compare_torch_and_onnx(
     lfw_dir: str | os.PathLike[str],
     reference_info: RecognizerInfo | None = None,
     policy: str = "center",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """LFW verification of the torch model and of the exported file, both through
-    :func:`npcface.eval.lfw.run_lfw_verification` (the SDK's evaluation).
+    :func:`npcface.eval.lfw.run_lfw_verification` (the SDK's evaluation; ``progress``: its
+    tqdm bar).
 
     The ONNX side is ``FaceRecognizer(recognizer=onnx_path)``: input size, normalisation
     and embedding size come from the file's metadata alone.
@@ -410,7 +433,7 @@ def compare_torch_and_onnx(
     reports = {}
     for label, rec in (("torch", torch_rec), ("onnx", onnx_rec)):
         t0 = time.perf_counter()
-        reports[label] = run_lfw_verification(rec, lfw_dir, policy=policy, progress=False)
+        reports[label] = run_lfw_verification(rec, lfw_dir, policy=policy, progress=progress)
         log.info(
             "%s: LFW %.2f%% (%.0f s)",
             label,

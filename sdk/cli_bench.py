@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
-
-from .image import IMAGE_SUFFIXES
 
 
 def register(sub: Any) -> None:
@@ -16,7 +13,7 @@ def register(sub: Any) -> None:
         description="Time each pipeline stage on the given images (files or folders). "
         "For comparisons against other pipelines see bench/ in the repository.",
     )
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("inputs", nargs="+", help="image files, folders or CSV files of paths")
     p.add_argument("--limit", type=int, default=200, help="at most this many images")
     p.add_argument("--repeat", type=int, default=1, help="passes over the images")
     p.add_argument("--detector", default="yunet")
@@ -27,21 +24,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_bench)
 
 
-def _images(inputs: list[str], limit: int) -> list[Path]:
-    out: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            out.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(item)
-    return out[:limit]
-
-
 def _bench(args: argparse.Namespace) -> int:
+    from .cli_sdk import image_args
     from .errors import NpcfaceError
     from .recognizer import FaceRecognizer
 
-    paths = _images(args.inputs, args.limit)
+    paths = image_args(args.inputs)[: args.limit]
     if not paths:
         raise NpcfaceError("no images found in " + ", ".join(args.inputs))
     rec = FaceRecognizer(

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from .cli_sdk import add_model_args, recognizer_from_args
+from .cli_sdk import add_model_args, image_args, recognizer_from_args
+from .errors import NpcfaceError
+from .results import failure_kind
 
 GALLERY_HELP = (
     "gallery folder, or milvus://HOST:PORT/NAME (Milvus server) or "
@@ -70,17 +72,33 @@ def register(sub: Any) -> None:
 
     i = sub.add_parser(
         "identify",
-        help="who is this? the most similar identities in a gallery",
-        description="Search a gallery for the face in an image. Exit status: 0 a match (at or "
-        "above --threshold when given), 1 none, 2 error.",
+        help="who is this? search a gallery for the face of each probe image",
+        description="Search a gallery for the face of each probe image (chosen by the face "
+        "policy). PROBE: image files, folders (every image below them) or CSV files (first "
+        "column: the path, relative to the CSV's folder); the models load once for all. A "
+        "match needs a similarity at or above the threshold calibrated for --far (default "
+        "1e-3, as verify) or --threshold. Output: per probe its matches, best first (--json: "
+        "one JSON object per line). Exit status: 0 every probe matched, 1 some probe had no "
+        "match, 2 error (a probe unreadable or without a face: the others are still "
+        "reported; or bad arguments).",
     )
     i.add_argument("gallery", metavar="GALLERY", help=GALLERY_HELP)
-    i.add_argument("image", metavar="IMG")
-    i.add_argument("--top-k", type=int, default=5, help="identities to list")
-    i.add_argument(
-        "--threshold", type=float, default=None, help="only matches with similarity >= this"
+    i.add_argument("probes", nargs="+", metavar="PROBE", help="image, folder or CSV of paths")
+    i.add_argument("--top-k", type=int, default=5, help="matches listed per probe (default 5)")
+    rule = i.add_mutually_exclusive_group()
+    rule.add_argument(
+        "--far",
+        type=float,
+        default=None,
+        help="false-accept rate whose calibrated threshold decides a match (default 1e-3)",
     )
-    i.add_argument("--json", action="store_true", help="print the matches as JSON")
+    rule.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="cosine similarity a match needs (-1 lists the top k whatever their similarity)",
+    )
+    i.add_argument("--json", action="store_true", help="one JSON object per probe and line")
     add_model_args(i)
     i.set_defaults(func=_identify)
 
@@ -191,32 +209,74 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _identify(args: argparse.Namespace) -> int:
+    from .errors import InvalidArgumentError
+    from .eval.calibrate import DEFAULT_FAR
     from .gallery import Gallery
+    from .validate import check_threshold
 
+    probes = image_args(args.probes)
+    if not probes:
+        raise InvalidArgumentError("no probe images in " + ", ".join(args.probes))
     rec = recognizer_from_args(args)
-    with Gallery.open(args.gallery, readonly=True) as gallery:
-        matches = rec.identify(gallery, args.image, k=args.top_k, threshold=args.threshold)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "identity": m.identity,
-                        "similarity": round(m.similarity, 6),
-                        "template_id": m.template_id,
-                        "metadata": m.metadata,
-                    }
-                    for m in matches
-                ],
-                indent=2,
-            )
-        )
-    elif not matches:
-        print("no match" + (f" at or above {args.threshold}" if args.threshold is not None else ""))
+    rec.prefetch_detector()  # beside the recogniser's start-up
+    if args.threshold is not None:
+        threshold, far = check_threshold(args.threshold), None
+        rule = f"threshold {threshold:g}"
     else:
-        for rank, m in enumerate(matches, 1):
-            print(f"{rank:>3}  {m.similarity:.4f}  {m.identity}")
-    return 0 if matches else 1
+        far = DEFAULT_FAR if args.far is None else args.far
+        threshold = rec.default_threshold(far)
+        rule = f"FAR {_far_text(far)} (threshold {threshold:.4f})"
+    status = {"matched": 0, "unmatched": 0, "failed": 0}
+    with Gallery.open(args.gallery, readonly=True) as gallery:
+        for probe in probes:
+            line: dict[str, Any] = {"probe": probe}
+            try:
+                matches = rec.identify(gallery, probe, k=args.top_k, threshold=threshold)
+            except NpcfaceError as exc:
+                kind = failure_kind(exc)
+                if kind == "error":  # not about this probe (the gallery, the model): stop
+                    raise
+                status["failed"] += 1
+                line.update(error=kind, message=str(exc))
+                if args.json:
+                    print(json.dumps(line), flush=True)
+                else:
+                    print(f"npcface identify: error: {exc}", file=sys.stderr, flush=True)
+                continue
+            status["matched" if matches else "unmatched"] += 1
+            if args.json:
+                line.update(matches=[_match_dict(m) for m in matches], threshold=threshold, far=far)
+                print(json.dumps(line), flush=True)
+            else:
+                _print_matches(probe if len(probes) > 1 else None, matches, rule)
+    if status["failed"]:
+        return 2
+    return 1 if status["unmatched"] else 0
+
+
+def _far_text(far: float) -> str:
+    """A false-accept rate as people write it: 1e-3, 2.5e-4."""
+    mantissa, exponent = f"{far:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def _match_dict(m: Any) -> dict[str, Any]:
+    return {
+        "identity": m.identity,
+        "similarity": round(m.similarity, 6),
+        "template_id": m.template_id,
+        "metadata": m.metadata,
+    }
+
+
+def _print_matches(probe: str | None, matches: list[Any], rule: str) -> None:
+    """A probe's matches as lines; with several probes each line starts with the probe."""
+    head = f"{probe}: " if probe is not None else ""
+    if not matches:
+        print(f"{head}no match at {rule}", flush=True)
+        return
+    for rank, m in enumerate(matches, 1):
+        print(f"{head}{rank:>3}  {m.similarity:.4f}  {m.identity}", flush=True)
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .presets import DEFAULT_PRESET, get_preset
@@ -70,6 +73,55 @@ def add_model_args(
     p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
 
 
+def image_args(inputs: Sequence[str]) -> list[str]:
+    """The images a command line names: files as given; folders expanded to every image
+    (by suffix, :data:`~npcface.image.IMAGE_SUFFIXES`) below them, sorted, hidden files and
+    folders left out; ``.csv`` files read (first column, an optional ``path`` header,
+    ``#`` comments; relative paths are against the CSV's folder).
+
+    Raises:
+        InvalidArgumentError: a CSV row without a path, or a name that does not exist.
+    """
+    from .errors import InvalidArgumentError
+    from .image import IMAGE_SUFFIXES
+
+    out: list[str] = []
+    for name in inputs:
+        item = Path(name)
+        if item.is_dir():
+            out.extend(
+                str(f)
+                for f in sorted(item.rglob("*"))
+                if f.suffix.lower() in IMAGE_SUFFIXES
+                and f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(item).parts)
+            )
+        elif item.suffix.lower() == ".csv" and item.is_file():
+            out.extend(_csv_paths(item))
+        elif item.exists():
+            out.append(name)
+        else:
+            raise InvalidArgumentError(f"{name}: no such file or folder")
+    return out
+
+
+def _csv_paths(path: Path) -> list[str]:
+    from .errors import InvalidArgumentError
+
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            first = row[0].strip() if row else ""
+            blank = not any(c.strip() for c in row)
+            if blank or first.startswith("#") or (lineno == 1 and first.lower() == "path"):
+                continue
+            if not first:
+                raise InvalidArgumentError(f"{path}:{lineno}: no path in the first column")
+            p = Path(first)
+            out.append(str(p if p.is_absolute() else path.parent / p))
+    return out
+
+
 def recognizer_from_args(args: argparse.Namespace) -> Any:
     """The :class:`FaceRecognizer` that :func:`add_model_args`'s options describe."""
     from .recognizer import FaceRecognizer
@@ -87,6 +139,7 @@ def recognizer_from_args(args: argparse.Namespace) -> Any:
 
 def _verify(args: argparse.Namespace) -> int:
     rec = recognizer_from_args(args)
+    rec.prefetch_detector()  # beside the recogniser's start-up, which verify needs first
     result = rec.verify(args.image1, args.image2, threshold=args.threshold, far=args.far)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

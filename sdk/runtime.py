@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -110,7 +111,11 @@ def choose_providers(requested: str | Sequence[str] | None, available: Sequence[
     if missing:
         raise ProviderError(
             f"execution provider(s) {', '.join(missing)} requested but this ONNX Runtime has only "
-            f"{', '.join(available)}; install 'npcface[gpu]' (onnxruntime-gpu) or ask for 'cpu'"
+            f"{', '.join(available)}; "
+            + (
+                shadowed_gpu_runtime()
+                or "install 'npcface[gpu]' (onnxruntime-gpu) or ask for 'cpu'"
+            )
         )
     if "CPUExecutionProvider" not in wanted and not (set(wanted) & GPU_PROVIDERS):
         wanted.append("CPUExecutionProvider")
@@ -118,7 +123,16 @@ def choose_providers(requested: str | Sequence[str] | None, available: Sequence[
 
 
 class OrtRunner:
-    """An ONNX Runtime session."""
+    """An ONNX Runtime session.
+
+    Args:
+        path: ONNX file.
+        providers: ONNX Runtime providers (see :func:`choose_providers`).
+        threads: intra-op threads (None = all cores).
+        varying_input: True when the input's height and width change from call to call (a
+            detector): the session keeps no memory pattern per shape. None reads it from the
+            model's inputs, at the cost of building the session twice when they vary.
+    """
 
     backend = "onnxruntime"
 
@@ -127,6 +141,7 @@ class OrtRunner:
         path: str | os.PathLike[str],
         providers: str | Sequence[str] | None = None,
         threads: int | None = None,
+        varying_input: bool | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -145,14 +160,17 @@ class OrtRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         provider_options = [_provider_options(p, path) for p in chosen]
+        # ONNX Runtime keeps a memory pattern per input shape, without bound: a detector fed
+        # photos of every size would grow without end (measured: +430 MB over 40 sizes of
+        # 6-12 MP, flat without; bench/memory_soak.py). A caller that knows (a detector) says
+        # so and the session is built once; otherwise the first session's inputs tell.
+        if varying_input:
+            opts.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts, providers=chosen, provider_options=provider_options
             )
-            if _varying_input_size(self.session):
-                # ONNX Runtime keeps a memory pattern per input shape, without bound: a
-                # detector fed photos of every size would grow without end (measured: +430
-                # MB over 40 sizes of 6-12 MP, flat without; bench/memory_soak.py).
+            if varying_input is None and _varying_input_size(self.session):
                 opts.enable_mem_pattern = False
                 self.session = ort.InferenceSession(
                     str(path),
@@ -236,14 +254,21 @@ class OpenCVRunner:
 STATIC_BATCHES = (1, 2)
 """Batch sizes that OpenVINO runs through a model compiled for exactly that shape, when only
 the batch axis of the input varies (a recogniser): one photo's face, and a face with its
-mirror for flip fusion. Measured on 2 cores (SFace INT8, interleaved, 300 calls each):
-batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against the dynamic-batch model, with
-identical outputs. They are compiled with the runner, never on first use: a compilation
+mirror for flip fusion (a caller whose batches are all even, flip fusion's, asks for 2 only:
+each model compiled costs every start 0.03-0.06 s). Measured on 2 cores (SFace INT8,
+interleaved, 300 calls each): batch 1 9.14 -> 8.04 ms, batch 2 15.12 -> 14.13 ms against
+the dynamic-batch model, with identical outputs. They are compiled with the runner, never on first use: a compilation
 beside another thread's inference hung 1 start in 14 of 8 threads sharing a fresh recogniser."""
 
 OPENVINO_CACHE = "openvino-cache"
 """Folder under the npcface cache where OpenVINO keeps compiled models: a cold start then
-loads them instead of compiling again (SFace INT8 here: 0.29 -> 0.09 s per model)."""
+loads them instead of compiling again (SFace INT8 here: 0.29 -> 0.09 s per model). One
+sub-folder per model file content (the first 16 hex digits of its SHA-256), because the
+models are compiled from their paths: on a hit OpenVINO then loads the compiled blob without
+reading or hashing the model (compiling from a model object hashes it in full: 0.04-0.06 s
+against 0.03 s from the path, plus 0.03-0.05 s to read it), but it keys a path's blob by the
+path alone, so a file rewritten in place (a model exported again under the same name)
+would otherwise get the old file's compiled model."""
 
 
 _OPENVINO_FIRST_CALLS = threading.Lock()
@@ -264,16 +289,22 @@ class OpenVINORunner:
         threads: inference threads (None = OpenVINO's choice, all cores).
         precision: "f32" (default: same numbers as the ONNX graph) or "bf16" (faster on CPUs
             with AVX512-BF16/AMX, embeddings within about 1e-3 cosine).
+        static_batches: batch sizes that get a model of their own (see
+            :data:`STATIC_BATCHES`); other sizes run through the dynamic-batch model.
     """
 
     backend = "openvino"
     providers = ("openvino-cpu",)
 
     def __init__(
-        self, path: str | os.PathLike[str], threads: int | None = None, precision: str = "f32"
+        self,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        precision: str = "f32",
+        static_batches: Sequence[int] = STATIC_BATCHES,
     ) -> None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError as exc:
             raise ModelError("OpenVINO is not installed (pip install openvino)") from exc
         config: dict[str, object] = {
@@ -282,12 +313,14 @@ class OpenVINORunner:
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        config["CACHE_DIR"] = _openvino_cache_dir()
         self._path = str(path)
+        cache = _openvino_cache_dir(self._path)
+        config["CACHE_DIR"] = str(cache) if cache else ""
         try:
             core = ov.Core()
-            model = core.read_model(self._path)
-            self.compiled = core.compile_model(model, "CPU", config)
+            # from the path when the cache is on (see OPENVINO_CACHE): a hit reads nothing
+            source = self._path if cache else core.read_model(self._path)
+            self.compiled = core.compile_model(source, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"OpenVINO could not load {path}: {exc}") from exc
         # One infer request serves one call at a time ("Infer Request is busy" otherwise, or
@@ -295,23 +328,32 @@ class OpenVINORunner:
         self._requests = _Pool(
             self.compiled.create_infer_request, first=self.compiled.create_infer_request()
         )
-        self._by_batch = self._static_models(core, config)
+        self._by_batch = self._static_models(core, config, cache, tuple(static_batches))
         self._called = False
 
-    def _static_models(self, core: Any, config: dict[str, object]) -> dict[int, _Pool[Any]]:
-        """Request pools of the models compiled for the batch sizes of
-        :data:`STATIC_BATCHES`, where nothing but the batch axis varies; all compiled now."""
+    def _static_models(
+        self, core: Any, config: dict[str, object], cache: Path | None, sizes: tuple[int, ...]
+    ) -> dict[int, _Pool[Any]]:
+        """Request pools of the models compiled for the batch ``sizes``, where nothing but the
+        batch axis varies; all compiled now.
+        With the cache on, each static model is saved once beside the compiled blobs
+        (OpenVINO IR, weights as they are) and compiled from that path."""
         shape = self.compiled.inputs[0].get_partial_shape()
         if not (shape.rank.is_static and all(d.is_static for d in list(shape)[1:])):
             return {}
         pools: dict[int, _Pool[Any]] = {}
-        for n in STATIC_BATCHES:
+        source = None
+        for n in sizes:
             try:
-                model = core.read_model(self._path)
-                fixed = model.inputs[0].get_partial_shape()
-                fixed[0] = n
-                model.reshape({model.inputs[0]: fixed})
-                compiled = core.compile_model(model, "CPU", config)
+                if cache is not None:
+                    variant = cache / f"batch{n}.xml"
+                    if not variant.is_file():
+                        source = source or core.read_model(self._path)
+                        _save_model(_with_batch(source, n), variant)
+                    compiled = core.compile_model(str(variant), "CPU", config)
+                else:
+                    source = source or core.read_model(self._path)
+                    compiled = core.compile_model(_with_batch(source, n), "CPU", config)
             except Exception as exc:  # noqa: BLE001 - the dynamic model still works
                 log.warning("OpenVINO: no static model for batch %d (%s)", n, exc)
                 return {}
@@ -337,21 +379,94 @@ class OpenVINORunner:
             return [np.array(v, copy=True) for v in result.values()]
 
 
-def _openvino_cache_dir() -> str:
-    """OpenVINO's model cache (:data:`OPENVINO_CACHE`); empty (no cache) where it cannot be
-    made."""
-    from .models import npcface_home
+_OPENVINO_IMPORT = threading.Lock()
 
-    path = npcface_home() / OPENVINO_CACHE
+
+def import_openvino() -> Any:
+    """``import openvino`` without its model converter, which npcface never uses.
+
+    ``import openvino`` also imports ``openvino.tools.ovc`` (the converter), and that starts
+    OpenVINO's telemetry; it cost 0.15 s of a 1.0 s ``npcface verify`` (measured against the
+    plain import, both under load on 2 cores; CPU: 0.06 s importing it, 0.08 s at exit). The
+    converter is held back while OpenVINO imports and stays importable:
+    ``openvino.convert_model`` (also ``from openvino import convert_model``) imports it on
+    first use. When OpenVINO is imported already, that module is returned as it is.
+
+    Raises:
+        ImportError: OpenVINO is not installed.
+    """
+    with _OPENVINO_IMPORT:
+        if "openvino" in sys.modules:
+            return sys.modules["openvino"]
+        held = "openvino.tools.ovc" not in sys.modules
+        if held:
+            sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]
+        try:
+            import openvino
+        finally:
+            if held:
+                del sys.modules["openvino.tools.ovc"]
+        if held and not hasattr(openvino, "convert_model") and not hasattr(openvino, "__getattr__"):
+            openvino.__getattr__ = _converter_on_first_use  # PEP 562
+        return openvino
+
+
+def _converter_on_first_use(name: str) -> Any:
+    if name == "convert_model":
+        from openvino.tools.ovc import convert_model
+
+        return convert_model
+    raise AttributeError(f"module 'openvino' has no attribute {name!r}")
+
+
+def _openvino_cache_dir(model: str) -> Path | None:
+    """OpenVINO's cache folder for this model file's content (:data:`OPENVINO_CACHE`); None
+    (no cache) where it cannot be made."""
+    from .models import content_digest, npcface_home
+
     try:
+        path = npcface_home() / OPENVINO_CACHE / content_digest(model)[:16]
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         log.debug("OpenVINO model cache off: %s", exc)
-        return ""
-    return str(path)
+        return None
+    return path
+
+
+def _with_batch(model: Any, n: int) -> Any:
+    """A copy of an OpenVINO model whose first input has batch size ``n``."""
+    fixed_model = model.clone()
+    shape = fixed_model.inputs[0].get_partial_shape()
+    shape[0] = n
+    fixed_model.reshape({fixed_model.inputs[0]: shape})
+    return fixed_model
+
+
+def _save_model(model: Any, path: Path) -> None:
+    """Save an OpenVINO model as IR (``.xml`` + ``.bin``, weights not compressed) at
+    ``path``, atomically: the ``.xml`` appears last, complete."""
+    ov = import_openvino()
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.xml")
+    try:
+        ov.save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            if leftover.exists():
+                leftover.unlink()
 
 
 _CPU_ENGINES = {"opencv": OpenCVRunner, "openvino": OpenVINORunner}
+
+
+def _cpu_engine(
+    name: str, path: Path, threads: int | None, static_batches: Sequence[int] | None
+) -> Runner:
+    if name == "openvino" and static_batches is not None:
+        return OpenVINORunner(path, threads, static_batches=static_batches)
+    return _CPU_ENGINES[name](path, threads)
 
 
 def load_runner(
@@ -361,6 +476,8 @@ def load_runner(
     backend: str = "auto",
     candidates: Sequence[str] = ("onnxruntime",),
     sample_shape: tuple[int, ...] | None = None,
+    varying_input: bool | None = None,
+    static_batches: Sequence[int] | None = None,
 ) -> Runner:
     """Load a model with the fastest suitable engine.
 
@@ -371,6 +488,9 @@ def load_runner(
         backend: "auto", "onnxruntime", "opencv", "openvino" or "tensorrt".
         candidates: engines allowed for this model when ``backend="auto"`` on CPU.
         sample_shape: an input shape used to time the candidates once (cached on disk).
+        varying_input: the input's height and width vary between calls (detectors); see
+            :class:`OrtRunner`.
+        static_batches: OpenVINO's fixed-batch models (None: :data:`STATIC_BATCHES`).
     """
     path = Path(path)
     if path.suffix == ".engine" or backend == "tensorrt":
@@ -378,36 +498,98 @@ def load_runner(
 
         return TensorRTRunner(path)
     if backend == "onnxruntime":
-        return OrtRunner(path, providers, threads)
+        return OrtRunner(path, providers, threads, varying_input)
     if backend in _CPU_ENGINES:
-        return _CPU_ENGINES[backend](path, threads)
+        return _cpu_engine(backend, path, threads, static_batches)
     if backend != "auto":
         raise ModelError(
             f"unknown backend {backend!r}; use auto, onnxruntime, opencv, openvino or tensorrt"
         )
-    ort_runner = OrtRunner(path, providers, threads)
-    gpu = set(ort_runner.providers) & GPU_PROVIDERS
-    if gpu or len(candidates) < 2 or sample_shape is None:
-        return ort_runner
-    return _fastest(path, ort_runner, candidates, sample_shape, threads)
+    if len(candidates) < 2 or sample_shape is None:
+        return OrtRunner(path, providers, threads, varying_input)
+    if _gpu_possible(providers):
+        ort_runner = OrtRunner(path, providers, threads, varying_input)
+        if set(ort_runner.providers) & GPU_PROVIDERS:
+            return ort_runner
+        return _fastest(path, lambda: ort_runner, candidates, sample_shape, threads, static_batches)
+    # CPU only: an ONNX Runtime session is built only when it is timed or it won
+    return _fastest(
+        path,
+        lambda: OrtRunner(path, providers, threads, varying_input),
+        candidates,
+        sample_shape,
+        threads,
+        static_batches,
+    )
+
+
+def _gpu_possible(providers: str | Sequence[str] | None) -> bool:
+    """Whether ONNX Runtime may run on a GPU for this request: a GPU provider was asked for
+    (missing ones raise in :class:`OrtRunner`), or "auto" and this ONNX Runtime has one."""
+    wanted = normalize_providers(providers)
+    if wanted is not None:
+        return bool(set(wanted) & GPU_PROVIDERS)
+    import onnxruntime as ort
+
+    if set(ort.get_available_providers()) & GPU_PROVIDERS:
+        return True
+    hint = shadowed_gpu_runtime()
+    if hint:
+        _warn_once(hint)
+    return False
+
+
+def shadowed_gpu_runtime(site: Path | None = None) -> str | None:
+    """What to do when both ``onnxruntime`` and ``onnxruntime-gpu`` are installed (as the
+    base requirement and the ``gpu`` extra make them): they install the same ``onnxruntime``
+    package and the CPU build hides the CUDA provider (microsoft/onnxruntime#26996). None
+    when only one is installed.
+
+    Args:
+        site: the folder holding ``onnxruntime`` (default: where it is imported from).
+    """
+    if site is None:
+        import onnxruntime as ort
+
+        site = Path(ort.__file__).resolve().parent.parent
+    dists = {p.name.split("-")[0].lower() for p in site.glob("onnxruntime*.dist-info")}
+    if {"onnxruntime", "onnxruntime_gpu"} <= dists:
+        return (
+            "both onnxruntime and onnxruntime-gpu are installed, and the CPU build hides the "
+            "GPU one (microsoft/onnxruntime#26996): pip uninstall -y onnxruntime "
+            "onnxruntime-gpu && pip install onnxruntime-gpu"
+        )
+    return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def _fastest(
     path: Path,
-    ort_runner: OrtRunner,
+    make_ort_runner: Callable[[], OrtRunner],
     candidates: Sequence[str],
     sample_shape: tuple[int, ...],
     threads: int | None,
+    static_batches: Sequence[int] | None = None,
 ) -> Runner:
-    """Time each candidate engine once on this machine; remember the winner on disk."""
+    """Time each candidate engine once on this machine; remember the winner on disk. Only the
+    winner is built when it is remembered (an ONNX Runtime session otherwise built beside an
+    OpenVINO model cost 25 ms of every cold start)."""
     import cv2
     import onnxruntime as ort
 
-    from .models import cache_problem, npcface_home, record_hash, sha256_file
+    from .models import cache_problem, content_digest, npcface_home, record_hash
 
     key = "|".join(
         [
-            sha256_file(path)[:16],
+            content_digest(path)[:16],
             str(sample_shape),
             str(threads),
             platform.processor() or platform.machine(),
@@ -429,13 +611,14 @@ def _fastest(
         )
         cache = {}
     winner = cache.get(key)
-    runners: dict[str, Runner] = {"onnxruntime": ort_runner}
+    runners: dict[str, Runner] = {}
     if winner is None:
+        runners["onnxruntime"] = make_ort_runner()
         x = np.random.default_rng(0).uniform(0, 255, sample_shape).astype(np.float32)
         for name in candidates:
             if name not in runners and name in _CPU_ENGINES:
                 try:
-                    runners[name] = _CPU_ENGINES[name](path, threads)
+                    runners[name] = _cpu_engine(name, path, threads, static_batches)
                 except ModelError as exc:
                     log.info("engine %s cannot run %s: %s", name, path.name, exc)
         timings = _time_runners(runners, x)
@@ -450,11 +633,13 @@ def _fastest(
             pass
     if winner in runners:
         return runners[winner]
+    if winner not in _CPU_ENGINES:
+        return make_ort_runner()
     try:
-        return _CPU_ENGINES[winner](path, threads) if winner in _CPU_ENGINES else ort_runner
+        return _cpu_engine(winner, path, threads, static_batches)
     except ModelError as exc:  # the cached winner is no longer installed
         log.info("cached engine %s unavailable (%s); using ONNX Runtime", winner, exc)
-        return ort_runner
+        return make_ort_runner()
 
 
 def _version(dist: str) -> str:

@@ -54,7 +54,11 @@ def test_pair_scores_split_by_identity():
     np.testing.assert_allclose(sorted(imp), sorted(want_imp), rtol=1e-6)
 
 
-PEOPLE = ("Tony_Blair", "Colin_Powell", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon")
+PEOPLE = (
+    "Tony_Blair", "Colin_Powell", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon",
+    "Hugo_Chavez", "Junichiro_Koizumi", "Jean_Chretien", "John_Ashcroft", "Jacques_Chirac",
+)  # fmt: skip
+PER_PERSON = 16  # 160 images: 11,520 impostor pairs, enough for FAR 1e-3 (10,000), not 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +66,13 @@ def small_identities(lfw_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ids")
     for name in PEOPLE:
         (root / name).mkdir()
-        for n in range(1, 5):
+        for n in range(1, PER_PERSON + 1):
             src = lfw_dir / "images" / name / f"{name}_{n:04d}.jpg"
             os.symlink(src, root / name / src.name)
     return root
 
 
+@pytest.mark.slow
 def test_calibrate_writes_thresholds_an_exported_model_uses(small_identities, tmp_path):
     fast = FaceRecognizer(preset="fast")
     proto = onnx.load(str(fast.embedder.path))
@@ -94,7 +99,12 @@ def test_calibrate_writes_thresholds_an_exported_model_uses(small_identities, tm
     assert rc == 0
     stored = read_onnx_info(str(out))
     assert read_onnx_info(str(model)).thresholds == {}  # --out leaves the source alone
-    assert "all 30 genuine and 160 impostor image pairs" in stored.threshold_source
+    assert "all 1,200 genuine and 11,520 impostor image pairs" in stored.threshold_source
+    # 11,520 impostor pairs support FAR 1e-2 and 1e-3 (10/FAR pairs each), not 1e-4..1e-6
+    assert set(stored.thresholds) == {"far=0.01", "far=0.001", "default"}
+    assert "not calibrated (too few impostor pairs): far=0.0001, far=1e-05, far=1e-06" in (
+        stored.threshold_source
+    )
 
     # independent check: embed every image through the public API, score all pairs by hand
     rec = FaceRecognizer(recognizer=str(out), preset="fast")
@@ -112,7 +122,36 @@ def test_calibrate_writes_thresholds_an_exported_model_uses(small_identities, tm
         _check_far_rule(stored.thresholds[f"far={far:g}"], imp, far, eps=1e-5)
     result = rec.verify(img1, img2)
     assert result.threshold == stored.thresholds["default"]
-    assert rec.default_threshold(far=1e-4) == stored.thresholds["far=0.0001"]
+    with pytest.raises(InvalidArgumentError, match="no threshold calibrated for FAR 0.0001"):
+        rec.default_threshold(far=1e-4)
+
+
+@pytest.mark.slow
+def test_calibrate_samples_with_limit_and_refuses_too_few_pairs(small_identities, capsys):
+    """--limit embeds a seeded sample (said in the output, with a time estimate); too few
+    impostor pairs for the default FAR 1e-3 is refused, with how many it needs."""
+    import json
+
+    args = ["calibrate", "sface-int8", "--data", str(small_identities), "--preset", "fast"]
+    assert main([*args, "--limit", "150", "--dry-run", "--json", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["images"] == 150 and "a sample (seed 0) of 150 of 160 listed" in report["source"]
+    assert sorted(report["unsupported"]) == ["far=0.0001", "far=1e-05", "far=1e-06"]
+    assert "needs 100,000 impostor pairs" in report["unsupported"]["far=0.0001"]
+    assert "calibrate: embedding 150 images, about " in captured.err
+    assert main([*args, "--limit", "60", "--dry-run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot support the default FAR 0.001 (it needs 10,000)" in err
+
+
+def test_supported_fars_need_ten_over_far_pairs():
+    from npcface.eval.calibrate import supported_fars
+
+    ok, bad = supported_fars((1e-2, 1e-3, 1e-4), 10_000)
+    assert ok == [1e-2, 1e-3] and list(bad) == ["far=0.0001"]
+    ok, bad = supported_fars((1e-2, 1e-3), 9_999)
+    assert ok == [1e-2] and list(bad) == ["far=0.001"]
 
 
 def test_write_thresholds_refuses_models_without_metadata(tmp_path):

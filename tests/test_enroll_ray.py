@@ -10,8 +10,11 @@ default (NPCFACE_RAY_1000=0 skips it).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +34,53 @@ PEOPLE = ("Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder")
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    # a busy machine can take over a minute to start the raylet (Ray's default wait: 10 s)
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from npcface.enroll.ray_engine import start_ray
+
+    start_ray(num_cpus=2)  # the engine's own start-up: patient with a busy machine
     yield
     ray.shutdown()
+
+
+def _enroll_cli(tmp_path: Path, lfw_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`npcface enroll --engine ray` of 2 people x 2 photos in a process of its own (its own
+    local Ray), with ``env`` over a copy of this environment without Ray's start-up waits."""
+    images = tmp_path / "images"
+    _copy(lfw_dir, images, {p: sorted((lfw_dir / "images" / p).iterdir())[:2] for p in PEOPLE[:2]})
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "enroll", str(tmp_path / "gallery"), str(images),
+         "--engine", "ray", "--preset", "fast", "--no-progress", "--json"],
+        capture_output=True, text=True, timeout=900, env={**clean, **env},
+    )  # fmt: skip
+
+
+def test_ray_start_failure_is_retried_once_and_one_line_names_the_setting(tmp_path, lfw_dir):
+    """Ray's GCS port wait at 0 s fails every local start at once (as a busy machine did at
+    30 s): the engine tries twice, then stops with one line naming the setting."""
+    proc = _enroll_cli(tmp_path, lfw_dir, {"RAY_gcs_server_port_wait_time_s": "0"})
+    assert proc.returncode == 2
+    assert proc.stderr.count("a local Ray did not start (Timed out waiting for file") == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("npcface enroll: error: a local Ray did not start, twice")
+    assert "RAY_gcs_server_port_wait_time_s=0" in last and "NPCFACE_RAY_START_TIMEOUT" in last
+
+
+@pytest.mark.slow
+def test_ray_cli_enrolment_succeeds_with_both_cores_busy(tmp_path, lfw_dir):
+    """Two busy loops (one per core here) beside a fresh process that starts a local Ray with
+    the engine's defaults: Ray's own 30 s start-up waits failed like this."""
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        proc = _enroll_cli(tmp_path, lfw_dir, {})
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["enrolled"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +112,7 @@ def _probe_results(gallery, recognizer, probes: list[Path]):
     return gallery.search(np.stack([e.embedding for e in embs]), k=3)
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_local_engine(
     tmp_path: Path,
     lfw_dir: Path,

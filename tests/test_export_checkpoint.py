@@ -119,8 +119,11 @@ def test_cli_exports_a_training_run_with_parity(
     args = ["export", "onnx", str(run_dir), "-o", str(out), "--json"]
     args += ["--crops", str(lfw_dir / "images" / "Aaron_Peirsol"), "--num-crops", "8"]
     assert main(args) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert result["parity"]["passed"] and result["parity"]["min_cosine"] >= 0.9999
+    n = len(list((lfw_dir / "images" / "Aaron_Peirsol").iterdir()))  # 4 photos
+    assert "aligning: 100%" in captured.err and f"{n}/{n}" in captured.err  # a progress bar
     info = read_onnx_info(str(out))
     assert info.extra["source_checkpoint_sha256"] == file_sha256(run_dir / "model.pt")
     rec = FaceRecognizer(recognizer=str(out), backend="onnxruntime")

@@ -63,6 +63,7 @@ def test_max_pixels_admits_a_108_megapixel_photo() -> None:
     assert img[40, 5, 1] > 150 and img[20, 5, 1] < 50  # the stripes, in BGR
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["fast", "accurate"])
 def test_small_face_in_a_large_photo_gets_a_second_look(lfw_dir: Path, preset: str) -> None:
     """A ~95 px LFW face pasted into an 8000 x 6000 photo is found (YuNet at 0.16x;
@@ -391,6 +392,7 @@ def test_damaged_tensorrt_engines_are_refused(tmp_path: Path) -> None:
         read_engine_meta(engine)
 
 
+@pytest.mark.slow
 def test_a_changed_engine_choice_cache_is_not_trusted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -55,6 +55,7 @@ def real_set(lfw_dir: Path):
     return gallery, np.ascontiguousarray(probes, dtype=np.float32), probe_mate
 
 
+@pytest.mark.slow
 def test_distractors_look_like_strangers(real_set):
     """The fitted Gaussian gives probes the similarity spread real strangers give them, and
     exact search still finds most mates (else the comparison below would mean little)."""
@@ -70,6 +71,7 @@ def test_distractors_look_like_strangers(real_set):
     assert 0.8 < exact_rank1 < 1.0  # hard enough that an index can lose mates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tier", range(len(ix.auto_tiers(128))))
 def test_every_auto_tier_keeps_rank1_of_exact_search(real_set, tier):
     gallery, probes, probe_mate = real_set

@@ -56,3 +56,10 @@ def test_cli_options_reach_the_recognizer():
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--no-flip"])
     rec = recognizer_from_args(args)
     assert (rec.preset, rec._detector_arg, rec.flip) == ("accurate", "retinaface", False)
+
+
+def test_a_preset_given_as_the_first_argument_says_how_to_ask_for_it():
+    from npcface.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"FaceRecognizer\(preset='fast'\)"):
+        FaceRecognizer("fast")

@@ -158,3 +158,24 @@ def test_one_identify_contract(recognizer, lfw_dir, tmp_path):
             recognizer.identify(g, probe, threshold=0.3, far=1e-3)
         with pytest.raises(InvalidArgumentError, match="not both"):
             recognizer.verify(probe, stranger, threshold=0.3, far=1e-3)
+
+
+def test_prefetch_detector_builds_it_beside_the_recogniser(lfw_dir):
+    """The CLI builds the detector in a thread while it builds the recogniser: both end up
+    built once, and answers are those of a recogniser built in order; a detector that cannot
+    be built raises at its first use, not in the thread."""
+    from npcface import FaceRecognizer
+
+    a1, a2 = lfw_image(lfw_dir, "Colin_Powell", 1), lfw_image(lfw_dir, "Colin_Powell", 2)
+    rec = FaceRecognizer(preset="fast")
+    thread = rec.prefetch_detector()
+    assert rec.info.name == "sface-int8"  # the recogniser, meanwhile
+    thread.join(timeout=300)
+    detector = rec.detector
+    assert not thread.is_alive() and detector is rec.detector
+    ordered = FaceRecognizer(preset="fast")
+    assert rec.verify(a1, a2).similarity == pytest.approx(ordered.verify(a1, a2).similarity)
+    broken = FaceRecognizer(detector="no-such-detector")
+    broken.prefetch_detector().join(timeout=60)
+    with pytest.raises(NpcfaceError, match="no-such-detector"):
+        broken.detect(a1)

@@ -1,6 +1,7 @@
 """Provider choice (pure logic, testable without a GPU), the model registry, prepared files."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -62,10 +63,16 @@ def test_registry_lists_and_rejects():
 
 
 def test_files_come_from_the_package_and_match_sha256():
-    for name in ("yunet", "sface"):
+    for name in ("yunet", "sface", "retinaface-mnet025"):
         spec = get_model_spec(name)
         path = original_file(spec, allow_download=False)
         assert sha256_file(path) == spec.sha256
+    # RetinaFace's weights ship inside npcface itself, with their licence notice
+    import npcface
+
+    weights = Path(npcface.__file__).parent / "weights"
+    assert original_file(get_model_spec("retinaface-mnet025")).parent == weights
+    assert "MIT License" in (weights / "LICENSE-retinaface.txt").read_text()
 
 
 def test_a_tampered_cache_copy_is_ignored(tmp_path, monkeypatch):
@@ -189,7 +196,19 @@ def test_autotune_remembers_its_choice(tmp_path, monkeypatch):
     from npcface.models import record_hash
 
     record_hash(tmp_path / "autotune.json")  # as npcface records a cache it writes
+    # ... and only that engine is built (an ONNX Runtime session beside it cost every start)
+    from npcface import runtime
+
+    built = []
+    real_init = runtime.OrtRunner.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.OrtRunner, "__init__", counted)
     assert Embedder("sface").runner.backend == other
+    assert built == []
 
 
 def test_unknown_backend():
@@ -253,3 +272,109 @@ def test_openvino_runs_small_batches_through_static_models_with_the_same_numbers
     assert min(check(s) for s in spans) > 0.9999
     with ThreadPoolExecutor(4) as ex:
         assert min(ex.map(check, spans * 6)) > 0.9999
+
+
+def _scale_model(path, scale: float) -> None:
+    """A tiny ONNX graph y = x * scale with a dynamic batch (like a recogniser's input)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4, 4])
+    c = helper.make_tensor("c", TensorProto.FLOAT, [1], [scale])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "c"], ["y"])], "g", [x], [y], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_openvino_cache_follows_a_model_rewritten_in_place(tmp_path, monkeypatch):
+    """OpenVINO keys the compiled models it caches for a path by the path alone: a model
+    exported again under the same name must still run as the new file, at every batch size
+    (the static batch-1/2 models and the dynamic one), in a fresh process's runner too."""
+    pytest.importorskip("openvino")
+    from npcface.runtime import OPENVINO_CACHE, OpenVINORunner
+
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path / "home"))
+    path = tmp_path / "model.onnx"
+    x = np.ones((3, 3, 4, 4), np.float32)
+    for scale in (2.0, 3.0, 2.0):
+        _scale_model(path, scale)
+        runner = OpenVINORunner(path)
+        assert set(runner._by_batch) == {1, 2}
+        for n in (1, 2, 3):
+            np.testing.assert_array_equal(runner.run(x[:n])[0], x[:n] * scale)
+    folders = list((tmp_path / "home" / OPENVINO_CACHE).iterdir())
+    assert len(folders) == 2  # one per content; the third runner reused the first's
+    assert all(any(f.glob("*.blob")) and (f / "batch2.xml").is_file() for f in folders)
+
+
+def test_content_digest_is_remembered_until_the_file_changes(tmp_path):
+    from npcface.models import content_digest
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"one")
+    first = content_digest(path)
+    assert first == sha256_file(path) and content_digest(path) == first
+    path.write_bytes(b"two")
+    assert content_digest(path) == sha256_file(path) != first
+
+
+def test_flip_fusion_builds_the_openvino_model_for_batch_2_only():
+    """With flip fusion every batch is a crop and its mirror (even): OpenVINO gets no batch-1
+    model (a compile less at every start); an odd batch still runs, through the dynamic
+    model, with ONNX Runtime's numbers."""
+    pytest.importorskip("openvino")
+    from npcface import FaceRecognizer
+    from npcface.embed import Embedder
+
+    def embedder(flip: bool) -> Embedder:
+        return FaceRecognizer(recognizer="sface", flip=flip, backend="openvino").embedder
+
+    flip = embedder(True)
+    assert set(flip.runner._by_batch) == {2}
+    assert set(embedder(False).runner._by_batch) == {1, 2}
+    crops = np.random.default_rng(3).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    ref = Embedder("sface", backend="onnxruntime")
+    for n in (1, 3):
+        for fused in (False, True):
+            got = flip.embed(crops[:n], flip=fused)
+            assert (got * ref.embed(crops[:n], flip=fused)).sum(axis=1).min() > 0.9999
+
+
+def test_both_onnx_runtimes_installed_is_named_with_the_fix(tmp_path):
+    """The gpu extra puts onnxruntime-gpu beside the base onnxruntime; with both, the CUDA
+    provider is missing: npcface says which to remove (in a GPU request's error too)."""
+    from npcface.runtime import choose_providers, shadowed_gpu_runtime
+
+    (tmp_path / "onnxruntime-1.32.0.dist-info").mkdir()
+    assert shadowed_gpu_runtime(tmp_path) is None
+    (tmp_path / "onnxruntime_gpu-1.32.0.dist-info").mkdir()
+    hint = shadowed_gpu_runtime(tmp_path)
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in hint
+    assert shadowed_gpu_runtime() is None  # this machine has the CPU build only
+    with pytest.raises(ProviderError, match=r"npcface\[gpu\]"):
+        choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_openvino_is_imported_without_its_converter_which_stays_usable(lfw_dir):
+    """A verify imports OpenVINO but not its converter (0.15 s of a cold start, and a
+    telemetry start-up); code that wants the converter afterwards still gets it."""
+    pytest.importorskip("openvino")
+    import subprocess
+    import sys
+
+    from conftest import lfw_image
+
+    code = (
+        "import sys\n"
+        "from npcface import FaceRecognizer\n"
+        f"assert FaceRecognizer().verify({str(lfw_image(lfw_dir, 'Colin_Powell', 1))!r}, "
+        f"{str(lfw_image(lfw_dir, 'Colin_Powell', 2))!r}).verified\n"
+        "assert 'openvino' in sys.modules and 'openvino.tools.ovc' not in sys.modules\n"
+        "import openvino\n"
+        "from openvino import convert_model\n"
+        "assert openvino.convert_model is convert_model and callable(convert_model)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -666,6 +666,7 @@ def test_workers_share_a_gallery_one_writer_at_a_time(tmp_path):
     b.close()
 
 
+@pytest.mark.slow
 def test_serve_with_two_workers_shares_galleries(tmp_path):
     """``npcface serve --workers 2`` for real: concurrent writes through both worker
     processes all land, and every acknowledged identity is found at once through fresh

@@ -116,6 +116,7 @@ def _bad_folder(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_bad_images_are_found_before_training_and_left_out(tmp_path):
     root = _bad_folder(tmp_path)
     cfg = _folder_config(tmp_path, root, data={"num_workers": 2}, optim__max_steps=6)

@@ -62,6 +62,7 @@ def tiny_config(tmp_path: Path, **over) -> TrainConfig:
     return config_from_dict(data)
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
     full = Trainer(tiny_config(tmp_path / "a")).fit()
     assert [s for s, _ in full.losses] == list(range(1, 17))  # 64 / 8 = 8 steps x 2 epochs
@@ -187,6 +188,39 @@ def test_cli_run_smoke(tmp_path, capsys):
     assert main(["train", "run", str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.slow
+def test_cli_run_prints_progress_lines_at_default_verbosity(tmp_path):
+    """Not on a terminal (here: a pipe), `npcface train run` prints a progress line every
+    log.every_steps steps with step, loss, lr, images/s and the time left, without -v; the
+    losses printed are the ones metrics.csv records."""
+    import csv
+
+    out = tmp_path / "smoke"
+    proc = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "train", "run", str(REPO / "configs/smoke.yaml"),
+         "--output", str(out), "--set", "optim.max_steps=12", "--set", "log.every_steps=4",
+         "--set", "backbone.input_size=32"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if " step " in f" {x}" and "ETA" in x]
+    assert [int(x.split("step ")[1].split("/")[0]) for x in lines] == [4, 8, 12]
+    for x in lines:
+        for field in ("/12 epoch", " loss ", " lr ", " img/s ", " ETA "):
+            assert field in x, x
+    assert lines[-1].endswith("ETA 0:00")  # nothing left at the last step
+    with open(out / "metrics.csv", newline="") as fh:
+        logged = [float(r["loss"]) for r in csv.DictReader(fh)]
+    printed = [float(x.split(" loss ")[1].split()[0]) for x in lines]
+    assert printed == pytest.approx(logged, abs=1e-4)
+    quiet = subprocess.run(
+        [sys.executable, "-m", "npcface.cli", "train", "run", str(REPO / "configs/smoke.yaml"),
+         "--output", str(tmp_path / "q"), "--set", "optim.max_steps=2", "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert quiet.returncode == 0 and "ETA" not in quiet.stderr
+
+
 # ----------------------------------------------------------------------------- verification
 
 
@@ -282,6 +316,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         trainer.close()
 
 
+@pytest.mark.slow
 def test_two_process_trainer(tmp_path):
     import socket
 
@@ -351,6 +386,7 @@ def test_bf16_autocast_runs_the_backbone_in_bf16_and_the_head_in_fp32(tmp_path):
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_torchrun_cli_two_processes(tmp_path):
     """`torchrun --nproc-per-node 2 -m npcface.cli train run CONFIG`: gloo on CPU, one
     checkpoint file per rank, a metrics log from rank 0 and a loadable model."""

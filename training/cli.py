@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
+import sys
 
 from npcface.errors import MissingExtraError
 
@@ -30,7 +32,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     if args.output:
         cfg.output = args.output
-    result = train(cfg, resume=args.resume)
+    bar = not args.no_progress and sys.stderr.isatty()
+    if not args.no_progress and not bar:
+        show_progress_lines()
+    result = train(cfg, resume=args.resume, progress=bar)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     for line in result.data_notes:
@@ -48,6 +53,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"verification accuracy {100 * v.accuracy:.2f}% +- {100 * v.std:.2f}")
     print(f"output: {result.output}")
     return 0
+
+
+def show_progress_lines() -> None:
+    """Let training's progress lines (``npcface.training`` at INFO: step, loss, lr, images/s,
+    ETA) through at the CLI's default verbosity, where no progress bar can be drawn (not a
+    terminal: a log file, a job scheduler)."""
+    logger = logging.getLogger("npcface.training")
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -96,6 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, else a line every log.every_steps)",
     )
     run.set_defaults(func=_cmd_run)
 

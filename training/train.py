@@ -709,13 +709,24 @@ class Trainer:
             channels_last=self.cfg.backbone.channels_last,
         )
 
-    def fit(self, resume: str | Path | None = None, stop_at_step: int | None = None) -> TrainResult:
+    def fit(
+        self,
+        resume: str | Path | None = None,
+        stop_at_step: int | None = None,
+        progress: bool = False,
+    ) -> TrainResult:
         """Train to the configured number of steps.
+
+        Every ``log.every_steps`` steps, rank 0 logs (``logging``, INFO) step, loss, lr,
+        images/s and the estimated time left, and writes them to ``metrics.csv`` (and
+        TensorBoard when installed).
 
         Args:
             resume: checkpoint folder / rank file / ``"latest"`` to continue from.
             stop_at_step: save a checkpoint and return after this global step (an
                 "interruption", for tests and time-sliced jobs).
+            progress: show a tqdm bar of the steps on rank 0 (loss, lr and images/s beside
+                it), for a terminal.
 
         Returns:
             A :class:`TrainResult` (losses of this call, throughput, last verification).
@@ -736,6 +747,15 @@ class Trainer:
         timed_steps, timed_time, wait_time = 0, 0.0, 0.0
         if self.epoch_step >= self.steps_per_epoch:
             self.epoch, self.epoch_step = self.epoch + 1, 0
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            unit="step",
+            disable=not progress or self.rank != 0,
+            dynamic_ncols=True,
+        )
         try:
             while self.step < self.total_steps:
                 self.sampler.set_epoch(self.epoch)
@@ -750,18 +770,26 @@ class Trainer:
                     self.step += 1
                     self.epoch_step += 1
                     result.losses.append((self.step, loss_value))
+                    bar.update(1)
                     if len(result.losses) > _TIMING_WARMUP_STEPS:
                         timed_steps += 1
                         timed_time += t1 - t_wait
                         wait_time += t0 - t_wait
                     if self.step % cfg.log.every_steps == 0 or self.step == self.total_steps:
                         ips = global_batch * timed_steps / timed_time if timed_time else 0.0
+                        left = self.total_steps - self.step
+                        eta = left * timed_time / timed_steps if timed_steps else None
                         logger.log_step(
                             self.step,
+                            self.total_steps,
                             self.epoch + self.epoch_step / self.steps_per_epoch,
                             loss_value,
                             lr,
                             ips,
+                            eta,
+                        )
+                        bar.set_postfix(
+                            loss=f"{loss_value:.4f}", lr=f"{lr:.5f}", img_s=f"{ips:.1f}"
                         )
                     if cfg.eval.every_steps > 0 and self.step % cfg.eval.every_steps == 0:
                         self._verify_and_log(logger, result)
@@ -793,6 +821,7 @@ class Trainer:
         except DataError as exc:  # a file that broke after the check (or checks are off)
             raise DataError(f"step {self.step + 1}: {_worker_message(exc)}") from None
         finally:
+            bar.close()
             logger.close()
 
     def _finish(self, result, timed_steps, timed_time, wait_time, global_batch) -> TrainResult:
@@ -884,10 +913,29 @@ class _MetricLogger:
             except ImportError:
                 log.warning("tensorboard is not installed; logging to CSV only")
 
-    def log_step(self, step: int, epoch: float, loss: float, lr: float, ips: float) -> None:
+    def log_step(
+        self,
+        step: int,
+        total: int,
+        epoch: float,
+        loss: float,
+        lr: float,
+        ips: float,
+        eta: float | None,
+    ) -> None:
+        """One progress line (``eta``: seconds left, None before it can be estimated)."""
         if not self.enabled:
             return
-        log.info("step %d epoch %.2f loss %.4f lr %.5f %.1f img/s", step, epoch, loss, lr, ips)
+        log.info(
+            "step %d/%d epoch %.2f loss %.4f lr %.5f %.1f img/s ETA %s",
+            step,
+            total,
+            epoch,
+            loss,
+            lr,
+            ips,
+            _clock(eta),
+        )
         self.metrics.writerow(
             [step, f"{epoch:.4f}", f"{loss:.6f}", f"{lr:.6g}", f"{ips:.2f}", f"{time.time():.1f}"]
         )
@@ -924,6 +972,15 @@ class _MetricLogger:
             self.tb.close()
 
 
+def _clock(seconds: float | None) -> str:
+    """Seconds as h:mm:ss (m:ss under an hour); "?" when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a backbone from a ``model.pt`` written by :meth:`Trainer.export_model`."""
     state = torch.load(path, map_location=map_location, weights_only=True)
@@ -934,10 +991,13 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     return model.eval()
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
-    """Build a :class:`Trainer` for ``cfg``, fit, and tear down the process group."""
+def train(
+    cfg: TrainConfig, resume: str | Path | None = None, progress: bool = False
+) -> TrainResult:
+    """Build a :class:`Trainer` for ``cfg``, fit (``progress``: a tqdm bar), and tear down
+    the process group."""
     trainer = Trainer(cfg)
     try:
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, progress=progress)
     finally:
         trainer.close()

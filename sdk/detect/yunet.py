@@ -65,7 +65,9 @@ class YuNetDetector:
         from ..models import resolve_model_file
 
         self.model_path = resolve_model_file(model)
-        self.runner = load_runner(self.model_path, providers=providers, threads=threads)
+        self.runner = load_runner(
+            self.model_path, providers=providers, threads=threads, varying_input=True
+        )
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.top_k = int(top_k)

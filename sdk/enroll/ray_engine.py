@@ -10,26 +10,27 @@
 * Per-file failures (unreadable, no face, several faces, duplicates) go to the same CSV
   report as the local engine's; a tqdm bar shows images/s.
 
-The same call runs on a local Ray (``ray.init()`` on this machine) and, unchanged, against a
-cluster (``address="ray://head:10001"`` or ``"auto"``): every node must have npcface (and
-the model files, in ``NPCFACE_HOME``) installed and see the image paths at the same place
-(a shared file system).
+The same call runs on a local Ray (started on this machine, see :func:`start_ray`) and,
+unchanged, against a cluster (``address="ray://head:10001"`` or ``"auto"``): every node must
+have npcface (and the model files, in ``NPCFACE_HOME``) installed and see the image paths at
+the same place (a shared file system).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError, MissingExtraError
+from ..errors import GalleryError, InvalidArgumentError, MissingExtraError, NpcfaceError
 from .local import (
     EnrollItem,
     EnrollSummary,
@@ -42,6 +43,20 @@ from .local import (
 )
 
 log = logging.getLogger(__name__)
+
+RAY_START_TIMEOUT_ENV = "NPCFACE_RAY_START_TIMEOUT"
+"""Environment variable: seconds each of Ray's start-up waits may take (default
+:data:`RAY_START_TIMEOUT_S`)."""
+
+RAY_START_TIMEOUT_S = 180
+"""Ray's own start-up waits (for the GCS to publish its port, for the raylet) give up after
+30 s; on a busy 2-core machine a local Ray took longer and failed its first two starts
+("Timed out waiting for file .../gcs_server_port", "The current node timed out during
+startup"). The waits that Ray lets one set get this much instead, and a failed start is
+tried once more (the node's registration wait is fixed at 30 s in Ray 2.60)."""
+
+_RAY_WAIT_SETTINGS = ("RAY_gcs_server_port_wait_time_s", "RAY_raylet_start_wait_time_s")
+"""Ray's start-up waits, in seconds, read from the environment by the processes it starts."""
 
 RECIPE_ATTRIBUTES = {
     "detector": "_detector_arg",
@@ -167,7 +182,7 @@ def enroll_images_ray(
         items: images and identities (see :func:`~npcface.enroll.list_images`).
         address: Ray cluster to use (``"auto"``, ``"ray://head:10001"``); ``None`` joins
             the Ray already initialised in this process, else ``RAY_ADDRESS``, else starts a
-            local one (stopped again at the end).
+            local one (:func:`start_ray`; stopped again at the end).
         actors: embedding actors (default: the cluster's CPUs / ``cpus_per_actor``).
         cpus_per_actor: CPUs reserved by each actor (also its inference threads).
         batch_size: images per actor call, and templates per gallery commit.
@@ -181,6 +196,7 @@ def enroll_images_ray(
     Raises:
         GalleryError: bad arguments, or another model's gallery.
         MissingExtraError: Ray Data is not installed.
+        NpcfaceError: Ray cannot be started or joined (see :func:`start_ray`).
     """
     try:
         import ray
@@ -199,7 +215,7 @@ def enroll_images_ray(
     prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        start_ray(address)
         started = True
     elif address is not None:
         log.warning("Ray is already initialised in this process; address %r ignored", address)
@@ -238,6 +254,89 @@ def enroll_images_ray(
             ray.shutdown()
     gallery.save()
     return summarize(len(items), counts, t0, report_path, "Ray engine: ")
+
+
+def start_ray(address: str | None = None, **init_kwargs: Any) -> None:
+    """``ray.init`` that survives a busy machine. Starting a local Ray (``address`` None and
+    no ``RAY_ADDRESS``), Ray's start-up waits get ``$NPCFACE_RAY_START_TIMEOUT`` seconds
+    (default :data:`RAY_START_TIMEOUT_S`; a wait set in the environment already is kept), and
+    a start that fails is tried once more. Joining a cluster is tried once.
+
+    Args:
+        address: a cluster to join (``"auto"``, ``"ray://head:10001"``); None starts a local
+            Ray unless ``RAY_ADDRESS`` names one.
+        init_kwargs: more ``ray.init`` arguments (``num_cpus``, ...).
+
+    Raises:
+        NpcfaceError: Ray did not start (twice) or the cluster cannot be reached; one line,
+            naming the setting to change.
+        MissingExtraError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise MissingExtraError("the Ray enrolment engine", "ray", "ray[data]") from None
+    kwargs = {"include_dashboard": False, "log_to_driver": False, **init_kwargs}
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # Ray raises Exception, RuntimeError, ConnectionError
+            ray.shutdown()
+            raise NpcfaceError(f"cannot join the Ray cluster at {target}: {_line(exc)}") from exc
+        return
+    timeout = _start_timeout()
+    waits = {k: str(timeout) for k in _RAY_WAIT_SETTINGS if k not in os.environ}
+    for attempt in (1, 2):
+        try:
+            with _environment(waits):  # Ray's processes read them when they start
+                ray.init(**kwargs)
+            return
+        except Exception as exc:  # Ray raises Exception, RuntimeError, ConnectionError
+            ray.shutdown()
+            if attempt == 2:
+                used = ", ".join(
+                    f"{k}={os.environ.get(k, waits.get(k))}" for k in _RAY_WAIT_SETTINGS
+                )
+                raise NpcfaceError(
+                    f"a local Ray did not start, twice (last: {_line(exc)}); its start-up "
+                    f"waits were {used} (seconds): on a busy machine give them more with "
+                    f"{RAY_START_TIMEOUT_ENV}=SECONDS (a RAY_ wait set in the environment "
+                    "wins), or start Ray yourself (ray start --head) and pass --address auto"
+                ) from exc
+            log.warning("a local Ray did not start (%s); trying once more", _line(exc))
+
+
+def _line(exc: BaseException) -> str:
+    """The first line of an exception's message (Ray's can run to many)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _start_timeout() -> int:
+    text = os.environ.get(RAY_START_TIMEOUT_ENV)
+    if text is None:
+        return RAY_START_TIMEOUT_S
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise InvalidArgumentError(
+            f"{RAY_START_TIMEOUT_ENV} must be a whole number of seconds >= 1, got {text!r}"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (for the processes started
+    in it), then remove them again."""
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key in values:
+            os.environ.pop(key, None)
 
 
 def _write(

@@ -8,6 +8,13 @@ person) and 87M impostor pairs. For each FAR the threshold is the smallest one a
 most ``floor(FAR * impostors)`` impostor pairs are accepted (decision
 ``similarity >= threshold``); ``default`` is the one at FAR 1e-3. LFW's pairs.txt alone has
 3,000 impostor pairs, too few for FAR below 1e-3.
+
+A FAR needs at least :data:`MIN_FALSE_ACCEPTS` / FAR impostor pairs (at least 10 impostors
+above its threshold): below that the threshold rests on a handful of pairs, so such FARs
+are left out and reported as unsupported, and a calibration that cannot support the
+default FAR 1e-3 (10,000 impostor pairs: about 150 images of several people) is refused.
+Embedding is most of the time (about 0.1 s per image on 2 CPU cores: 13,233 LFW images take
+20-30 minutes); ``limit`` takes a random sample of the images instead.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ import datetime
 import logging
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 
 FARS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 DEFAULT_FAR = 1e-3
+MIN_FALSE_ACCEPTS = 10
+"""Impostor pairs a FAR must expect to accept at its threshold to be calibrated: FAR f needs
+at least ``MIN_FALSE_ACCEPTS / f`` impostor pairs."""
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
@@ -39,9 +49,12 @@ class Calibration:
     Attributes:
         thresholds: ``{"far=0.001": t, ..., "default": t}`` cosine thresholds.
         tar: true-accept rate at each ``far=`` threshold, on the same data.
-        images: images listed; failed: images without a usable face (left out).
+        images: images used (all listed, or the sample); failed: images without a usable
+            face (left out).
         genuine, impostor: numbers of pairs scored.
         source: one line on protocol, pipeline and date, stored with the thresholds.
+        unsupported: ``{"far=1e-06": why}`` for the FARs asked for that too few impostor
+            pairs support (see :data:`MIN_FALSE_ACCEPTS`): no threshold is given for them.
     """
 
     thresholds: dict[str, float]
@@ -51,6 +64,7 @@ class Calibration:
     genuine: int
     impostor: int
     source: str
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
 def identity_images(data: str | os.PathLike[str]) -> list[tuple[Path, str]]:
@@ -128,31 +142,76 @@ def calibrate(
     data: str | os.PathLike[str],
     fars: Sequence[float] = FARS,
     progress: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+    on_estimate: Callable[[int, float], None] | None = None,
 ) -> Calibration:
-    """Embed every image of ``data`` with ``recognizer`` and calibrate thresholds on all pairs.
+    """Embed the images of ``data`` with ``recognizer`` and calibrate thresholds on all pairs.
 
     Args:
         recognizer: a :class:`~npcface.FaceRecognizer` (its preset, policy and flip are used).
         data: a folder of identity folders (LFW's ``images/`` or its parent).
-        fars: false-accept rates to calibrate.
+        fars: false-accept rates to calibrate; those the impostor pairs cannot support
+            (fewer than ``MIN_FALSE_ACCEPTS / FAR``) are left out and listed in
+            ``unsupported``.
         progress: show a progress bar.
+        limit: embed a random sample of at most this many images (all when None).
+        seed: the sample's random seed.
+        on_estimate: called once, after the first batch, with (images to embed, estimated
+            seconds for all of them).
+
+    Raises:
+        InvalidArgumentError: ``limit`` below 2, or too few impostor pairs for the default
+            FAR (fewer than ``MIN_FALSE_ACCEPTS / DEFAULT_FAR``).
     """
     from .lfw import embed_paths
 
     items = identity_images(data)
-    table = embed_paths(recognizer, [p for p, _ in items], progress=progress)
+    listed = len(items)
+    if limit is not None:
+        if limit < 2:
+            raise InvalidArgumentError(f"limit must be at least 2 images, got {limit}")
+        if limit < listed:
+            pick = np.random.default_rng(seed).choice(listed, size=limit, replace=False)
+            items = [items[i] for i in sorted(pick)]
+    told = False
+
+    def estimate(done: int, seconds: float) -> None:
+        nonlocal told
+        if on_estimate is not None and not told:
+            told = True
+            on_estimate(len(items), seconds / done * len(items))
+
+    table = embed_paths(recognizer, [p for p, _ in items], progress=progress, on_batch=estimate)
     keep = np.array([p not in table.failed for p in table.paths])
     _, ids = np.unique(np.array([i for _, i in items])[keep], return_inverse=True)
     gen, imp = pair_scores_by_label(table.embeddings[keep], ids)
-    thresholds, tar = thresholds_at_fars(gen, imp, fars)
+    supported, unsupported = supported_fars(fars, len(imp))
+    default_far = DEFAULT_FAR if DEFAULT_FAR in fars else fars[0]
+    if default_far not in supported:
+        raise InvalidArgumentError(
+            f"{len(imp):,} impostor pairs cannot support the default FAR {default_far:g} "
+            f"(it needs {MIN_FALSE_ACCEPTS / default_far:,.0f}): calibrate on more images of "
+            "more people"
+        )
+    thresholds, tar = thresholds_at_fars(gen, imp, supported)
+    thresholds["default"] = thresholds[f"far={default_far:g}"]
     det = recognizer.detector
+    which = (
+        f"all {len(items)}" if len(items) == listed else f"a sample (seed {seed}) of {len(items)}"
+    )
     source = (
         f"{Path(data).name}: all {len(gen):,} genuine and {len(imp):,} impostor image pairs of "
-        f"{int(keep.sum())} images ({len(table.failed)} without a face left out); pipeline "
+        f"{int(keep.sum())} images ({which} of {listed} listed; {len(table.failed)} without a "
+        f"face left out); pipeline "
         f"{getattr(det, 'name', type(det).__name__)} + policy {recognizer.face_policy} + "
-        f"flip={recognizer.flip}; default = threshold at FAR "
-        f"{DEFAULT_FAR if DEFAULT_FAR in fars else fars[0]:g}; npcface calibrate, "
-        f"{datetime.date.today().isoformat()}"
+        f"flip={recognizer.flip}; default = threshold at FAR {default_far:g}; "
+        + (
+            f"not calibrated (too few impostor pairs): {', '.join(unsupported)}; "
+            if unsupported
+            else ""
+        )
+        + f"npcface calibrate, {datetime.date.today().isoformat()}"
     )
     return Calibration(
         thresholds=thresholds,  # exact: rounding down would accept more impostors than FAR
@@ -162,7 +221,26 @@ def calibrate(
         genuine=len(gen),
         impostor=len(imp),
         source=source,
+        unsupported=unsupported,
     )
+
+
+def supported_fars(
+    fars: Sequence[float], impostor_pairs: int
+) -> tuple[list[float], dict[str, str]]:
+    """Split ``fars`` into those ``impostor_pairs`` support (at least
+    :data:`MIN_FALSE_ACCEPTS` / FAR pairs) and ``{"far=<g>": why}`` for the others."""
+    supported: list[float] = []
+    unsupported: dict[str, str] = {}
+    for far in fars:
+        need = MIN_FALSE_ACCEPTS / far
+        if impostor_pairs >= need * (1 - 1e-9):
+            supported.append(far)
+        else:
+            unsupported[f"far={far:g}"] = (
+                f"needs {need:,.0f} impostor pairs, {impostor_pairs:,} here"
+            )
+    return supported, unsupported
 
 
 def write_thresholds(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..cli_sdk import add_model_args, recognizer_from_args
@@ -51,11 +52,19 @@ def register(sub: Any) -> None:
         "calibrate",
         help="cosine thresholds at FAR 1e-2..1e-6 on all image pairs of a folder of "
         "identities; stored in the model's ONNX metadata",
+        description="Embed every image of a folder of identities (about 0.1 s per image on "
+        "2 CPU cores: LFW's 13,233 take 20-30 minutes; --limit takes a sample; the estimate "
+        "for this machine is printed after the first batch) and calibrate cosine thresholds "
+        "on all image pairs. A FAR needs at least 10/FAR impostor pairs: FARs with fewer are "
+        "reported as unsupported and get no threshold; without enough pairs for FAR 1e-3 "
+        "(the default threshold) nothing is written.",
     )
     cal.add_argument("model", help="an npcface .onnx file (or a registry name: print only)")
     cal.add_argument("--data", required=True, help="identity folders, e.g. ../shared/data/lfw")
     cal.add_argument("--out", default=None, help="write a copy here instead of in place")
     cal.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    cal.add_argument("--limit", type=int, default=None, help="a random sample of at most N images")
+    cal.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
     add_model_args(cal, policy=None, recognizer=False)
     cal.add_argument("--json", action="store_true")
     cal.add_argument("--no-progress", action="store_true")
@@ -133,12 +142,37 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     args.recognizer = args.model
     rec = recognizer_from_args(args)
-    result = calibrate(rec, args.data, progress=not args.no_progress)
+
+    def estimate(images: int, seconds: float) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"calibrate: embedding {images:,} images, about {_duration(seconds)} here"
+            + ("" if args.limit else " (--limit N embeds a sample)"),
+            file=sys.stderr,
+        )
+
+    result = calibrate(
+        rec,
+        args.data,
+        progress=not args.no_progress,
+        limit=args.limit,
+        seed=args.seed,
+        on_estimate=estimate,
+    )
     report: dict[str, Any] = asdict(result)
     if not args.dry_run and str(args.model).endswith(".onnx"):
         report["written"] = str(write_thresholds(args.model, result, out=args.out))
     _print(report, args.json)
     return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:

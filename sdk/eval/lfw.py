@@ -8,7 +8,7 @@ accuracy reported is that of the whole pipeline on all 6,000 pairs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ def embed_paths(
     policy: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    on_batch: Callable[[int, float], None] | None = None,
 ) -> EmbeddingTable:
     """Embed one face per image through the recogniser's one pipeline (``embed_many``).
 
@@ -54,6 +55,7 @@ def embed_paths(
         policy: face policy (default: the recogniser's).
         batch_size: crops per recogniser call.
         progress: show a tqdm bar.
+        on_batch: called after each batch with (images done, seconds so far).
     """
     import time
 
@@ -74,6 +76,8 @@ def embed_paths(
                 else:
                     failed[chunk[r.index]] = str(r.error)
             bar.update(len(chunk))
+            if on_batch is not None:
+                on_batch(start + len(chunk), time.perf_counter() - t0)
     return EmbeddingTable(list(map(Path, paths)), out, failed, time.perf_counter() - t0)
 
 

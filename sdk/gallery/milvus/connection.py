@@ -35,6 +35,7 @@ def _connect(loc: GalleryLocation) -> Any:
         except ImportError:
             raise MissingExtraError("Milvus Lite galleries", "milvus", "milvus-lite") from None
         Path(str(loc.path)).parent.mkdir(parents=True, exist_ok=True)
+        _quiet_lite_server()
         with _LITE_LOCK:
             key = str(Path(str(loc.path)).resolve())
             _LITE_OPEN[key] = _LITE_OPEN.get(key, 0) + 1
@@ -71,6 +72,36 @@ def _disconnect(loc: GalleryLocation, client: Any) -> None:
     finally:
         if loc.kind == MILVUS_LITE:
             _release_lite(Path(str(loc.path)))
+
+
+class _UnimplementedCallNoise(logging.Filter):
+    """Milvus Lite's embedded gRPC server does not implement every call pymilvus makes
+    (``AllocTimestamp`` when a collection is created); gRPC then logs an ERROR with a
+    traceback per call (3 for one ``gallery create``), though pymilvus carries on and the
+    gallery works. Such records go to this module's log at DEBUG instead; every other
+    record of ``grpc._server`` passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, NotImplementedError) and "Method not implemented" in str(exc):
+            method = record.exc_info[2]  # the servicer frame names the call
+            while method is not None and method.tb_next is not None:
+                method = method.tb_next
+            name = method.tb_frame.f_code.co_name if method is not None else "?"
+            log.debug("Milvus Lite does not implement %s (pymilvus goes on without it)", name)
+            return False
+        return True
+
+
+_LITE_NOISE = _UnimplementedCallNoise()
+
+
+def _quiet_lite_server() -> None:
+    """Keep Milvus Lite's harmless "Method not implemented!" tracebacks off the terminal
+    (see :class:`_UnimplementedCallNoise`); once per process."""
+    grpc_server_log = logging.getLogger("grpc._server")
+    if _LITE_NOISE not in grpc_server_log.filters:
+        grpc_server_log.addFilter(_LITE_NOISE)
 
 
 _LITE_LOCK = threading.Lock()
