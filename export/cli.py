@@ -129,6 +129,13 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 
 def _crop_args(p: argparse.ArgumentParser, what: str, default: int) -> None:
+    p.add_argument(
+        "--preset",
+        default="accurate",
+        help="the pipeline that makes the crops (default: accurate, the inference default)",
+    )
+    p.add_argument("--detector", default=None, help="its detector (default: the preset's)")
+    p.add_argument("--policy", default=None, help="its face policy (default: the preset's)")
     if what == "parity":
         p.add_argument(
             "--crops",
@@ -145,6 +152,13 @@ def _crop_args(p: argparse.ArgumentParser, what: str, default: int) -> None:
             "not in your evaluation set",
         )
         p.add_argument("--num-calib", type=int, default=default, help="calibration crops")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The pipeline of the crop options (:func:`_crop_args`)."""
+    from npcface.config import RecognizerConfig
+
+    return RecognizerConfig(preset=args.preset, detector=args.detector, face_policy=args.policy)
 
 
 def parse_info(text: str | None) -> Any:
@@ -226,7 +240,9 @@ def _onnx_checked(args: argparse.Namespace) -> int:
     crops = None
     if not args.no_parity:
         folder = _crop_folder(args.crops, "the parity check")
-        crops = crops_from_folder(folder, size, limit=args.num_crops, progress=_bar(args))
+        crops = crops_from_folder(
+            folder, size, limit=args.num_crops, config=_config(args), progress=_bar(args)
+        )
     kwargs = {"min_cosine": args.min_cosine} if args.min_cosine is not None else {}
     result = export_checked(
         model,
@@ -250,7 +266,12 @@ def _onnx_checked(args: argparse.Namespace) -> int:
         from .report import compare_torch_and_onnx
 
         lfw = compare_torch_and_onnx(
-            model, result.path, args.lfw, reference_info=reference, progress=_bar(args)
+            model,
+            result.path,
+            args.lfw,
+            reference_info=reference,
+            config=_config(args),
+            progress=_bar(args),
         )
         out["lfw"] = {
             "torch_accuracy": lfw["torch"]["accuracy_mean"],
@@ -300,7 +321,11 @@ def _quantize(args: argparse.Namespace) -> int:
             calibration=args.calibration,
         )
         calib = crops_from_folder(
-            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
+            args.calib,
+            info.input_size,
+            limit=args.num_calib,
+            config=_config(args),
+            progress=_bar(args),
         )
         variants[options.tag] = quantize_int8(
             src, out(options.tag), calib, info=info, options=options
@@ -314,7 +339,9 @@ def _quantize(args: argparse.Namespace) -> int:
         lfw = _crop_folder(args.lfw, "--report").resolve()
         lfw = lfw.parent if lfw.name == "images" else lfw
         size = info.input_size
-        data = lfw_crops(lfw, [size], per_fold=args.pairs_per_fold, progress=_bar(args))[size]
+        data = lfw_crops(
+            lfw, [size], per_fold=args.pairs_per_fold, config=_config(args), progress=_bar(args)
+        )[size]
         report = compare_variants(
             variants, data, info=info, threads=args.threads, progress=_bar(args)
         )
@@ -345,7 +372,11 @@ def _tensorrt(args: argparse.Namespace) -> int:
 
         info = model_info(args.model, info)
         crops = crops_from_folder(
-            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
+            args.calib,
+            info.input_size,
+            limit=args.num_calib,
+            config=_config(args),
+            progress=_bar(args),
         )
     try:
         path = build_engine(

@@ -221,21 +221,14 @@ def test_persists_across_reopen_in_another_process(where: tuple[str, str], tmp_p
 
 
 def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
-    from npcface.enroll import check_model
-
-    class Info:
-        name, embedding_size = "sface", DIM
-
-    class Rec:
-        info = Info()
-
     with Gallery.create(where[1], DIM) as g:
         assert g.model is None
-        check_model(Rec(), g)  # first use records the model
+        g.check_model("sface", DIM)  # first use records the model
         assert g.model == "sface"
-        Info.name = "arcface"
         with pytest.raises(GalleryError, match="sface"):
-            check_model(Rec(), g)
+            g.check_model("arcface", DIM)
+        with pytest.raises(GalleryError, match="dimensional"):
+            g.check_model("sface", DIM + 1)
         with pytest.raises(GalleryError, match="dimension 7"):
             g.add("x", np.ones(7, np.float32))
         with pytest.raises(GalleryError, match="zero"):
@@ -246,7 +239,6 @@ def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
             g.add("", np.ones(DIM, np.float32))
         with pytest.raises(GalleryError, match="k must be"):
             g.search(np.ones(DIM, np.float32), k=0)
-    Info.name = "sface"
     with Gallery.open(where[1], readonly=True) as g:
         assert g.model == "sface"
         with pytest.raises(GalleryError, match="read-only"):

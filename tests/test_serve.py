@@ -545,11 +545,19 @@ def test_cli_defaults_to_loopback_and_the_default_models():
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 8000, 1)
     s = settings_from_args(args)
-    # the library's defaults: the accurate preset decides detector, face policy and flip
-    assert (s.preset, s.detector, s.face_policy, s.flip) == ("accurate", None, None, None)
-    # None: the preset's recogniser (sface-int8)
-    assert (s.detector, s.recognizer, s.api_key_file, s.cors_origins) == (None, None, None, ())
+    # the library's defaults: the service's pipeline is the inference default
+    from npcface import FaceRecognizer
+    from npcface.config import RecognizerConfig
+
+    assert s.pipeline == RecognizerConfig()
+    assert s.build_recognizer().config == FaceRecognizer().config
+    assert (s.api_key_file, s.cors_origins) == (None, ())
     assert (s.max_images, s.request_timeout_s) == (32, 60.0)
+    # the same pipeline options as every command, read by the same parser
+    args = build_parser().parse_args(["serve", "--preset", "fast", "--max-pixels", "1000000"])
+    assert settings_from_args(args).pipeline == RecognizerConfig(
+        preset="fast", max_pixels=1_000_000
+    )
 
 
 # ------------------------------------------------------------------ durability

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..config import RecognizerConfig
 from ..errors import (
     InvalidArgumentError,
     MethodNotAllowedError,
@@ -197,8 +198,9 @@ def _without_paths(message: str, root: Path) -> str:
 # ------------------------------------------------------------------ settings via environment
 def settings_to_env(settings: Settings) -> str:
     """Settings as JSON for :data:`SETTINGS_ENV` (worker processes rebuild them from it)."""
-    d = asdict(settings)
+    d = {f.name: getattr(settings, f.name) for f in fields(Settings)}
     d.pop("recognizer_factory", None)
+    d["pipeline"] = settings.pipeline.to_dict()
     for k, v in d.items():
         if isinstance(v, Path):
             d[k] = str(v)
@@ -249,4 +251,6 @@ def app_from_env() -> FastAPI:
             kwargs[key] = Path(kwargs[key])
     if "cors_origins" in kwargs:
         kwargs["cors_origins"] = tuple(kwargs["cors_origins"])
+    if "pipeline" in kwargs:
+        kwargs["pipeline"] = RecognizerConfig.from_dict(kwargs["pipeline"])
     return create_app(Settings(**kwargs))
