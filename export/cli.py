@@ -58,6 +58,16 @@ def register(sub: Any) -> None:
         help="also verify LFW pairs through FaceRecognizer(recognizer=OUTPUT) and the torch "
         "model through the same evaluation, and print both accuracies",
     )
+    o.add_argument(
+        "--calibrate",
+        metavar="DIR",
+        help="calibrate the verification thresholds on the photos of DIR/<identity>/ (not "
+        "your evaluation set) and store them in the output, so that it verifies at once "
+        "(as 'npcface calibrate')",
+    )
+    o.add_argument(
+        "--calibrate-limit", type=int, default=None, help="a random sample of at most N photos"
+    )
     o.add_argument("--json", action="store_true", help="print the result as JSON")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.set_defaults(func=_onnx)
@@ -234,8 +244,9 @@ def _onnx_checked(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             embedding_size=args.embedding_size,
             name=args.name,
+            info=given,
         )
-        info = given or loaded.info
+        info = loaded.info
         model, reference, size = loaded.model, loaded.reference_info, loaded.info.input_size
     crops = None
     if not args.no_parity:
@@ -260,6 +271,8 @@ def _onnx_checked(args: argparse.Namespace) -> int:
         "info": json.loads(result.info.to_json()),
         "parity": asdict(result.parity) if result.parity else None,
     }
+    if args.calibrate:
+        out["calibration"] = _calibrate_output(result.path, args)
     if args.lfw:
         if third_party:
             raise NpcfaceError("--lfw compares with a torch model; use 'npcface eval lfw' here")
@@ -292,6 +305,24 @@ def _onnx_checked(args: argparse.Namespace) -> int:
                 f"(delta {100 * r['accuracy_delta']:+.2f} points)"
             )
     return 0
+
+
+def _calibrate_output(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Thresholds of the exported file, calibrated on ``--calibrate`` in the pipeline of the
+    crop options and written into its metadata (:func:`npcface.eval.calibrate.calibrate`)."""
+    from dataclasses import replace
+
+    from npcface.eval.calibrate import calibrate, write_thresholds
+    from npcface.recognizer import FaceRecognizer
+
+    rec = FaceRecognizer.from_config(replace(_config(args), recognizer=str(path)))
+    result = calibrate(rec, args.calibrate, progress=_bar(args), limit=args.calibrate_limit)
+    write_thresholds(path, result)
+    return {
+        "thresholds": dict(result.thresholds),
+        "unsupported": dict(result.unsupported),
+        "source": result.source,
+    }
 
 
 def _quantize(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ from .config import TrainConfig, _deep_merge
 from .data import EpochSampler, FaceDataset, ImageCheck, build_dataset, check_images
 from .errors import ConfigError, DataError, NonFiniteError, TrainingError
 from .heads import get_head
+from .modelcard import model_card, write_model_card
 from .partial_fc import PartialFC
 from .verify import PairVerifier, VerificationResult
 
@@ -448,6 +449,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
             "config": self.cfg.to_dict(),
+            "model_card": model_card(self.cfg),
             "num_images": len(self.dataset),
             "num_classes": self.num_classes,
             "history": self.history,
@@ -610,6 +612,7 @@ class Trainer:
                 "std": self.cfg.data.std,
                 "head": self.cfg.head.name,
                 "step": self.step,
+                "model_card": model_card(self.cfg),
                 "state_dict": self.backbone.state_dict(),
             },
             path,
@@ -736,6 +739,7 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
+            write_model_card(self.output, cfg)  # what an exporter needs, guessing nothing
         result = TrainResult(
             step=self.step,
             output=str(self.output),
