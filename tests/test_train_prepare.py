@@ -90,7 +90,22 @@ def test_prepare_mean_fallback_and_cli(raw_dir, tmp_path, capsys):
     assert cv2.imread(str(out / "zz_synthetic" / "blank.jpg")).shape == (112, 112, 3)
 
 
-def test_prepare_makes_the_crops_of_the_inference_default(raw_dir, tmp_path):
+@pytest.fixture(scope="module")
+def celeba_raw(data_dir: Path, tmp_path_factory) -> Path:
+    """A few unaligned in-the-wild photos of celeba-subset (3 people, 3 photos each)."""
+    celeba = data_dir / "celeba-subset"
+    if not celeba.is_dir():
+        pytest.skip("celeba-subset/ not in the shared data")
+    raw = tmp_path_factory.mktemp("celeba_raw")
+    people = [p for p in sorted(celeba.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:3]
+    for person in people:
+        (raw / person.name).mkdir()
+        for f in sorted(person.glob("*.jpg"))[:3]:
+            shutil.copy(f, raw / person.name / f.name)
+    return raw
+
+
+def test_prepare_makes_the_crops_of_the_inference_default(celeba_raw, tmp_path):
     """With no pipeline options, training crops are the default recogniser's own crops
     (``FaceRecognizer().crop_many``: same detector, face policy and alignment), byte for
     byte once encoded alike, and the report names that pipeline."""
@@ -98,12 +113,12 @@ def test_prepare_makes_the_crops_of_the_inference_default(raw_dir, tmp_path):
     from npcface.training.data.prepare import JPEG_QUALITY, list_raw_images
 
     out = tmp_path / "out"
-    report = prepare_dataset(raw_dir, out, size=120, workers=1, progress=False)
+    report = prepare_dataset(celeba_raw, out, size=120, workers=1, progress=False)
     rec = FaceRecognizer()
     assert report.pipeline == rec.config.describe()
     assert "retinaface" in report.pipeline and "center" in report.pipeline
-    rels = [r for r in list_raw_images(raw_dir) if not r.startswith("zz_")]
-    results = rec.crop_many([str(raw_dir / r) for r in rels], size=120)
+    rels = list_raw_images(celeba_raw)
+    results = rec.crop_many([str(celeba_raw / r) for r in rels], size=120)
     compared = 0
     for rel, r in zip(rels, results, strict=True):
         written = out / rel.rsplit(".", 1)[0]
@@ -120,7 +135,7 @@ def test_prepare_makes_the_crops_of_the_inference_default(raw_dir, tmp_path):
 
     with pytest.raises(DataError, match="another pipeline"):
         prepare_dataset(
-            raw_dir,
+            celeba_raw,
             out,
             size=120,
             workers=1,
