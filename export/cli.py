@@ -164,6 +164,16 @@ def _crop_args(p: argparse.ArgumentParser, what: str, default: int) -> None:
         p.add_argument("--num-calib", type=int, default=default, help="calibration crops")
 
 
+def _calibration_crops(args: argparse.Namespace, size: int) -> Any:
+    """INT8 calibration crops of ``--calib`` (``--num-calib`` of them, in the pipeline of
+    the crop options)."""
+    from .crops import crops_from_folder
+
+    return crops_from_folder(
+        args.calib, size, limit=args.num_calib, config=_config(args), progress=_bar(args)
+    )
+
+
 def _config(args: argparse.Namespace) -> Any:
     """The pipeline of the crop options (:func:`_crop_args`)."""
     from npcface.config import RecognizerConfig
@@ -326,7 +336,6 @@ def _calibrate_output(path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from .crops import crops_from_folder
     from .quantize import Int8Options, convert_fp16, model_info, quantize_int8, variant_path
 
     if not (args.fp16 or args.int8):
@@ -351,13 +360,7 @@ def _quantize(args: argparse.Namespace) -> int:
             per_channel=not args.per_tensor,
             calibration=args.calibration,
         )
-        calib = crops_from_folder(
-            args.calib,
-            info.input_size,
-            limit=args.num_calib,
-            config=_config(args),
-            progress=_bar(args),
-        )
+        calib = _calibration_crops(args, info.input_size)
         variants[options.tag] = quantize_int8(
             src, out(options.tag), calib, info=info, options=options
         )
@@ -398,17 +401,10 @@ def _tensorrt(args: argparse.Namespace) -> int:
     info = parse_info(args.info)
     crops = None
     if args.precision == "int8" and args.calib:
-        from .crops import crops_from_folder
         from .quantize import model_info
 
         info = model_info(args.model, info)
-        crops = crops_from_folder(
-            args.calib,
-            info.input_size,
-            limit=args.num_calib,
-            config=_config(args),
-            progress=_bar(args),
-        )
+        crops = _calibration_crops(args, info.input_size)
     try:
         path = build_engine(
             args.model,
