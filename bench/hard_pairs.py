@@ -12,7 +12,9 @@ TAR at FAR 1e-3 and 1e-4 against every impostor pair of the suite
 (:func:`npcface.eval.hard.suite_report`), and accuracy per group. For every recogniser after
 the first: the per-fold differences to the first (mean +- std over the 10 folds, folds
 better / worse), which cancel what the folds share and so measure a difference far more
-tightly than the folds' spread. Embeddings are cached under ``--cache`` by preset and
+tightly than the folds' spread; and the cosine of its embedding of each photo to the first's,
+by photo group (frontal, |yaw| bins of the turned photos, LAG): how far quantisation moves
+an embedding, with or without labels. Embeddings are cached under ``--cache`` by preset and
 prepared model file (an INT8 recipe change makes a new file name), so a rerun only scores.
 """
 
@@ -79,9 +81,10 @@ def main() -> None:
     )
     cache = Path(args.cache) if args.cache else None
     results: dict[str, dict] = {}
+    embs: dict[str, dict] = {}
     for name in args.recognizers:
         rec = FaceRecognizer(preset=args.preset, recognizer=name)
-        emb = embeddings(rec, paths, cache)
+        emb = embs[name] = embeddings(rec, paths, cache)
         scores = np.array(
             [
                 float(emb[p.path1] @ emb[p.path2])
@@ -155,6 +158,29 @@ def main() -> None:
                 f"(standard error {100 * d.std(ddof=1) / np.sqrt(len(d)):.2f}; "
                 f"{(d > 0).sum()} folds better, {(d < 0).sum()} worse)"
             )
+    photo_groups = {
+        "frontal": [s.path for s in photos if s.role == "frontal"],
+        **{
+            f"turned {lo:g}-{min(hi, 90):g}": [
+                s.path for s in photos if s.role == "turned" and lo <= abs(s.yaw) < hi
+            ]
+            for lo, hi in ((20, 30), (30, 45), (45, 91))
+        },
+        "LAG": [s.path for s in photos if s.part == "age"],
+    }
+    first = embs[ref_name]
+    for name in args.recognizers[1:]:
+        print(f"cosine of {name}'s embeddings to {ref_name}'s (mean / 1st percentile / min):")
+        results[name]["cosine_to_first"] = {}
+        for group, ps in photo_groups.items():
+            both = [p for p in ps if p in first and p in embs[name]]
+            if both:
+                cos = np.array([float(embs[name][p] @ first[p]) for p in both])
+                row = [float(cos.mean()), float(np.percentile(cos, 1)), float(cos.min())]
+                results[name]["cosine_to_first"][group] = [len(both), *row]
+                print(
+                    f"    {group:<14} {len(both):>5} photos  " + " / ".join(f"{v:.4f}" for v in row)
+                )
     if args.plot:
         curves = {
             f"{n} ({100 * r['accuracy_mean']:.2f}%)": r["by_group"] for n, r in results.items()
