@@ -20,7 +20,11 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=200, help="at most this many images")
     p.add_argument("--repeat", type=int, default=1, help="passes over the images")
     p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default=None, help="default: the preset's (sface-int8)")
+    p.add_argument(
+        "--recognizer",
+        default=None,
+        help="default: the preset's (accurate: sface, fast: sface-int8)",
+    )
     p.add_argument("--backend", default="auto", help="recogniser engine")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch", type=int, default=1, help="crops per recogniser call")

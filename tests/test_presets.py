@@ -21,15 +21,17 @@ def test_default_is_the_accurate_preset():
         acc.flip,
     )
     assert rec.detector_options == acc.detector_options
-    assert rec._recognizer_arg == acc.recognizer == "sface-int8"
+    assert rec._recognizer_arg == acc.recognizer == "sface"  # fp32 (issue 24)
 
 
 def test_recognizer_follows_the_preset_unless_given():
     assert FaceRecognizer(preset="fast")._recognizer_arg == "sface-int8"
-    assert FaceRecognizer(recognizer="sface")._recognizer_arg == "sface"  # fp32 on request
-    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface"])
-    assert recognizer_from_args(args)._recognizer_arg == "sface"
+    assert FaceRecognizer(recognizer="sface-int8")._recognizer_arg == "sface-int8"  # on request
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface-int8"])
+    assert recognizer_from_args(args)._recognizer_arg == "sface-int8"
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg"])
+    assert recognizer_from_args(args)._recognizer_arg == "sface"
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--preset", "fast"])
     assert recognizer_from_args(args)._recognizer_arg == "sface-int8"
 
 
