@@ -68,7 +68,8 @@ class FaceRecognizer:
             below override the preset's when given.
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
         recognizer: registry name (``"sface"``, ``"sface-int8"``) or an ONNX/engine file
-            exported by npcface; None takes the preset's (``sface-int8``).
+            exported by npcface; None takes the preset's (``sface`` for
+            ``accurate``, ``sface-int8`` for ``fast``).
         providers: ONNX Runtime providers; None picks TensorRT, CUDA, then CPU, whichever
             works. Naming a GPU provider that is missing raises ``ProviderError``.
         face_policy: which face to use when an image has several: ``center`` (the photo's

@@ -27,15 +27,17 @@ def test_each_preset_is_what_the_recogniser_runs(name):
 
 def test_default_is_the_accurate_preset():
     assert DEFAULT_PRESET == "accurate" and FaceRecognizer().config.preset == "accurate"
-    assert FaceRecognizer().config.recognizer == "sface-int8"
+    assert FaceRecognizer().config.recognizer == "sface"  # fp32 (issue 24)
 
 
 def test_recognizer_follows_the_preset_unless_given():
     assert FaceRecognizer(preset="fast").config.recognizer == "sface-int8"
-    assert FaceRecognizer(recognizer="sface").config.recognizer == "sface"  # fp32 on request
-    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface"])
-    assert recognizer_from_args(args).config.recognizer == "sface"
+    assert FaceRecognizer(recognizer="sface-int8").config.recognizer == "sface-int8"
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface-int8"])
+    assert recognizer_from_args(args).config.recognizer == "sface-int8"
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg"])
+    assert recognizer_from_args(args).config.recognizer == "sface"
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--preset", "fast"])
     assert recognizer_from_args(args).config.recognizer == "sface-int8"
 
 

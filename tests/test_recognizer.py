@@ -21,7 +21,7 @@ def test_same_and_different_people(lfw_dir, recognizer):
     b = lfw_image(lfw_dir, "Aaron_Eckhart", 1)
     same = recognizer.verify(a1, a2)
     diff = recognizer.verify(a1, b)
-    assert isinstance(same, VerifyResult) and same.model == "sface-int8"
+    assert isinstance(same, VerifyResult) and same.model == "sface"
     assert same.verified and not diff.verified
     assert same.similarity > same.threshold > diff.similarity
     assert isinstance(same.face1, Face) and same.face1.landmarks.shape == (5, 2)

@@ -84,7 +84,7 @@ def test_health_ready_docs_and_page(server):
     assert health.headers["server-timing"].startswith("app;dur=")
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    assert ready.json()["model"] == "sface-int8"  # the presets' recogniser
+    assert ready.json()["model"] == "sface"  # the accurate preset's recogniser
     spec = httpx.get(f"{server.url}/openapi.json").json()
     for path in ("/v1/verify", "/v1/detect", "/v1/embed", "/v1/galleries/{name}/identify"):
         assert path in spec["paths"]
@@ -375,7 +375,7 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
         enrolled[name] = g.enroll(name, [lfw_image(lfw_dir, name, n) for n in ns], {"who": name})
     assert [len(v) for v in enrolled.values()] == [len(v) for v in people.values()]
     info = g.info()
-    assert (info.identities, info.templates, info.model) == (4, 7, "sface-int8")
+    assert (info.identities, info.templates, info.model) == (4, 7, "sface")
     assert len(g) == 4 and "Abel_Pacheco" in g and "nobody" not in g
     assert g.templates("Abel_Pacheco") == enrolled["Abel_Pacheco"]
     assert g.metadata("Abel_Pacheco") == {"who": "Abel_Pacheco"}
