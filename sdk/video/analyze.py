@@ -149,6 +149,10 @@ class VideoAnalyzer:
             the last ``lost_after`` seconds when its embedding matches that track's
             template at the threshold calibrated for this false-accept rate (the tracker
             alone loses a face occluded longer than its motion model holds); None: never.
+        detect_side: frames whose longer side exceeds this are downscaled for detection
+            only (faces are aligned and embedded from the full frame); None: the
+            detector's own limit. Video faces are rarely small, and detection is most of
+            the cost (``bench/video.py``).
 
     Raises:
         InvalidArgumentError: a bad number, or both ``threshold`` and ``far``.
@@ -168,6 +172,7 @@ class VideoAnalyzer:
         lost_after: float = 1.0,
         embed: bool = True,
         relink_far: float | None = 1e-4,
+        detect_side: int | None = 640,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InvalidArgumentError(f"every must be an int >= 1, got {every!r}", input="every")
@@ -176,6 +181,7 @@ class VideoAnalyzer:
         if lost_after <= 0:
             raise InvalidArgumentError(f"lost_after must be > 0 s, got {lost_after!r}")
         self.rec = recognizer
+        self.detect_side = detect_side
         self.gallery = gallery
         self.every = every
         self.keep = keep
@@ -263,7 +269,7 @@ class VideoAnalyzer:
         self._last_detect_time = frame.time
         events: list[TrackEvent] = []
         t0 = time.perf_counter()
-        faces = self.rec.detector.detect(frame.image)
+        faces = self._detect(frame.image)
         t1 = time.perf_counter()
         tracked = self._tracker.update(faces)
         t2 = time.perf_counter()
@@ -277,6 +283,19 @@ class VideoAnalyzer:
         return FrameResult(frame, tuple(out), tuple(events), True)
 
     _last_detect_time = -1.0
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        side = max(image.shape[:2])
+        if not self.detect_side or side <= self.detect_side:
+            return self.rec.detector.detect(image)
+        import cv2
+
+        scale = self.detect_side / side
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return [
+            Face(f.box / scale, f.landmarks / scale, f.score)
+            for f in self.rec.detector.detect(small)
+        ]
 
     def _follow(
         self, frame: Frame, tracked: list[tuple[int, Face]], events: list[TrackEvent]
