@@ -111,8 +111,14 @@ def scene(actors_cast, size, seconds: float, rng: random.Random, seed: int) -> S
 
 def make_gallery(rec: FaceRecognizer, folder: Path, everyone) -> Gallery:
     g = Gallery.create(str(folder), dim=rec.info.embedding_size, model=rec.info.name)
+    from npcface.errors import NpcfaceError
+
     for name, gallery_photos, _ in everyone:
-        rec.enroll(g, name, gallery_photos)
+        for photo in gallery_photos:  # a photo below the enrolment gate is left out
+            try:
+                rec.enroll(g, name, [photo])
+            except NpcfaceError as exc:
+                print(f"not enrolled: {exc}")
     return g
 
 
