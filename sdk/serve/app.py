@@ -39,8 +39,9 @@ from .docs_assets import add_docs
 from .galleries import GalleryManager
 from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
-from .routes import faces, galleries, identities, ops, verification
+from .routes import faces, galleries, identities, ops, streams, verification
 from .settings import Settings
+from .streams import StreamManager
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         finally:
             if upkeep is not None:
                 upkeep.cancel()
+            await run_in_threadpool(app.state.streams.close)
             app.state.recognizer = None
             await run_in_threadpool(manager.close)
 
@@ -106,12 +108,14 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     app.state.galleries = manager
     app.state.metrics = metrics
     app.state.recognizer = None
+    app.state.streams = StreamManager(lambda: app.state.recognizer, manager.root)
     for router in (
         faces.router,
         verification.router,
         galleries.router,
         identities.router,
         ops.router,
+        streams.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.STATIC), name="static")
