@@ -189,6 +189,15 @@ class GalleryBusyError(GalleryError):
     status = 409
 
 
+class GalleryUnavailableError(GalleryError):
+    """The gallery's server (Milvus) cannot be reached now: it is down or restarting. Nothing
+    is known to have been written by the call that failed; retry later (the connection is
+    re-established on its own when the server is back)."""
+
+    code = "gallery_unavailable"
+    status = 503
+
+
 class GalleryClosedError(GalleryError):
     """The Gallery object was closed; open the gallery again."""
 

@@ -23,6 +23,7 @@ from ...errors import (
 from ..backend import GalleryInfo
 from ..uri import MILVUS_LITE, GalleryLocation, parse_gallery_uri
 from .connection import (
+    GuardedClient,
     _check_consistency,
     _connect,
     _disconnect,
@@ -88,9 +89,9 @@ class MilvusBackend:
         """Internal: use :meth:`create` or :meth:`open` (through ``Gallery.create/open``)."""
         self.loc = location
         self.location = location.uri
-        self._client = client
         self._name = str(location.collection)
         self._meta_name = f"{self._name}__meta"
+        self._client = GuardedClient(client, location.uri, (self._name, self._meta_name))
         self._settings = settings
         self.readonly = readonly
         self._consistency = consistency
@@ -157,7 +158,7 @@ class MilvusBackend:
         )
         params = _check_search_params(search_params or {}, {})
         _check_consistency(consistency)
-        client = _connect(loc)
+        client = GuardedClient(_connect(loc), uri, ())
         try:
             name = str(loc.collection)
             if client.has_collection(name) or client.has_collection(f"{name}__meta"):
@@ -185,7 +186,7 @@ class MilvusBackend:
         except Exception as exc:
             _disconnect(loc, client)
             raise GalleryError(f"{uri}: cannot create the gallery: {exc}") from exc
-        return cls(loc, client, settings, False, consistency)
+        return cls(loc, client.raw, settings, False, consistency)
 
     @classmethod
     def open(
@@ -216,7 +217,7 @@ class MilvusBackend:
                 f"{uri}: no gallery here ({loc.path} does not exist); create one with "
                 "Gallery.create(uri, dim)"
             )
-        client = _connect(loc)
+        client = GuardedClient(_connect(loc), uri, ())
         try:
             name = str(loc.collection)
             if not client.has_collection(f"{name}__meta") or not client.has_collection(name):
@@ -247,7 +248,7 @@ class MilvusBackend:
         except Exception as exc:
             _disconnect(loc, client)
             raise GalleryError(f"{uri}: cannot open the gallery: {exc}") from exc
-        return cls(loc, client, settings, bool(readonly), consistency)
+        return cls(loc, client.raw, settings, bool(readonly), consistency)
 
     @staticmethod
     def exists(uri: str) -> bool:
@@ -256,7 +257,7 @@ class MilvusBackend:
         loc = parse_gallery_uri(uri)
         if loc.kind == MILVUS_LITE and not Path(str(loc.path)).exists():
             return False
-        client = _connect(loc)
+        client = GuardedClient(_connect(loc), uri, ())
         try:
             name = str(loc.collection)
             return bool(client.has_collection(name) and client.has_collection(f"{name}__meta"))

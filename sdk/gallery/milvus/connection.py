@@ -4,14 +4,17 @@ last."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import (
     GalleryError,
+    GalleryUnavailableError,
     MissingExtraError,
 )
 from ..uri import MILVUS_LITE, TOKEN_ENV, GalleryLocation
@@ -62,6 +65,11 @@ def _connect(loc: GalleryLocation) -> Any:
             raise GalleryError(
                 f"{loc.uri}: cannot open the Milvus Lite file (another process may have it "
                 f"open: Milvus Lite allows one process per file): {exc}"
+            ) from exc
+        if _is_unavailable(exc):
+            raise GalleryUnavailableError(
+                f"{loc.uri}: the Milvus server cannot be reached (down or restarting); "
+                f"retry later ({exc})"
             ) from exc
         raise GalleryError(f"{loc.uri}: cannot connect to Milvus: {exc}") from exc
 
@@ -131,3 +139,86 @@ def _check_consistency(level: str) -> None:
         raise GalleryError(
             f"consistency must be Strong, Bounded, Session or Eventually, not {level!r}"
         )
+
+
+class GuardedClient:
+    """A ``MilvusClient`` whose calls fail with npcface's errors when the server is away.
+
+    * The server cannot be reached (down, restarting, a dropped connection that pymilvus
+      could not re-establish): :class:`~npcface.errors.GalleryUnavailableError`. pymilvus
+      re-creates the channel at the next call, so the same gallery object works again once
+      the server is back; nothing has to be reopened.
+    * After a restart, Milvus 2.3 answers "collection not loaded" until it has loaded the
+      collections again in the background; the gallery's collections are then loaded again
+      here and the call is repeated once (the refused call did nothing).
+
+    Every other error passes unchanged. Attributes that are not calls are passed through.
+    """
+
+    def __init__(self, client: Any, uri: str, collections: Sequence[str]) -> None:
+        self._client = client
+        self._uri = uri
+        self._collections = tuple(collections)
+
+    @property
+    def raw(self) -> Any:
+        """The ``MilvusClient`` itself."""
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return self._translated(attr, args, kwargs)
+            except _NotLoaded:
+                for coll in self._collections:
+                    self._translated(self._client.load_collection, (coll,), {})
+                return self._translated(attr, args, kwargs)
+
+        return call
+
+    def _translated(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GalleryError:
+            raise
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise GalleryUnavailableError(
+                    f"{self._uri}: the Milvus server cannot be reached (down or restarting); "
+                    "retry later"
+                ) from exc
+            if _is_not_loaded(exc):
+                raise _NotLoaded from exc
+            raise
+
+
+class _NotLoaded(Exception):
+    """Internal: the server answered "collection not loaded"."""
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """pymilvus's ways of saying that the server is not there: ``CONNECT_FAILED`` (code 2),
+    ``MilvusUnavailableException``, or gRPC's ``UNAVAILABLE`` raised as is."""
+    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+
+    if isinstance(exc, MilvusUnavailableException):
+        return True
+    if isinstance(exc, MilvusException):
+        return exc.code == 2  # pymilvus.client.types.Status.CONNECT_FAILED
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - pymilvus depends on grpcio
+        return False
+    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _is_not_loaded(exc: BaseException) -> bool:
+    from pymilvus.exceptions import MilvusException
+
+    # Milvus 2.3's only sign is its message (code 101, "collection not loaded")
+    return isinstance(exc, MilvusException) and "collection not loaded" in str(exc.message)
