@@ -18,6 +18,8 @@ from npcface.gallery import Gallery
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+pytestmark = pytest.mark.slow  # two server starts: about a minute and a half
+
 DIM = 32
 
 
