@@ -44,8 +44,16 @@ def _free_port() -> int:
 class MilvusServer:
     """``milvus-server`` with its data in ``folder``; :attr:`address` is ``host:port``."""
 
-    def __init__(self, folder: Path, start_timeout_s: float = 240.0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        start_timeout_s: float = 240.0,
+        config: dict[str, str | int] | None = None,
+    ) -> None:
+        """``config``: settings of Milvus's ``milvus.yaml`` by dotted key (``--extra-config``),
+        e.g. ``{"dataCoord.gc.interval": 5}``."""
         self.folder = Path(folder)
+        self.config = dict(config or {})
         self.ports = {name: _free_port() for name in PORTS}
         self.address = f"127.0.0.1:{self.ports['proxy-port']}"
         self.start_timeout_s = start_timeout_s
@@ -55,6 +63,8 @@ class MilvusServer:
         cmd = ["milvus-server", "--data", str(self.folder / "data")]
         for name, port in self.ports.items():
             cmd += [f"--{name}", str(port)]
+        for key, value in self.config.items():
+            cmd += ["--extra-config", f"{key}={value}"]
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         # a session of its own: the launcher starts the milvus binary as its child, and a
         # kill must take both
