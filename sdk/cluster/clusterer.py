@@ -288,9 +288,7 @@ class Clusterer:
         self._index = NeighbourIndex(dim, self.factory or graph_factory(n, dim))
         self._index.add(x)
         th = self.thresholds(n)
-        graph = knn_graph(
-            x, k=self.k, min_sim=th.lowest, index=self._index, progress=self.progress
-        )
+        graph = knn_graph(x, k=self.k, min_sim=th.lowest, index=self._index, progress=self.progress)
         a, b = _without(graph.a, graph.b, low)
         self._raw = average_linkage(
             x, a, b, th, labels=_start(cons.tags), tags=cons.tags, cannot=cons.cannot
@@ -321,8 +319,7 @@ class Clusterer:
         x_new = _unit_rows(embeddings)
         if x_new.shape[1] != self._x.shape[1]:
             raise InvalidArgumentError(
-                f"embeddings have {x_new.shape[1]} dimensions, the collection "
-                f"{self._x.shape[1]}",
+                f"embeddings have {x_new.shape[1]} dimensions, the collection {self._x.shape[1]}",
                 input="embeddings",
             )
         n_old, m = len(self), len(x_new)
@@ -331,7 +328,9 @@ class Clusterer:
         low = np.concatenate([self._low, low_new])
         n = len(x)
         if self.refit_growth is not None and n > self.refit_growth * self._fitted_at:
-            log.info("collection grew from %d to %d faces: clustering all again", self._fitted_at, n)
+            log.info(
+                "collection grew from %d to %d faces: clustering all again", self._fitted_at, n
+            )
             return self._fit(x, low, _check_constraints(constraints, n))
         cons = _check_constraints(constraints, n)
         self._index.add(x_new)
@@ -352,9 +351,7 @@ class Clusterer:
         if (tags >= 0).any():
             start = _start(tags, start)
         self._x, self._low = x, low
-        self._raw = average_linkage(
-            x, a, b, th, labels=start, tags=tags, cannot=cons.cannot
-        )
+        self._raw = average_linkage(x, a, b, th, labels=start, tags=tags, cannot=cons.cannot)
         self._result = self._finish(th, cons)
         return self._result
 

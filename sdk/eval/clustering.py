@@ -151,7 +151,9 @@ def noise_as_singletons(labels: Any, noise: int = -1) -> np.ndarray:
     """
     arr = np.asarray(labels)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidArgumentError(f"labels must be a 1-d integer array, got {arr.dtype} {arr.shape}")
+        raise InvalidArgumentError(
+            f"labels must be a 1-d integer array, got {arr.dtype} {arr.shape}"
+        )
     out = arr.astype(np.int64).copy()
     hit = out == noise
     start = int(out.max(initial=0)) + 1
