@@ -28,6 +28,7 @@ from npcface.cluster.clusterer import (
     Constraints,
     cluster_embeddings,
 )
+from npcface.cluster.store import FaceGroups, FaceInfo, GroupInfo
 from npcface.cluster.thresholds import ClusterCalibration, Thresholds, calibrate_clustering
 
 __all__ = [
@@ -36,6 +37,9 @@ __all__ = [
     "Clusterer",
     "Clustering",
     "Constraints",
+    "FaceGroups",
+    "FaceInfo",
+    "GroupInfo",
     "Thresholds",
     "calibrate_clustering",
     "cluster_embeddings",

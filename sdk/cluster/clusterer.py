@@ -94,6 +94,14 @@ class Clustering:
         """Number of faces."""
         return int(self.labels.shape[0])
 
+    @classmethod
+    def empty(cls, thresholds: Thresholds) -> Clustering:
+        """The clustering of no faces."""
+        z = np.zeros(0, np.int64)
+        return cls(
+            z, z.copy(), z.copy(), np.zeros(0, np.float32), np.zeros(0, bool), thresholds, "Flat"
+        )
+
     @property
     def groups(self) -> int:
         """Number of groups (noise excluded)."""
@@ -251,6 +259,44 @@ class Clusterer:
 
     def __len__(self) -> int:
         return int(self._x.shape[0])
+
+    @property
+    def fitted_at(self) -> int:
+        """Faces at the last full clustering (0: none yet)."""
+        return self._fitted_at
+
+    def restore(
+        self,
+        embeddings: np.ndarray,
+        labels: np.ndarray,
+        quality: Sequence[float] | np.ndarray | None = None,
+        fitted_at: int | None = None,
+    ) -> None:
+        """Take up a collection grouped before (in another process): its embeddings and
+        its groups, for :meth:`add`.
+
+        Args:
+            embeddings: (N, d) the faces.
+            labels: (N,) a group id per face (faces of one id are one group; give noise
+                faces ids of their own).
+            quality: (N,) face quality, for ``min_quality``.
+            fitted_at: faces at the last full clustering (default N).
+        """
+        x = _unit_rows(embeddings)
+        n, dim = x.shape
+        labels = np.asarray(labels, np.int64)
+        if labels.shape != (n,):
+            raise InvalidArgumentError(
+                f"labels must be {n} ints, got {labels.shape}", input="labels"
+            )
+        self._x = x
+        self._low = self._low_quality(quality, n)
+        self._index = NeighbourIndex(dim, self.factory or graph_factory(n, dim))
+        self._index.add(x)
+        _, first, inv = np.unique(labels, return_index=True, return_inverse=True)
+        self._raw = first[inv.reshape(-1)].astype(np.int64)
+        self._fitted_at = n if fitted_at is None else int(fitted_at)
+        self._result = None
 
     def thresholds(self, n: int) -> Thresholds:
         """The merge rule for ``n`` faces (at least ``expected_size``)."""
