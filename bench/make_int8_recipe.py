@@ -2,12 +2,13 @@
 
     pip install nncf            # only here; the SDK applies the recipe without it
     python bench/make_int8_recipe.py --calib ../shared/data/celeba-subset [--model sface]
-        [--photos 500] [--preset mixed] [--out sdk/recipes/sface_int8.json]
+        [--photos 500] [--preset mixed] [--fp32 conv_1_conv2d] [--out sdk/recipes/sface_int8.json]
 
 Calibration crops: every k-th photo of the celeba-subset (never LFW), detected, chosen and
 aligned by ``FaceRecognizer()`` (the default pipeline, so the crops look like the ones the
 recogniser will see). NNCF quantises the prepared fp32 graph (QDQ, per-channel symmetric
-weights, activations per NNCF's ``--preset``); :func:`npcface.int8.extract_recipe` keeps only
+weights, activations per NNCF's ``--preset``), leaving the nodes named by ``--fp32`` (and
+their inputs) unquantised; :func:`npcface.int8.extract_recipe` keeps only
 the learned scales, and the script checks that :func:`npcface.int8.apply_recipe` on the
 fp32 graph rebuilds a model whose embeddings equal NNCF's on the calibration crops.
 """
@@ -35,6 +36,14 @@ def main() -> None:
     ap.add_argument("--model", default="sface")
     ap.add_argument("--photos", type=int, default=500)
     ap.add_argument("--preset", default="mixed", choices=["mixed", "performance"])
+    ap.add_argument(
+        "--fp32",
+        nargs="*",
+        default=["conv_1_conv2d"],
+        metavar="NODE",
+        help="nodes left in fp32 (NNCF's ignored scope). Default: SFace's first convolution, "
+        "whose INT8 input and weights cost the most on turned faces (docs/accuracy.md)",
+    )
     ap.add_argument("--out", default="sdk/recipes/sface_int8.json")
     ap.add_argument("--keep", default=None, help="also save NNCF's quantised ONNX here")
     args = ap.parse_args()
@@ -56,6 +65,7 @@ def main() -> None:
         dataset,
         preset=getattr(nncf.QuantizationPreset, args.preset.upper()),
         subset_size=len(x),
+        ignored_scope=nncf.IgnoredScope(names=list(args.fp32)) if args.fp32 else None,
     )
     seconds = time.perf_counter() - t0
     recipe = extract_recipe(quantized, fp32)
@@ -65,8 +75,10 @@ def main() -> None:
         "tool": f"nncf {nncf.__version__}, QuantizationPreset.{args.preset.upper()}",
         "calibration": f"{len(x)} aligned crops of {len(photos)} photos of {args.calib} "
         "(every k-th photo), FaceRecognizer() defaults; never LFW",
+        "fp32_nodes": list(args.fp32),
         "command": "python bench/make_int8_recipe.py "
-        f"--calib {args.calib} --model {args.model} --photos {args.photos} --preset {args.preset}",
+        f"--calib {args.calib} --model {args.model} --photos {args.photos} --preset {args.preset}"
+        + (f" --fp32 {' '.join(args.fp32)}" if args.fp32 else " --fp32"),
     }
 
     # the recipe rebuilds NNCF's model: same embeddings on the calibration crops

@@ -8,6 +8,7 @@ overrides cover checkpoints that lack a field.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -256,17 +257,6 @@ def config_summary(config: Mapping[str, Any], limit: int = 40) -> dict[str, Any]
     return out
 
 
-def _pick(config: Mapping[str, Any], *names: str) -> Any:
-    flat = _flatten(config)
-    for name in names:
-        if name in config:
-            return config[name]
-        for k, v in flat.items():
-            if k.rsplit(".", 1)[-1] == name:
-                return v
-    return None
-
-
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file from a path ``npcface train`` wrote.
 
@@ -293,13 +283,41 @@ def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def _layout(ckpt: Any) -> dict[str, Any]:
-    """Normalise the two ``npcface train`` layouts (and plain ones) to one dict of facts."""
+def _layout(ckpt: Any, path: Path) -> dict[str, Any]:
+    """The facts of a checkpoint, as it states them; nothing is guessed.
+
+    In order: its model card (inside it, or ``model_card.json`` in its run folder:
+    :mod:`npcface.training.modelcard`); the flat facts of a ``model.pt`` written before
+    model cards; the training config of a rank checkpoint written before them (its
+    ``backbone`` and ``data`` sections; the trainer always fed RGB). A foreign checkpoint
+    states nothing: its facts come from ``--backbone`` and ``--info``."""
     if not isinstance(ckpt, Mapping):
         raise ModelError(f"a checkpoint is a dict, this one is a {type(ckpt).__name__}")
-    config = dict(ckpt.get("config") or {})
-    if isinstance(ckpt.get("backbone"), str):
-        # model.pt from Trainer.export_model: flat facts + "state_dict"
+    config = dict(ckpt.get("config") or {}) or {  # model.pt: its flat facts are the config
+        k: v
+        for k, v in ckpt.items()
+        if k not in ("state_dict", "backbone_kwargs", "model_card", "backbone")
+        or (k == "backbone" and isinstance(v, str))
+    }
+    card = ckpt.get("model_card") or _card_beside(path)
+    if card is not None:
+        from npcface.training.modelcard import read_model_card
+
+        try:
+            info, backbone, kwargs = read_model_card(card)
+        except ValueError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        return {
+            "backbone": backbone,
+            "backbone_kwargs": kwargs,
+            "input_size": info.input_size,
+            "embedding_size": info.embedding_size,
+            "channel_order": info.channel_order,
+            "mean": info.mean,
+            "std": info.std,
+            "config": config,
+        }
+    if isinstance(ckpt.get("backbone"), str):  # model.pt of Trainer.export_model
         return {
             "backbone": ckpt["backbone"],
             "backbone_kwargs": dict(ckpt.get("backbone_kwargs") or {}),
@@ -308,23 +326,36 @@ def _layout(ckpt: Any) -> dict[str, Any]:
             "channel_order": ckpt.get("channel_order"),
             "mean": ckpt.get("mean"),
             "std": ckpt.get("std"),
-            "config": config
-            or {k: v for k, v in ckpt.items() if k not in ("state_dict", "backbone_kwargs")},
+            "config": config,
         }
-    # a rank checkpoint (Trainer.state_dict): weights under "backbone", the TrainConfig
-    # under "config" (backbone.{name,input_size,embedding_size,kwargs}, data.{mean,std})
     bb = config.get("backbone") if isinstance(config.get("backbone"), Mapping) else {}
     data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    ours = bool(bb) and ckpt.get("format") is not None  # a rank file of npcface's trainer
     return {
-        "backbone": bb.get("name") or _pick(config, "backbone", "network", "arch"),
-        "backbone_kwargs": dict(bb.get("kwargs") or _pick(config, "backbone_kwargs") or {}),
-        "input_size": bb.get("input_size") or _pick(config, "input_size"),
-        "embedding_size": bb.get("embedding_size") or _pick(config, "embedding_size"),
-        "channel_order": data.get("channel_order") or _pick(config, "channel_order"),
-        "mean": data.get("mean", _pick(config, "mean")),
-        "std": data.get("std", _pick(config, "std")),
+        "backbone": bb.get("name"),
+        "backbone_kwargs": dict(bb.get("kwargs") or {}),
+        "input_size": bb.get("input_size"),
+        "embedding_size": bb.get("embedding_size"),
+        "channel_order": data.get("channel_order") or ("RGB" if ours else None),
+        "mean": data.get("mean"),
+        "std": data.get("std"),
         "config": config,
     }
+
+
+def _card_beside(path: Path) -> dict[str, Any] | None:
+    """The ``model_card.json`` of the run a checkpoint file belongs to (beside ``model.pt``,
+    or two folders up from ``checkpoints/step_*/rank0.pt``)."""
+    from npcface.training.modelcard import MODEL_CARD
+
+    for folder in (path.parent, *list(path.parents)[1:3]):
+        card = folder / MODEL_CARD
+        if card.is_file():
+            try:
+                return json.loads(card.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ModelError(f"{card}: not valid JSON: {exc}") from None
+    return None
 
 
 def _triple(value: Any) -> tuple[float, float, float] | None:
@@ -343,6 +374,7 @@ def load_checkpoint(
     input_size: int | None = None,
     embedding_size: int | None = None,
     name: str | None = None,
+    info: RecognizerInfo | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the backbone of an ``npcface train`` checkpoint.
 
@@ -350,8 +382,10 @@ def load_checkpoint(
     ``Trainer.export_model`` (``backbone`` name, ``backbone_kwargs``, ``input_size``,
     ``embedding_size``, ``channel_order``, ``mean``, ``std``, ``state_dict``) and the rank
     checkpoints ``checkpoints/step_*/rank0.pt`` (weights under ``backbone``, the training
-    config under ``config``). A plain state dict works with ``backbone=`` given. Keyword
-    arguments override the checkpoint.
+    config under ``config``); any of them with a model card, which the trainer also writes
+    as ``model_card.json`` in the run folder. A plain state dict works with ``backbone=``
+    and ``info`` given. Keyword arguments override the checkpoint; nothing is guessed: a
+    fact that neither the checkpoint nor the arguments give is an error naming it.
 
     Checkpoints from elsewhere: numpy scalars and arrays stored beside the weights are
     allowed (:func:`_numpy_safe_globals`); wrapper prefixes (``module.``, ``_orig_mod.``,
@@ -369,7 +403,7 @@ def load_checkpoint(
 
     path = resolve_checkpoint_path(path)
     ckpt = _load(torch, path)
-    facts = _layout(ckpt)
+    facts = _layout(ckpt, path)
     config = facts["config"]
     state = _strip_prefixes(_state_dict(ckpt))
     if is_arcface_iresnet(state):
@@ -389,11 +423,29 @@ def load_checkpoint(
             f"{path}: {len(bad)} of {len(state)} tensors hold NaN/inf values (e.g. "
             f"{', '.join(bad[:3])}): the training run diverged; export an earlier checkpoint"
         )
+    if info is not None:  # explicit facts (--info) of a checkpoint that states none
+        for key in ("input_size", "embedding_size", "channel_order", "mean", "std"):
+            if facts.get(key) is None:
+                facts[key] = getattr(info, key)
     arch = backbone or facts["backbone"]
     if not isinstance(arch, str):
         raise ModelError(f"{path} does not name its backbone; pass --backbone NAME")
-    size = int(input_size or facts["input_size"] or 120)
-    dim = int(embedding_size or facts["embedding_size"] or 512)
+    size = input_size or facts["input_size"]
+    dim = embedding_size or facts["embedding_size"]
+    for value, what, option in (
+        (size, "input size", "--input-size"),
+        (dim, "embedding size", "--embedding-size"),
+    ):
+        if value is None:
+            raise ModelError(f"{path} does not state its {what}; pass {option} (or --info)")
+    size, dim = int(size), int(dim)
+    missing = [k for k in ("channel_order", "mean", "std") if facts.get(k) is None]
+    if missing:
+        raise ModelError(
+            f"{path} does not state its {', '.join(missing)}; pass --info with them, e.g. "
+            """'{"name": "x", "input_size": 112, "channel_order": "RGB", "mean": 127.5, """
+            """"std": 127.5, "embedding_size": 512}'"""
+        )
     try:
         model = get_backbone(arch, input_size=size, embedding_size=dim, **facts["backbone_kwargs"])
     except (ValueError, TypeError) as exc:
@@ -415,7 +467,7 @@ def load_checkpoint(
     if facts["channel_order"]:
         norm["channel_order"] = str(facts["channel_order"]).upper()
     reference = RecognizerInfo(name=arch, input_size=size, embedding_size=dim, **norm)
-    thresholds = _pick(config, "thresholds")
+    thresholds = config.get("thresholds")
     extra: dict[str, Any] = {
         "source_checkpoint": path.name,
         "source_checkpoint_sha256": file_sha256(path),
@@ -433,7 +485,7 @@ def load_checkpoint(
         std=reference.std,
         embedding_size=dim,
         thresholds={str(k): float(v) for k, v in (thresholds or {}).items()},
-        threshold_source=str(_pick(config, "threshold_source") or ""),
+        threshold_source=str(config.get("threshold_source") or ""),
         extra=extra,
     )
     log.info("loaded %s: %s %dx%d -> %d-d", path.name, arch, size, size, dim)

@@ -58,6 +58,16 @@ def register(sub: Any) -> None:
         help="also verify LFW pairs through FaceRecognizer(recognizer=OUTPUT) and the torch "
         "model through the same evaluation, and print both accuracies",
     )
+    o.add_argument(
+        "--calibrate",
+        metavar="DIR",
+        help="calibrate the verification thresholds on the photos of DIR/<identity>/ (not "
+        "your evaluation set) and store them in the output, so that it verifies at once "
+        "(as 'npcface calibrate')",
+    )
+    o.add_argument(
+        "--calibrate-limit", type=int, default=None, help="a random sample of at most N photos"
+    )
     o.add_argument("--json", action="store_true", help="print the result as JSON")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     o.set_defaults(func=_onnx)
@@ -129,6 +139,13 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 
 def _crop_args(p: argparse.ArgumentParser, what: str, default: int) -> None:
+    p.add_argument(
+        "--preset",
+        default="accurate",
+        help="the pipeline that makes the crops (default: accurate, the inference default)",
+    )
+    p.add_argument("--detector", default=None, help="its detector (default: the preset's)")
+    p.add_argument("--policy", default=None, help="its face policy (default: the preset's)")
     if what == "parity":
         p.add_argument(
             "--crops",
@@ -145,6 +162,23 @@ def _crop_args(p: argparse.ArgumentParser, what: str, default: int) -> None:
             "not in your evaluation set",
         )
         p.add_argument("--num-calib", type=int, default=default, help="calibration crops")
+
+
+def _calibration_crops(args: argparse.Namespace, size: int) -> Any:
+    """INT8 calibration crops of ``--calib`` (``--num-calib`` of them, in the pipeline of
+    the crop options)."""
+    from .crops import crops_from_folder
+
+    return crops_from_folder(
+        args.calib, size, limit=args.num_calib, config=_config(args), progress=_bar(args)
+    )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The pipeline of the crop options (:func:`_crop_args`)."""
+    from npcface.config import RecognizerConfig
+
+    return RecognizerConfig(preset=args.preset, detector=args.detector, face_policy=args.policy)
 
 
 def parse_info(text: str | None) -> Any:
@@ -220,13 +254,16 @@ def _onnx_checked(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             embedding_size=args.embedding_size,
             name=args.name,
+            info=given,
         )
-        info = given or loaded.info
+        info = loaded.info
         model, reference, size = loaded.model, loaded.reference_info, loaded.info.input_size
     crops = None
     if not args.no_parity:
         folder = _crop_folder(args.crops, "the parity check")
-        crops = crops_from_folder(folder, size, limit=args.num_crops, progress=_bar(args))
+        crops = crops_from_folder(
+            folder, size, limit=args.num_crops, config=_config(args), progress=_bar(args)
+        )
     kwargs = {"min_cosine": args.min_cosine} if args.min_cosine is not None else {}
     result = export_checked(
         model,
@@ -244,13 +281,20 @@ def _onnx_checked(args: argparse.Namespace) -> int:
         "info": json.loads(result.info.to_json()),
         "parity": asdict(result.parity) if result.parity else None,
     }
+    if args.calibrate:
+        out["calibration"] = _calibrate_output(result.path, args)
     if args.lfw:
         if third_party:
             raise NpcfaceError("--lfw compares with a torch model; use 'npcface eval lfw' here")
         from .report import compare_torch_and_onnx
 
         lfw = compare_torch_and_onnx(
-            model, result.path, args.lfw, reference_info=reference, progress=_bar(args)
+            model,
+            result.path,
+            args.lfw,
+            reference_info=reference,
+            config=_config(args),
+            progress=_bar(args),
         )
         out["lfw"] = {
             "torch_accuracy": lfw["torch"]["accuracy_mean"],
@@ -273,8 +317,25 @@ def _onnx_checked(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_output(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Thresholds of the exported file, calibrated on ``--calibrate`` in the pipeline of the
+    crop options and written into its metadata (:func:`npcface.eval.calibrate.calibrate`)."""
+    from dataclasses import replace
+
+    from npcface.eval.calibrate import calibrate, write_thresholds
+    from npcface.recognizer import FaceRecognizer
+
+    rec = FaceRecognizer.from_config(replace(_config(args), recognizer=str(path)))
+    result = calibrate(rec, args.calibrate, progress=_bar(args), limit=args.calibrate_limit)
+    write_thresholds(path, result)
+    return {
+        "thresholds": dict(result.thresholds),
+        "unsupported": dict(result.unsupported),
+        "source": result.source,
+    }
+
+
 def _quantize(args: argparse.Namespace) -> int:
-    from .crops import crops_from_folder
     from .quantize import Int8Options, convert_fp16, model_info, quantize_int8, variant_path
 
     if not (args.fp16 or args.int8):
@@ -299,9 +360,7 @@ def _quantize(args: argparse.Namespace) -> int:
             per_channel=not args.per_tensor,
             calibration=args.calibration,
         )
-        calib = crops_from_folder(
-            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
-        )
+        calib = _calibration_crops(args, info.input_size)
         variants[options.tag] = quantize_int8(
             src, out(options.tag), calib, info=info, options=options
         )
@@ -314,7 +373,9 @@ def _quantize(args: argparse.Namespace) -> int:
         lfw = _crop_folder(args.lfw, "--report").resolve()
         lfw = lfw.parent if lfw.name == "images" else lfw
         size = info.input_size
-        data = lfw_crops(lfw, [size], per_fold=args.pairs_per_fold, progress=_bar(args))[size]
+        data = lfw_crops(
+            lfw, [size], per_fold=args.pairs_per_fold, config=_config(args), progress=_bar(args)
+        )[size]
         report = compare_variants(
             variants, data, info=info, threads=args.threads, progress=_bar(args)
         )
@@ -340,13 +401,10 @@ def _tensorrt(args: argparse.Namespace) -> int:
     info = parse_info(args.info)
     crops = None
     if args.precision == "int8" and args.calib:
-        from .crops import crops_from_folder
         from .quantize import model_info
 
         info = model_info(args.model, info)
-        crops = crops_from_folder(
-            args.calib, info.input_size, limit=args.num_calib, progress=_bar(args)
-        )
+        crops = _calibration_crops(args, info.input_size)
     try:
         path = build_engine(
             args.model,

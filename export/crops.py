@@ -1,8 +1,9 @@
 """Real aligned face crops for parity checks and INT8 calibration, and model-side preprocessing.
 
-Crops are made exactly as the SDK makes them at inference time: the SDK's detector
-(YuNet by default), the ``largest`` face policy, and :func:`npcface.align.align_faces` at
-the model's input size. Images that already are ``size`` x ``size`` are taken as aligned.
+Crops are made exactly as the SDK makes them at inference time: the SDK's one pipeline
+built from a :class:`~npcface.config.RecognizerConfig` (by default the inference default:
+the ``accurate`` preset's detector and face policy), aligned at the model's input size.
+Images that already are ``size`` x ``size`` are taken as aligned.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,20 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def preprocess_crops(crops: np.ndarray, info: RecognizerInfo) -> np.ndarray:
-    """(N, S, S, 3) uint8 BGR crops -> (N, 3, S, S) float32 as ``info`` prescribes.
+    """(N, S, S, 3) uint8 BGR crops -> (N, 3, S, S) float32 as ``info`` prescribes: the
+    SDK's one preprocessing (:func:`npcface.embed.preprocess`), for feeding a reference
+    (torch, or a third-party ONNX file) without an embedder."""
+    from npcface.embed import preprocess
 
-    The same arithmetic as :meth:`npcface.embed.Embedder.preprocess`, written out so that
-    a reference (torch, or a third-party ONNX file) can be fed without an embedder.
-    """
-    crops = np.asarray(crops)
-    s = info.input_size
-    if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-        raise ValueError(f"{info.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
-    x = crops[..., ::-1] if info.channel_order == "RGB" else crops
-    x = x.transpose(0, 3, 1, 2).astype(np.float32)
-    mean = np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    return preprocess(crops, info)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -66,17 +60,22 @@ def spread(items: Sequence[Path], limit: int | None) -> list[Path]:
 def aligned_crops(
     images: Sequence[str | os.PathLike[str]],
     size: int,
-    detector: object | str = "yunet",
+    config: Any = None,
     progress: bool = False,
+    *,
+    detector: object | None = None,
 ) -> tuple[np.ndarray, list[Path]]:
-    """Detect the largest face of each image and align it to ``size`` x ``size``, through the
-    SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`).
+    """Detect the face of each image the configuration's policy picks and align it to
+    ``size`` x ``size``, through the SDK's one pipeline
+    (:meth:`npcface.FaceRecognizer.crop_many`).
 
     Args:
         images: image files. Files already ``size`` x ``size`` are used as they are.
         size: crop side S (the model's input size).
-        detector: a detector name or object (see :func:`npcface.detect.get_detector`).
+        config: the pipeline (:class:`~npcface.config.RecognizerConfig`); default the
+            inference default.
         progress: show a tqdm bar.
+        detector: a detector object to use instead of the configuration's detector.
 
     Returns:
         ``(crops, used)``: (N, S, S, 3) uint8 BGR crops and the files they came from
@@ -84,11 +83,10 @@ def aligned_crops(
     """
     from tqdm import tqdm
 
-    from npcface import FaceRecognizer
     from npcface.image import load_image
 
     paths = [Path(p) for p in images]
-    rec = FaceRecognizer(detector=detector, face_policy="largest")
+    rec = pipeline(config, detector)
     shown = tqdm(paths, desc="aligning", unit="img", disable=not progress)
     # decoded here so that files of exactly S x S x 3 pass through as aligned crops
     results = rec.crop_many(
@@ -114,7 +112,7 @@ def crops_from_folder(
     folder: str | os.PathLike[str],
     size: int,
     limit: int | None = 64,
-    detector: object | str = "yunet",
+    config: Any = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Up to ``limit`` aligned crops from the images under ``folder`` (spread over the folder;
@@ -124,7 +122,7 @@ def crops_from_folder(
         NpcfaceError: the folder holds no image with a detectable face.
     """
     files = list_images(folder)
-    crops, _ = aligned_crops(spread(files, limit), size, detector, progress=progress)
+    crops, _ = aligned_crops(spread(files, limit), size, config, progress=progress)
     if len(crops) == 0:
         raise NpcfaceError(
             f"no usable face in {folder} ({len(files)} image files); point it at face photos "
@@ -132,6 +130,24 @@ def crops_from_folder(
         )
     log.info("%d aligned %dx%d crops from %s", len(crops), size, size, folder)
     return crops
+
+
+def pipeline(config: Any = None, detector: object | None = None) -> Any:
+    """The :class:`~npcface.FaceRecognizer` of ``config`` (default: the inference default),
+    with ``detector`` (an object) instead of the configuration's when given."""
+    from npcface import FaceRecognizer
+    from npcface.config import RecognizerConfig
+
+    config = (config or RecognizerConfig()).resolved()
+    if detector is None:
+        return FaceRecognizer.from_config(config)
+    return FaceRecognizer(
+        detector=detector,
+        face_policy=config.face_policy,
+        flip=config.flip,
+        recognizer=config.recognizer,
+        preset=config.preset,
+    )
 
 
 def default_face_folder() -> Path | None:

@@ -65,8 +65,7 @@ def lfw_crops(
     lfw_dir: str | os.PathLike[str],
     sizes: Sequence[int],
     per_fold: int | None = None,
-    detector: Any = "yunet",
-    policy: str = "center",
+    config: Any = None,
     progress: bool = False,
 ) -> dict[int, LfwCrops]:
     """Detect each LFW image of the (subset of) pairs once and align it at every size
@@ -76,17 +75,18 @@ def lfw_crops(
         lfw_dir: LFW folder (``pairs.txt`` and ``images/``).
         sizes: crop sides wanted (e.g. 112 for SFace, 120 for npcface models).
         per_fold: keep only this many genuine and impostor pairs per fold (None: all 6,000).
-        detector: detector name or object.
-        policy: face policy (``center`` as in ``npcface eval lfw``).
+        config: the pipeline (:class:`~npcface.config.RecognizerConfig`); default the
+            inference default, as ``npcface eval lfw``.
     """
     from tqdm import tqdm
 
-    from npcface import FaceRecognizer
     from npcface.eval import read_lfw_pairs
+
+    from .crops import pipeline
 
     pairs = subset_pairs(read_lfw_pairs(lfw_dir), per_fold)
     paths = sorted({p.path1 for p in pairs} | {p.path2 for p in pairs})
-    rec = FaceRecognizer(detector=detector, face_policy=policy)
+    rec = pipeline(config)
     crops = {s: np.zeros((len(paths), s, s, 3), np.uint8) for s in sizes}
     failed: dict[Path, str] = {}
     t0 = time.perf_counter()
@@ -388,19 +388,16 @@ class TorchEmbedder:
         return embed_crops(forward, crops, self.info.embedding_size, self.batch_size, flip)
 
 
-def torch_face_recognizer(model: Any, info: RecognizerInfo, **kwargs: Any) -> Any:
-    """A :class:`npcface.FaceRecognizer` whose embedder is the torch model (same detection,
-    alignment and face policy as the SDK), for ``npcface.eval.lfw.run_lfw_verification``."""
+def torch_face_recognizer(model: Any, info: RecognizerInfo, config: Any = None) -> Any:
+    """A :class:`npcface.FaceRecognizer` of ``config`` (default: the inference default)
+    whose embedder is the torch model (same detection, alignment and face policy as the
+    SDK), for ``npcface.eval.lfw.run_lfw_verification``."""
+    from npcface.config import RecognizerConfig
     from npcface.recognizer import FaceRecognizer
 
-    class _TorchFaceRecognizer(FaceRecognizer):
-        @property
-        def embedder(self) -> Any:
-            return self._torch_embedder
-
-    rec = _TorchFaceRecognizer(**kwargs)
-    rec._torch_embedder = TorchEmbedder(model, info)
-    return rec
+    return FaceRecognizer.from_config(
+        config or RecognizerConfig(), embedder=TorchEmbedder(model, info)
+    )
 
 
 def compare_torch_and_onnx(
@@ -408,32 +405,40 @@ def compare_torch_and_onnx(
     onnx_path: str | os.PathLike[str],
     lfw_dir: str | os.PathLike[str],
     reference_info: RecognizerInfo | None = None,
-    policy: str = "center",
+    config: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """LFW verification of the torch model and of the exported file, both through
     :func:`npcface.eval.lfw.run_lfw_verification` (the SDK's evaluation; ``progress``: its
-    tqdm bar).
+    tqdm bar), both in the pipeline of ``config`` (default: the inference default).
 
-    The ONNX side is ``FaceRecognizer(recognizer=onnx_path)``: input size, normalisation
+    The ONNX side is that pipeline with ``recognizer=onnx_path``: input size, normalisation
     and embedding size come from the file's metadata alone.
 
     Returns:
         ``{"torch": report, "onnx": report, "accuracy_delta": onnx - torch}``.
     """
+    from dataclasses import replace
+
+    from npcface.config import RecognizerConfig
     from npcface.eval.lfw import run_lfw_verification
     from npcface.recognizer import FaceRecognizer
 
-    onnx_rec = FaceRecognizer(recognizer=str(onnx_path), backend="onnxruntime")
+    config = (config or RecognizerConfig()).resolved()
+    onnx_rec = FaceRecognizer.from_config(
+        replace(config, recognizer=str(onnx_path), backend="onnxruntime")
+    )
     info = onnx_rec.info
     ref = reference_info or RecognizerInfo(
         name=f"{info.name} (torch)", input_size=info.input_size, embedding_size=info.embedding_size
     )
-    torch_rec = torch_face_recognizer(model, ref)
+    torch_rec = torch_face_recognizer(model, ref, config)
     reports = {}
     for label, rec in (("torch", torch_rec), ("onnx", onnx_rec)):
         t0 = time.perf_counter()
-        reports[label] = run_lfw_verification(rec, lfw_dir, policy=policy, progress=progress)
+        reports[label] = run_lfw_verification(
+            rec, lfw_dir, policy=rec.face_policy, progress=progress
+        )
         log.info(
             "%s: LFW %.2f%% (%.0f s)",
             label,

@@ -22,6 +22,7 @@ from .errors import NpcfaceError
 _GROUPS = (
     ("npcface.cli_sdk", "register", ("verify", "detect")),
     ("npcface.cli_gallery", "register", ("enroll", "identify", "gallery")),
+    ("npcface.cli_video", "register", ("video",)),
     ("npcface.eval.cli", "register", ("eval", "calibrate")),
     ("npcface.serve.cli", "register", ("serve",)),
     ("npcface.training.cli", "register", ("train",)),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .cli_sdk import add_model_args
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -16,28 +18,19 @@ def register(sub: Any) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders or CSV files of paths")
     p.add_argument("--limit", type=int, default=200, help="at most this many images")
     p.add_argument("--repeat", type=int, default=1, help="passes over the images")
-    p.add_argument("--detector", default="yunet")
-    p.add_argument("--recognizer", default=None, help="default: the preset's (sface-int8)")
-    p.add_argument("--backend", default="auto", help="recogniser engine")
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--batch", type=int, default=1, help="crops per recogniser call")
+    add_model_args(p)
     p.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .cli_sdk import image_args
+    from .cli_sdk import image_args, recognizer_from_args
     from .errors import NpcfaceError
-    from .recognizer import FaceRecognizer
 
     paths = image_args(args.inputs)[: args.limit]
     if not paths:
         raise NpcfaceError("no images found in " + ", ".join(args.inputs))
-    rec = FaceRecognizer(
-        detector=args.detector,
-        recognizer=args.recognizer,
-        backend=args.backend,
-        threads=args.threads,
-    )
+    rec = recognizer_from_args(args)  # the inference default unless options say else
     _ = rec.detector, rec.embedder  # load before timing
     totals = dict.fromkeys(("decode", "detect", "align", "quality", "embed"), 0.0)
     faces_found = 0

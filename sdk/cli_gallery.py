@@ -212,19 +212,19 @@ def _identify(args: argparse.Namespace) -> int:
     from .errors import InvalidArgumentError
     from .eval.calibrate import DEFAULT_FAR
     from .gallery import Gallery
-    from .validate import check_threshold
 
     probes = image_args(args.probes)
     if not probes:
         raise InvalidArgumentError("no probe images in " + ", ".join(args.probes))
     rec = recognizer_from_args(args)
     rec.prefetch_detector()  # beside the recogniser's start-up
-    if args.threshold is not None:
-        threshold, far = check_threshold(args.threshold), None
+    # the library's identify contract: --threshold, or the one calibrated for --far (FAR
+    # 1e-3, the calibrated default, when neither is given); never both
+    far = DEFAULT_FAR if args.threshold is None and args.far is None else args.far
+    threshold = rec.decision_threshold(args.threshold, far)
+    if far is None:
         rule = f"threshold {threshold:g}"
     else:
-        far = DEFAULT_FAR if args.far is None else args.far
-        threshold = rec.default_threshold(far)
         rule = f"FAR {_far_text(far)} (threshold {threshold:.4f})"
     status = {"matched": 0, "unmatched": 0, "failed": 0}
     with Gallery.open(args.gallery, readonly=True) as gallery:

@@ -44,7 +44,9 @@ def register(sub: Any) -> None:
 def add_model_args(
     p: argparse.ArgumentParser, *, policy: str | None = None, recognizer: bool = True
 ) -> None:
-    """The options that choose and tune the pipeline, shared by every command that runs it.
+    """The options that choose and tune the pipeline, shared by every command that runs it
+    (the one parser of a :class:`~npcface.config.RecognizerConfig`: read it back with
+    :func:`config_from_args`).
 
     Unset options take the preset's value (``--preset``, default ``accurate``)."""
     p.add_argument("--preset", default=DEFAULT_PRESET, help="accurate (default) or fast")
@@ -71,6 +73,15 @@ def add_model_args(
         help="upscale smaller images to this side for detection (more precise landmarks)",
     )
     p.add_argument("--providers", default=None, help="cpu, cuda, tensorrt (default: auto)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="recogniser engine: auto, onnxruntime, openvino, opencv, tensorrt (default auto)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per model (all)")
+    p.add_argument(
+        "--max-pixels", type=int, default=None, help="largest image in pixels (default 64 M)"
+    )
 
 
 def image_args(inputs: Sequence[str]) -> list[str]:
@@ -122,19 +133,35 @@ def _csv_paths(path: Path) -> list[str]:
     return out
 
 
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~npcface.config.RecognizerConfig` that :func:`add_model_args`'s options
+    describe (checked: an unknown name is an error here).
+
+    Raises:
+        InvalidArgumentError: an option the configuration refuses.
+    """
+    from .config import RecognizerConfig
+
+    min_side = getattr(args, "det_min_side", None)
+    return RecognizerConfig(
+        preset=getattr(args, "preset", DEFAULT_PRESET),
+        detector=getattr(args, "detector", None),
+        detector_options={"min_side": min_side} if min_side else {},
+        recognizer=getattr(args, "recognizer", None),
+        face_policy=getattr(args, "policy", None),
+        flip=getattr(args, "flip", None),
+        providers=getattr(args, "providers", None),
+        backend=getattr(args, "backend", "auto"),
+        threads=getattr(args, "threads", None),
+        max_pixels=getattr(args, "max_pixels", None),
+    )
+
+
 def recognizer_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`FaceRecognizer` that :func:`add_model_args`'s options describe."""
+    """The :class:`FaceRecognizer` of :func:`config_from_args` (nothing loaded yet)."""
     from .recognizer import FaceRecognizer
 
-    return FaceRecognizer(
-        preset=getattr(args, "preset", DEFAULT_PRESET),
-        detector=args.detector,
-        recognizer=args.recognizer,
-        providers=args.providers,
-        face_policy=args.policy,
-        flip=args.flip,
-        detector_options={"min_side": args.det_min_side} if args.det_min_side else None,
-    )
+    return FaceRecognizer.from_config(config_from_args(args))
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -81,9 +81,6 @@ class Embedder:
             sample_shape=(max(int(typical_batch), 1), 3, s, s),
             static_batches=(2,) if even_batches else None,
         )
-        self._mean = np.asarray(self.info.mean, np.float32).reshape(1, 3, 1, 1)
-        self._inv_std = 1.0 / np.asarray(self.info.std, np.float32).reshape(1, 3, 1, 1)
-        self._identity_norm = self.info.mean == (0.0, 0.0, 0.0) and self.info.std == (1.0, 1.0, 1.0)
 
     @property
     def name(self) -> str:
@@ -94,18 +91,9 @@ class Embedder:
         return self.info.input_size
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 BGR -> (N, 3, S, S) float32 in the model's order and scale."""
-        if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
-            raise InvalidArgumentError(
-                f"{self.name} expects crops of shape (N, {self.input_size}, {self.input_size}, 3), "
-                f"got {crops.shape}"
-            )
-        x = crops[..., ::-1] if self.info.channel_order == "RGB" else crops
-        x = x.transpose(0, 3, 1, 2).astype(np.float32)
-        if not self._identity_norm:
-            x -= self._mean
-            x *= self._inv_std
-        return x
+        """(N, S, S, 3) uint8 BGR -> (N, 3, S, S) float32 in the model's order and scale
+        (:func:`preprocess` with this model's facts)."""
+        return preprocess(crops, self.info)
 
     def embed(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
         """Unit-norm embeddings (N, d) float32 of aligned crops.
@@ -120,6 +108,35 @@ class Embedder:
     def _forward(self, x: np.ndarray) -> np.ndarray:
         x = self.preprocess(x)
         return np.asarray(self.runner.run(x)[0], np.float32).reshape(len(x), -1)
+
+
+def preprocess(crops: np.ndarray, info: RecognizerInfo) -> np.ndarray:
+    """Aligned crops as a model takes them: the one preprocessing of npcface (the SDK's
+    embedders, export's parity checks and torch reference, INT8 calibration).
+
+    Args:
+        crops: (N, S, S, 3) uint8 BGR aligned crops, S = ``info.input_size``.
+        info: the model's facts: channel order, mean and std (per channel, in 0..255 units).
+
+    Returns:
+        (N, 3, S, S) float32: ``(x - mean) * (1 / std)`` in the model's channel order.
+
+    Raises:
+        InvalidArgumentError: crops of another shape.
+    """
+    crops = np.asarray(crops)
+    s = info.input_size
+    if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        raise InvalidArgumentError(
+            f"{info.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}",
+            input="crops",
+        )
+    x = crops[..., ::-1] if info.channel_order == "RGB" else crops
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
+    if info.mean != (0.0, 0.0, 0.0) or info.std != (1.0, 1.0, 1.0):
+        x -= np.asarray(info.mean, np.float32).reshape(1, 3, 1, 1)
+        x *= 1.0 / np.asarray(info.std, np.float32).reshape(1, 3, 1, 1)
+    return x
 
 
 def embed_crops(

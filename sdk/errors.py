@@ -81,6 +81,21 @@ class ImageError(NpcfaceError, ValueError):
     status = 422
 
 
+class NotStillImageError(ImageError):
+    """A video or an animated image given where one still image is required; the message
+    names the format and points to ``npcface video`` (:mod:`npcface.video`)."""
+
+    code = "not_still_image"
+
+
+class VideoError(NpcfaceError):
+    """A video file, stream or camera could not be opened or read (no such file, not a
+    video, unreachable or lost stream, no camera at that index)."""
+
+    code = "video_error"
+    status = 422
+
+
 class NoFaceError(NpcfaceError):
     """No face was found in an image where one was required."""
 

@@ -5,7 +5,9 @@ grayscale, BGRA, float in [0, 1] and 16-bit are converted) or a PIL image. EXIF 
 is honoured. Images with more than ``max_pixels`` pixels are refused before they are decoded
 (decompression bombs); this is the only pixel limit (Pillow's own is not applied, so a
 larger ``max_pixels`` admits a 108 MP phone photo). Empty, truncated and non-image data are
-refused with the input named. HEIC/HEIF photos need the ``heif`` extra (pillow-heif); AVIF is
+refused with the input named; videos and animated images (GIF, WebP, APNG) with
+:class:`~npcface.errors.NotStillImageError`, which names the format and points to
+``npcface video``. HEIC/HEIF photos need the ``heif`` extra (pillow-heif); AVIF is
 decoded by Pillow itself (11.2 and later).
 """
 
@@ -21,7 +23,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, NotStillImageError
 
 IMAGE_SUFFIXES = frozenset(
     {
@@ -96,6 +98,9 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     brand = heif_brand(data)
     if brand is not None and brand[1] == "HEIC/HEIF":
         _enable_heif(name)
+    video = None if brand is not None else video_format(data)
+    if video is not None:
+        raise NotStillImageError(f"{name}: {video}, not a still image; {_VIDEO_HINT}")
     try:
         img = _open_unguarded(data)
     except UnidentifiedImageError:
@@ -106,6 +111,12 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise ImageError(f"{name}: not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: not a readable image ({exc})") from exc
+    if getattr(img, "is_animated", False):
+        frames = getattr(img, "n_frames", 2)
+        raise NotStillImageError(
+            f"{name}: animated {img.format} image ({frames} frames); only its first frame "
+            f"would be read: {_VIDEO_HINT}"
+        )
     fast = _jpeg_fast(data, img, name, max_pixels)
     return fast if fast is not None else _from_pil(img, name, max_pixels)
 
@@ -163,6 +174,32 @@ def _pillow_guard_lifted() -> Iterator[None]:
             yield
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+
+
+_VIDEO_HINT = "for the faces in every frame use `npcface video` (npcface.video)"
+
+
+def video_format(data: bytes) -> str | None:
+    """The name of a video container the data starts with (MP4/QuickTime, Matroska/WebM,
+    AVI, MPEG-TS, MPEG-PS, FLV, ASF/WMV, Ogg), or None. ISO-BMFF files of the HEIC/HEIF
+    and AVIF image brands are not videos (see :func:`heif_brand`)."""
+    if len(data) >= 12 and data[4:8] == b"ftyp":
+        return f"MP4/QuickTime video (brand {data[8:12].decode('latin-1')!r})"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "Matroska/WebM video"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "AVI video"
+    if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
+        return "MPEG transport stream video"
+    if data[:4] == b"\x00\x00\x01\xba":
+        return "MPEG program stream video"
+    if data[:3] == b"FLV":
+        return "Flash video (FLV)"
+    if data[:8] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11":
+        return "ASF/WMV video"
+    if data[:4] == b"OggS":
+        return "Ogg media"
+    return None
 
 
 _HEIF_BRANDS = {

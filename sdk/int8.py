@@ -11,7 +11,9 @@ it with its SHA-256 recorded, like every prepared model.
 
 Recipes are made offline by ``bench/make_int8_recipe.py`` (NNCF post-training
 quantisation, calibrated on aligned crops of the celeba-subset photos, never on LFW), which
-reads the quantised graph NNCF writes with :func:`extract_recipe`.
+reads the quantised graph NNCF writes with :func:`extract_recipe`. A layer the recipe does not
+name stays fp32: SFace's recipe leaves its first convolution unquantised, whose INT8 input
+and weights made the error grow with the head's turn (``docs/accuracy.md``).
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ PRESETS: dict[str, Preset] = {
         face_policy="center",
         flip=True,
         summary="RetinaFace landmarks (hold on turned faces), the centred subject, flip fusion",
-        recognizer="sface-int8",
+        # fp32: INT8 lost 0.7 points on a held-out frontal-to-profile benchmark and is no
+        # faster in this pipeline on OpenVINO (docs/accuracy.md)
+        recognizer="sface",
     ),
     "fast": Preset(
         name="fast",
@@ -56,7 +58,7 @@ PRESETS: dict[str, Preset] = {
         face_policy="center",
         flip=False,
         summary="YuNet int8, the centred subject, one forward pass per face: for throughput",
-        recognizer="sface-int8",
+        recognizer="sface-int8",  # first convolution fp32 (docs/accuracy.md)
     ),
 }
 DEFAULT_PRESET = "accurate"

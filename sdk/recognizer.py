@@ -17,10 +17,11 @@ import numpy as np
 
 from .align import align_faces
 from .choose import check_policy, select_face
+from .config import RecognizerConfig, providers_tuple
 from .errors import EmbeddingError, InvalidArgumentError, NpcfaceError
 from .image import ImageInput, describe, load_image
 from .modelinfo import RecognizerInfo
-from .presets import DEFAULT_PRESET, PRESETS, get_preset
+from .presets import DEFAULT_PRESET, PRESETS
 from .quality import DEFAULT_ENROLL_QUALITY, check_enrollable, with_qualities, with_quality
 from .results import CropResult, EmbedResult, Face, Match, VerifyResult
 from .validate import check_embeddings, check_threshold, is_embedding_like
@@ -67,7 +68,8 @@ class FaceRecognizer:
             below override the preset's when given.
         detector: registry name (``"yunet"``, ``"retinaface"``) or a detector object.
         recognizer: registry name (``"sface"``, ``"sface-int8"``) or an ONNX/engine file
-            exported by npcface; None takes the preset's (``sface-int8``).
+            exported by npcface; None takes the preset's (``sface`` for
+            ``accurate``, ``sface-int8`` for ``fast``).
         providers: ONNX Runtime providers; None picks TensorRT, CUDA, then CPU, whichever
             works. Naming a GPU provider that is missing raises ``ProviderError``.
         face_policy: which face to use when an image has several: ``center`` (the photo's
@@ -85,9 +87,18 @@ class FaceRecognizer:
         max_pixels: largest image accepted, in pixels (default 64 M): the one limit,
             checked from the header before decoding (Pillow's own 89.5 M guard does not
             apply, so 150_000_000 admits a 108 MP photo).
+        embedder: an object to embed aligned crops with instead of the recogniser's
+            engine (``info``, ``input_size`` and ``embed(crops, flip)`` as
+            :class:`npcface.embed.Embedder`; export's torch reference is one).
+
+    All of these but ``embedder`` and a detector object form :attr:`config`, a
+    :class:`~npcface.config.RecognizerConfig` checked here, at construction: an unknown
+    name or a number out of range raises now, not at first use. The same pipeline is
+    built from a config with :meth:`from_config`.
 
     Raises:
-        InvalidArgumentError: an unknown preset or face policy, enroll_quality outside [0, 1].
+        InvalidArgumentError: (``UnknownNameError`` for names) an unknown preset, detector,
+            recogniser, face policy or backend, or a number out of range.
     """
 
     def __init__(
@@ -103,33 +114,53 @@ class FaceRecognizer:
         max_pixels: int | None = None,
         preset: str = DEFAULT_PRESET,
         enroll_quality: float = DEFAULT_ENROLL_QUALITY,
+        *,
+        embedder: Any = None,
     ) -> None:
         if isinstance(detector, str) and detector in PRESETS:  # FaceRecognizer("fast")
             raise InvalidArgumentError(
-                f"{detector!r} is a preset, not a detector: FaceRecognizer(preset={detector!r})"
+                f"{detector!r} is a preset, not a detector: FaceRecognizer(preset={detector!r})",
+                input="detector",
             )
-        chosen = get_preset(preset)
-        if detector is None:
-            detector = chosen.detector
-            detector_options = {**chosen.detector_options, **(detector_options or {})}
-        recognizer = chosen.recognizer if recognizer is None else recognizer
-        face_policy = chosen.face_policy if face_policy is None else face_policy
-        flip = chosen.flip if flip is None else flip
-        if isinstance(enroll_quality, bool) or not 0.0 <= float(enroll_quality) <= 1.0:
-            raise InvalidArgumentError(f"enroll_quality must be in [0, 1], got {enroll_quality}")
-        self.preset = chosen.name
-        self.enroll_quality = float(enroll_quality)
-        self._detector_arg = detector
-        self._recognizer_arg = recognizer
-        self.providers = providers
-        self.face_policy = check_policy(face_policy)
-        self.flip = bool(flip)
-        self.threads = threads
-        self.backend = backend
-        self.detector_options = dict(detector_options or {})
-        self.max_pixels = max_pixels
+        custom = detector if detector is not None and not isinstance(detector, str) else None
+        config = RecognizerConfig(
+            preset=preset,
+            detector=None if custom is not None else detector,
+            detector_options=detector_options or {},
+            recognizer=os.fspath(recognizer) if recognizer is not None else None,
+            face_policy=face_policy,
+            flip=flip,
+            providers=providers_tuple(providers),
+            backend=backend,
+            threads=threads,
+            max_pixels=max_pixels,
+            enroll_quality=enroll_quality,
+        )
+        self._setup(config.resolved(), custom, embedder)
+
+    @classmethod
+    def from_config(cls, config: RecognizerConfig, *, embedder: Any = None) -> FaceRecognizer:
+        """The recogniser a :class:`~npcface.config.RecognizerConfig` describes (nothing is
+        loaded yet); ``embedder`` as in the constructor."""
+        rec = cls.__new__(cls)
+        rec._setup(config.resolved(), None, embedder)
+        return rec
+
+    def _setup(self, config: RecognizerConfig, custom_detector: Any, embedder: Any) -> None:
+        self.config = config
+        """The pipeline, resolved (the preset's values filled in)."""
+        self._custom_detector = custom_detector
+        self.preset = config.preset
+        self.enroll_quality = config.enroll_quality
+        self.providers = config.providers
+        self.face_policy = check_policy(str(config.face_policy))
+        self.flip = bool(config.flip)
+        self.threads = config.threads
+        self.backend = config.backend
+        self.detector_options = dict(config.detector_options)
+        self.max_pixels = config.max_pixels
         self._detector = None
-        self._embedder = None
+        self._embedder = embedder
         # one lock per part: the detector may be built in one thread while the recogniser is
         # built in another (see :meth:`prefetch_detector`)
         self._detector_lock = threading.Lock()
@@ -147,14 +178,14 @@ class FaceRecognizer:
     def _build_detector(self) -> Any:
         from .detect import get_detector
 
-        if isinstance(self._detector_arg, str):
-            return get_detector(
-                self._detector_arg,
-                providers=self.providers,
-                threads=self.threads,
-                **self.detector_options,
-            )
-        return get_detector(self._detector_arg)
+        if self._custom_detector is not None:
+            return get_detector(self._custom_detector)
+        return get_detector(
+            str(self.config.detector),
+            providers=self.providers,
+            threads=self.threads,
+            **self.detector_options,
+        )
 
     def prefetch_detector(self) -> threading.Thread:
         """Start building the detector in a background thread and return it; the caller goes
@@ -180,7 +211,7 @@ class FaceRecognizer:
                     from .embed import Embedder
 
                     self._embedder = Embedder(
-                        self._recognizer_arg,
+                        str(self.config.recognizer),
                         providers=self.providers,
                         threads=self.threads,
                         backend=self.backend,

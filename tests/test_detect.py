@@ -6,7 +6,7 @@ import pytest
 from conftest import import_reference, lfw_image, reference_package
 
 from npcface.choose import select_face
-from npcface.detect import get_detector, list_detectors, nms
+from npcface.detect import DETECTORS, get_detector, list_detectors, nms
 from npcface.errors import ModelError
 from npcface.models import get_model_spec, original_file
 
@@ -81,7 +81,24 @@ def test_large_image_is_downscaled_and_mapped_back(lfw_dir):
         np.testing.assert_allclose(a.landmarks, b.landmarks * 2000 / 640, rtol=1e-4, atol=1e-2)
 
 
-@pytest.mark.parametrize("name", ["yunet", "retinaface"])
+@pytest.mark.parametrize("name", DETECTORS.names(aliases=False))
+def test_every_registered_detector_finds_the_subject_and_its_landmarks(lfw_dir, name):
+    """Every detector of the registry, on an LFW photo (a centred, frontal subject): a box
+    around the centre and five landmarks in the order of LANDMARK_NAMES, in the box."""
+    from npcface import load_image
+
+    img = load_image(lfw_image(lfw_dir, "Tony_Blair", 20))  # 250 x 250
+    faces = get_detector(name).detect(img)
+    subject = min(faces, key=lambda f: np.abs((f.box[:2] + f.box[2:]) / 2 - 125).sum())
+    x1, y1, x2, y2 = subject.box
+    assert x1 < 125 < x2 and y1 < 125 < y2 and 0 <= subject.score <= 1
+    (lex, ley), (rex, rey), (nx, ny), (lmx, lmy), (rmx, rmy) = subject.landmarks
+    assert lex < nx < rex and lmx < rmx  # left and right as seen in the image
+    assert max(ley, rey) < ny < min(lmy, rmy)  # eyes above the nose above the mouth
+    assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in subject.landmarks)
+
+
+@pytest.mark.parametrize("name", DETECTORS.names(aliases=False))
 def test_small_image_is_upscaled_and_mapped_back(lfw_dir, name):
     from npcface import load_image
 

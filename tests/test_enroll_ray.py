@@ -171,7 +171,7 @@ def test_ray_engine_matches_local_engine(
     # resumable: a second run (through the CLI) enrols only the photo added since
     shutil.copy(files["Gerhard_Schroeder"][4], images / "Gerhard_Schroeder")
     report = tmp_path / "again.csv"
-    argv = ["enroll", lite, str(images), "--engine", "ray", "--no-progress"]
+    argv = ["enroll", lite, str(images), "--engine", "ray", "--no-progress", "--preset", "fast"]
     assert main([*argv, "--batch-size", "4", "--report", str(report)]) == 0
     assert _report(str(report)) == {"broken.jpg": "unreadable", "wall.png": "no_face"}
     with Gallery.open(lite, readonly=True) as g:

@@ -103,10 +103,48 @@ def test_plain_state_dict_needs_a_backbone_name(tmp_path: Path) -> None:
     torch.save({"module." + k: v for k, v in model.state_dict().items()}, path)
     with pytest.raises(ModelError, match="--backbone"):
         load_checkpoint(path)
-    with pytest.raises(ModelError, match="do not fit"):
+    # a foreign checkpoint states nothing: each missing fact is named, with its option
+    with pytest.raises(ModelError, match="input size; pass --input-size"):
+        load_checkpoint(path, backbone="mobilefacenet")
+    with pytest.raises(ModelError, match="channel_order, mean, std; pass --info"):
         load_checkpoint(path, backbone="mobilefacenet", input_size=SIZE, embedding_size=DIM)
+    from npcface.modelinfo import RecognizerInfo
+
+    facts = RecognizerInfo(
+        name="x",
+        input_size=SIZE,
+        embedding_size=DIM,
+        channel_order="RGB",
+        mean=(127.5,) * 3,
+        std=(128.0,) * 3,
+    )
+    with pytest.raises(ModelError, match="do not fit"):  # its width is not the default
+        load_checkpoint(path, backbone="mobilefacenet", info=facts)
     with pytest.raises(ModelError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_the_trainer_writes_a_model_card_and_export_reads_it(run_dir: Path) -> None:
+    """The facts travel with the weights: model_card.json in the run folder and inside
+    every checkpoint; export takes them from there (nothing guessed)."""
+    from npcface.training.modelcard import MODEL_CARD, read_model_card
+
+    card = json.loads((run_dir / MODEL_CARD).read_text())
+    info, backbone, kwargs = read_model_card(card)
+    assert (backbone, info.input_size, info.embedding_size) == ("mobilefacenet", SIZE, DIM)
+    assert (info.channel_order, info.mean, info.std) == ("RGB", (127.5,) * 3, (128.0,) * 3)
+    for source in [run_dir / "model.pt", *sorted(run_dir.glob("checkpoints/step_*/rank0.pt"))]:
+        assert torch.load(source, weights_only=True)["model_card"] == card
+    # a bare state dict beside the card (a run folder's weights, saved by hand) needs nothing
+    model = load_checkpoint(run_dir / "model.pt").model
+    bare = run_dir / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    try:
+        loaded = load_checkpoint(bare)
+        assert (loaded.info.input_size, loaded.info.embedding_size) == (SIZE, DIM)
+        assert loaded.info.channel_order == "RGB" and loaded.info.extra["backbone"] == backbone
+    finally:
+        bare.unlink()
 
 
 def test_cli_exports_a_training_run_with_parity(
@@ -148,6 +186,9 @@ def _model_pt(model: torch.nn.Module, state: dict, **extra: object) -> dict:
         "backbone_kwargs": TINY_KW,
         "input_size": SIZE,
         "embedding_size": DIM,
+        "channel_order": "RGB",
+        "mean": 127.5,
+        "std": 128.0,
         "state_dict": state,
         **extra,
     }
@@ -191,8 +232,11 @@ def test_mismatch_is_described_in_one_short_line(tmp_path: Path) -> None:
 
     path = tmp_path / "r18.pt"
     torch.save(get_backbone("iresnet18", input_size=SIZE, embedding_size=DIM).state_dict(), path)
+    from npcface.modelinfo import RecognizerInfo
+
+    facts = RecognizerInfo(name="x", input_size=SIZE, embedding_size=DIM, channel_order="RGB")
     with pytest.raises(ModelError) as err:
-        load_checkpoint(path, backbone="mobilefacenet", input_size=SIZE, embedding_size=DIM)
+        load_checkpoint(path, backbone="mobilefacenet", info=facts)
     msg = str(err.value)
     assert "\n" not in msg and len(msg) < 600
     assert re.search(r"\d+ missing \(.*\); \d+ unexpected \(.*more\)", msg)
@@ -269,3 +313,35 @@ def test_arcface_torch_iresnet_checkpoint_is_mapped(tmp_path: Path) -> None:
     torch.save({"state_dict_backbone": arc.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
     again = load_checkpoint(tmp_path / "ckpt.pt")
     np.testing.assert_allclose(_forward(again.model, x), _forward(arc, x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_fresh_export_with_calibrate_verifies_at_once(
+    run_dir: Path, lfw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Reported: a fresh export had no thresholds, so FaceRecognizer(recognizer=x).verify()
+    stopped until 'npcface calibrate' was run. --calibrate DIR stores them at export."""
+    import shutil
+
+    from npcface import FaceRecognizer
+    from npcface.cli import main
+
+    # 40 LFW people, 4 photos each: 12,480 impostor pairs, enough for FAR 1e-3
+    people = tmp_path / "people"
+    many = [d for d in sorted((lfw_dir / "images").iterdir()) if len(list(d.iterdir())) >= 4]
+    for d in many[:40]:
+        (people / d.name).mkdir(parents=True)
+        for f in sorted(d.iterdir())[:4]:
+            shutil.copy(f, people / d.name / f.name)
+    out = tmp_path / "fresh.onnx"
+    args = ["export", "onnx", str(run_dir), "-o", str(out), "--json", "--no-progress"]
+    args += ["--crops", str(people / many[0].name), "--num-crops", "4"]
+    args += ["--calibrate", str(people)]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    stored = read_onnx_info(str(out)).thresholds
+    assert stored == pytest.approx(result["calibration"]["thresholds"])
+    assert "default" in stored and "far=0.001" in stored
+    a = lfw_dir / "images" / "Tony_Blair" / "Tony_Blair_0020.jpg"
+    b = lfw_dir / "images" / "Tony_Blair" / "Tony_Blair_0021.jpg"
+    verdict = FaceRecognizer(recognizer=str(out)).verify(a, b)  # no further step
+    assert verdict.threshold == pytest.approx(stored["default"])

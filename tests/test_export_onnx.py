@@ -87,7 +87,7 @@ def crops_by_size(face_files: list[Path]) -> dict[int, np.ndarray]:
     from npcface.detect import get_detector
 
     det = get_detector("yunet")
-    return {s: aligned_crops(face_files, s, det)[0] for s in (TINY, 112, 120)}
+    return {s: aligned_crops(face_files, s, detector=det)[0] for s in (TINY, 112, 120)}
 
 
 def _torch_out(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:

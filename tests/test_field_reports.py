@@ -305,22 +305,26 @@ def test_a_face_cut_by_the_border_has_a_box_inside_the_image(lfw_dir: Path, reco
 
 # --- 8. memory does not grow with the number of photo sizes --------------------------------
 def test_anchor_caches_are_bounded_and_right(recognizer) -> None:
-    from npcface.detect import retinaface, yunet
+    from npcface.detect import get_detector, retinaface, yunet
 
+    # each detector's own cache, filled through its own detect() (the shared recogniser's
+    # detector is RetinaFace: it never touches YuNet's grid cache)
+    for det, cache, size in (
+        (get_detector("yunet"), yunet._grid, yunet.GRID_CACHE_SIZE),
+        (recognizer.detector, retinaface._priors, retinaface.PRIOR_CACHE_SIZE),
+    ):
+        cache.cache_clear()
+        for i in range(3 * size):
+            det.detect(np.full((64 + 32 * i, 96, 3), 90, np.uint8))
+        info = cache.cache_info()
+        assert info.currsize == size and info.misses >= 3 * size, info  # used, and bounded
     det = recognizer.detector
-    yunet._grid.cache_clear()
-    for i in range(3 * yunet.GRID_CACHE_SIZE):
-        det.detect(np.full((64 + 32 * i, 96, 3), 90, np.uint8))
-    assert yunet._grid.cache_info().currsize <= yunet.GRID_CACHE_SIZE
     # brute force: anchor k of stride s sits at column k % cols, row k // cols
     for (cx, cy), s in zip(yunet._grid(96, 160), yunet.STRIDES, strict=True):
         cols = 160 // s
         k = np.arange(len(cx))
         np.testing.assert_array_equal(cx, k % cols)
         np.testing.assert_array_equal(cy, k // cols)
-    for i in range(3 * retinaface.PRIOR_CACHE_SIZE):
-        retinaface._priors(32 * (i + 1), 64)
-    assert retinaface._priors.cache_info().currsize <= retinaface.PRIOR_CACHE_SIZE
     # ONNX Runtime would keep a memory pattern per input size: off where the size varies
     assert not det.runner.session.get_session_options().enable_mem_pattern
     assert recognizer.embedder.runner.backend != "onnxruntime" or (

@@ -20,7 +20,7 @@ from test_gallery_core import DIM, assert_same, brute_force, clustered, queries_
 from npcface.errors import GalleryError
 from npcface.gallery import Gallery, parse_gallery_uri
 
-BACKENDS = ["local", "milvus-lite"]
+BACKENDS = ["local", "milvus-lite", "milvus-server"]
 _counter = itertools.count()
 
 
@@ -45,11 +45,27 @@ def lite_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("milvus") / "galleries.db"
 
 
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus standalone server (the ``milvus`` package's ``milvus-server``: embedded
+    etcd and message queue) on free loopback ports, for the whole session: its address."""
+    from milvus_server import MilvusServer, why_not
+
+    reason = _have_milvus_lite() or why_not()
+    if reason:
+        pytest.skip(reason)
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server.address
+
+
 @pytest.fixture(params=BACKENDS)
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
     """(backend, address) of a fresh gallery location."""
     if request.param == "local":
         return "local", str(tmp_path / "g")
+    if request.param == "milvus-server":
+        server = request.getfixturevalue("milvus_server")
+        return "milvus", f"milvus://{server}/t{next(_counter)}"
     lite = request.getfixturevalue("lite_file")
     return "milvus-lite", f"milvus-lite://{lite}?collection=t{next(_counter)}"
 
@@ -85,7 +101,7 @@ def test_create_returns_the_backend_asked_for(where: tuple[str, str]) -> None:
     with Gallery.create(uri, DIM) as g:
         # one facade (checks, locking) whatever the storage behind it
         assert type(g) is Gallery
-        assert g.info().device == ("milvus-lite" if backend == "milvus-lite" else "cpu")
+        assert g.info().device == {"local": "cpu"}.get(backend, backend)
         assert len(g) == 0 and g.search(np.ones(DIM, np.float32), k=3) == [[]]
     with pytest.raises(GalleryError, match="already exists"):
         Gallery.create(uri, DIM)
@@ -221,21 +237,14 @@ def test_persists_across_reopen_in_another_process(where: tuple[str, str], tmp_p
 
 
 def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
-    from npcface.enroll import check_model
-
-    class Info:
-        name, embedding_size = "sface", DIM
-
-    class Rec:
-        info = Info()
-
     with Gallery.create(where[1], DIM) as g:
         assert g.model is None
-        check_model(Rec(), g)  # first use records the model
+        g.check_model("sface", DIM)  # first use records the model
         assert g.model == "sface"
-        Info.name = "arcface"
         with pytest.raises(GalleryError, match="sface"):
-            check_model(Rec(), g)
+            g.check_model("arcface", DIM)
+        with pytest.raises(GalleryError, match="dimensional"):
+            g.check_model("sface", DIM + 1)
         with pytest.raises(GalleryError, match="dimension 7"):
             g.add("x", np.ones(7, np.float32))
         with pytest.raises(GalleryError, match="zero"):
@@ -246,7 +255,6 @@ def test_model_check_and_input_validation(where: tuple[str, str]) -> None:
             g.add("", np.ones(DIM, np.float32))
         with pytest.raises(GalleryError, match="k must be"):
             g.search(np.ones(DIM, np.float32), k=0)
-    Info.name = "sface"
     with Gallery.open(where[1], readonly=True) as g:
         assert g.model == "sface"
         with pytest.raises(GalleryError, match="read-only"):

@@ -196,3 +196,15 @@ def test_milvus_lite_start_up_noise_stays_off_the_terminal(tmp_path: Path) -> No
     assert (
         "DEBUG npcface.gallery.milvus.connection: Milvus Lite does not implement" in verbose.stderr
     )
+
+
+def test_identify_takes_threshold_or_far_never_both(
+    tmp_path: Path, lfw_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one identify contract, on the command line too."""
+    gal = tmp_path / "gal"
+    Gallery.create(gal, 128).close()
+    probe = str(lfw_dir / "images" / "Hans_Blix" / "Hans_Blix_0001.jpg")
+    with pytest.raises(SystemExit) as exit_:
+        run(capsys, "identify", str(gal), probe, "--threshold", "0.3", "--far", "1e-3")
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err

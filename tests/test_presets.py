@@ -11,34 +11,43 @@ from npcface.errors import InvalidArgumentError
 from npcface.presets import DEFAULT_PRESET, PRESETS
 
 
-def test_default_is_the_accurate_preset():
-    rec = FaceRecognizer()
-    acc = PRESETS[DEFAULT_PRESET]
-    assert DEFAULT_PRESET == "accurate" and rec.preset == "accurate"
-    assert (rec._detector_arg, rec.face_policy, rec.flip) == (
-        acc.detector,
-        acc.face_policy,
-        acc.flip,
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_each_preset_is_what_the_recogniser_runs(name):
+    p = PRESETS[name]
+    c = FaceRecognizer(preset=name).config
+    assert (c.preset, c.detector, c.recognizer, c.face_policy, c.flip) == (
+        name,
+        p.detector,
+        p.recognizer,
+        p.face_policy,
+        p.flip,
     )
-    assert rec.detector_options == acc.detector_options
-    assert rec._recognizer_arg == acc.recognizer == "sface-int8"
+    assert dict(c.detector_options) == p.detector_options
+
+
+def test_default_is_the_accurate_preset():
+    assert DEFAULT_PRESET == "accurate" and FaceRecognizer().config.preset == "accurate"
+    assert FaceRecognizer().config.recognizer == "sface"  # fp32 (issue 24)
 
 
 def test_recognizer_follows_the_preset_unless_given():
-    assert FaceRecognizer(preset="fast")._recognizer_arg == "sface-int8"
-    assert FaceRecognizer(recognizer="sface")._recognizer_arg == "sface"  # fp32 on request
-    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface"])
-    assert recognizer_from_args(args)._recognizer_arg == "sface"
+    assert FaceRecognizer(preset="fast").config.recognizer == "sface-int8"
+    assert FaceRecognizer(recognizer="sface-int8").config.recognizer == "sface-int8"
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--recognizer", "sface-int8"])
+    assert recognizer_from_args(args).config.recognizer == "sface-int8"
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg"])
-    assert recognizer_from_args(args)._recognizer_arg == "sface-int8"
+    assert recognizer_from_args(args).config.recognizer == "sface"
+    args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--preset", "fast"])
+    assert recognizer_from_args(args).config.recognizer == "sface-int8"
 
 
 def test_fast_preset_and_overrides():
-    fast = FaceRecognizer(preset="fast")
-    assert (fast._detector_arg, fast.face_policy, fast.flip) == ("yunet", "center", False)
+    fast = FaceRecognizer(preset="fast").config
+    assert (fast.detector, fast.face_policy, fast.flip) == ("yunet", "center", False)
     mixed = FaceRecognizer(preset="fast", flip=True, face_policy="largest", detector="retinaface")
-    assert (mixed._detector_arg, mixed.face_policy, mixed.flip) == ("retinaface", "largest", True)
-    opts = FaceRecognizer(detector_options={"score_threshold": 0.7})
+    c = mixed.config
+    assert (c.detector, c.face_policy, c.flip) == ("retinaface", "largest", True)
+    opts = FaceRecognizer(detector_options={"score_threshold": 0.7}).config
     assert opts.detector_options["score_threshold"] == 0.7
 
 
@@ -51,11 +60,11 @@ def test_unknown_preset_and_gate_are_typed_errors():
 
 def test_cli_options_reach_the_recognizer():
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--preset", "fast"])
-    rec = recognizer_from_args(args)
-    assert (rec.preset, rec._detector_arg, rec.flip) == ("fast", "yunet", False)
+    c = recognizer_from_args(args).config
+    assert (c.preset, c.detector, c.flip) == ("fast", "yunet", False)
     args = build_parser().parse_args(["verify", "a.jpg", "b.jpg", "--no-flip"])
-    rec = recognizer_from_args(args)
-    assert (rec.preset, rec._detector_arg, rec.flip) == ("accurate", "retinaface", False)
+    c = recognizer_from_args(args).config
+    assert (c.preset, c.detector, c.flip) == ("accurate", "retinaface", False)
 
 
 def test_a_preset_given_as_the_first_argument_says_how_to_ask_for_it():

@@ -21,7 +21,7 @@ def test_same_and_different_people(lfw_dir, recognizer):
     b = lfw_image(lfw_dir, "Aaron_Eckhart", 1)
     same = recognizer.verify(a1, a2)
     diff = recognizer.verify(a1, b)
-    assert isinstance(same, VerifyResult) and same.model == "sface-int8"
+    assert isinstance(same, VerifyResult) and same.model == "sface"
     assert same.verified and not diff.verified
     assert same.similarity > same.threshold > diff.similarity
     assert isinstance(same.face1, Face) and same.face1.landmarks.shape == (5, 2)
@@ -81,12 +81,20 @@ def _face(x1, y1, x2, y2, score=0.9):
 
 def test_face_policies():
     big_corner = _face(0, 0, 100, 100, 0.8)
-    centre = _face(120, 120, 200, 200, 0.85)
-    tiny_centre = _face(155, 155, 165, 165, 0.99)
+    centre = _face(110, 110, 190, 190, 0.85)  # its centre (150, 150) is 14 px off the image's
+    tiny_centre = _face(155, 155, 165, 165, 0.99)  # right on the image's centre (160, 160)
     faces = [big_corner, centre, tiny_centre]
     shape = (320, 320, 3)
     assert select_face(faces, shape, "largest") is big_corner
-    assert select_face(faces, shape, "center") is centre  # tiny one is under 1/4 the area
+    # the tiny face is nearer the centre, but under a quarter of the largest's area
+    assert select_face(faces, shape, "center") is centre
+    # at just over a quarter (52 x 52 > 100 x 100 / 4) it is the photo's subject
+    quarter = _face(134, 134, 186, 186, 0.9)
+    assert select_face([big_corner, centre, quarter], shape, "center") is quarter
+    under = _face(136, 136, 184, 184, 0.9)  # 48 x 48 < 2500
+    assert (
+        select_face([big_corner, under, _face(60, 60, 140, 140, 0.9)], shape, "center") is not under
+    )
     assert select_face(faces, shape, "best_score") is tiny_centre
     with pytest.raises(MultipleFacesError, match="3 faces"):
         select_face(faces, shape, "single", "x.jpg")
@@ -175,7 +183,37 @@ def test_prefetch_detector_builds_it_beside_the_recogniser(lfw_dir):
     assert not thread.is_alive() and detector is rec.detector
     ordered = FaceRecognizer(preset="fast")
     assert rec.verify(a1, a2).similarity == pytest.approx(ordered.verify(a1, a2).similarity)
-    broken = FaceRecognizer(detector="no-such-detector")
+    # a detector that fails to build (here: an option it does not take) raises at its first
+    # use, not in the thread
+    broken = FaceRecognizer(preset="fast", detector_options={"no_such_option": 1})
     broken.prefetch_detector().join(timeout=60)
-    with pytest.raises(NpcfaceError, match="no-such-detector"):
+    with pytest.raises(TypeError, match="no_such_option"):
         broken.detect(a1)
+
+
+def test_an_unknown_pipeline_name_is_refused_at_construction():
+    """Reported: FaceRecognizer(detector="scrfd") constructed and failed only at first use;
+    every name and number of the pipeline is checked when the recogniser is made."""
+    from npcface import FaceRecognizer
+    from npcface.config import RecognizerConfig
+    from npcface.errors import InvalidArgumentError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="scrfd"):
+        FaceRecognizer(detector="scrfd")
+    for bad in (
+        {"recognizer": "no-such-model"},
+        {"face_policy": "biggest"},
+        {"backend": "cuda"},
+        {"threads": 0},
+        {"enroll_quality": 7},
+        {"preset": "turbo"},
+    ):
+        with pytest.raises(InvalidArgumentError):
+            FaceRecognizer(**bad)
+        with pytest.raises(InvalidArgumentError):
+            RecognizerConfig(**bad)
+    rec = FaceRecognizer(preset="fast", flip=True)
+    assert rec.config == RecognizerConfig(preset="fast", flip=True).resolved()
+    assert rec.config.detector == "yunet" and rec.config.flip is True
+    again = FaceRecognizer.from_config(RecognizerConfig.from_dict(rec.config.to_dict()))
+    assert again.config == rec.config

@@ -84,7 +84,7 @@ def test_health_ready_docs_and_page(server):
     assert health.headers["server-timing"].startswith("app;dur=")
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    assert ready.json()["model"] == "sface-int8"  # the presets' recogniser
+    assert ready.json()["model"] == "sface"  # the accurate preset's recogniser
     spec = httpx.get(f"{server.url}/openapi.json").json()
     for path in ("/v1/verify", "/v1/detect", "/v1/embed", "/v1/galleries/{name}/identify"):
         assert path in spec["paths"]
@@ -375,7 +375,7 @@ def test_gallery_lifecycle_against_brute_force(client, server, recognizer, lfw_d
         enrolled[name] = g.enroll(name, [lfw_image(lfw_dir, name, n) for n in ns], {"who": name})
     assert [len(v) for v in enrolled.values()] == [len(v) for v in people.values()]
     info = g.info()
-    assert (info.identities, info.templates, info.model) == (4, 7, "sface-int8")
+    assert (info.identities, info.templates, info.model) == (4, 7, "sface")
     assert len(g) == 4 and "Abel_Pacheco" in g and "nobody" not in g
     assert g.templates("Abel_Pacheco") == enrolled["Abel_Pacheco"]
     assert g.metadata("Abel_Pacheco") == {"who": "Abel_Pacheco"}
@@ -545,11 +545,19 @@ def test_cli_defaults_to_loopback_and_the_default_models():
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.workers) == ("127.0.0.1", 8000, 1)
     s = settings_from_args(args)
-    # the library's defaults: the accurate preset decides detector, face policy and flip
-    assert (s.preset, s.detector, s.face_policy, s.flip) == ("accurate", None, None, None)
-    # None: the preset's recogniser (sface-int8)
-    assert (s.detector, s.recognizer, s.api_key_file, s.cors_origins) == (None, None, None, ())
+    # the library's defaults: the service's pipeline is the inference default
+    from npcface import FaceRecognizer
+    from npcface.config import RecognizerConfig
+
+    assert s.pipeline == RecognizerConfig()
+    assert s.build_recognizer().config == FaceRecognizer().config
+    assert (s.api_key_file, s.cors_origins) == (None, ())
     assert (s.max_images, s.request_timeout_s) == (32, 60.0)
+    # the same pipeline options as every command, read by the same parser
+    args = build_parser().parse_args(["serve", "--preset", "fast", "--max-pixels", "1000000"])
+    assert settings_from_args(args).pipeline == RecognizerConfig(
+        preset="fast", max_pixels=1_000_000
+    )
 
 
 # ------------------------------------------------------------------ durability
@@ -882,3 +890,94 @@ def test_client_sends_a_read_only_request_again_after_a_dropped_connection(serve
             assert "dropped" not in direct.galleries()
     finally:
         relay.close()
+
+
+# ------------------------------------------------------------------ every route's schema
+def _conforms(model: type, value: object, where: str) -> None:
+    """``value`` is an instance of the pydantic ``model``: it validates, and no object at
+    any depth has a key the model does not declare (a field added in a handler but not in
+    ``schemas.py`` fails here)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    model.model_validate(value)
+
+    def walk(tp: object, v: object, path: str) -> None:
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            assert isinstance(v, dict), f"{path}: not an object"
+            extra = set(v) - set(tp.model_fields)
+            assert not extra, f"{path}: keys {sorted(extra)} are not in {tp.__name__}"
+            for name, field in tp.model_fields.items():
+                if name in v:
+                    walk(field.annotation, v[name], f"{path}.{name}")
+        elif origin in (list, tuple) and isinstance(v, list):
+            (inner,) = typing.get_args(tp)[:1]
+            for i, item in enumerate(v):
+                walk(inner, item, f"{path}[{i}]")
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            for arg in typing.get_args(tp):
+                if arg is not type(None) and v is not None:
+                    walk(arg, v, path)
+
+    walk(model, value, where)
+
+
+def test_every_route_answers_its_schema(server, recognizer, lfw_dir):
+    """Every route with a declared response model is called, and its JSON conforms to the
+    model, as every error body conforms to ErrorOut; no route is left out."""
+    from npcface.serve import schemas
+
+    url = server.url
+    a = lfw_image(lfw_dir, "Aaron_Peirsol", 1).read_bytes()
+    b = lfw_image(lfw_dir, "Aaron_Peirsol", 2).read_bytes()
+    emb = recognizer.embed(a).astype(float).tolist()
+    calls = [
+        ("GET", "/v1/model", {}),
+        ("POST", "/v1/detect", {"files": [("images", a)]}),
+        ("POST", "/v1/embed", {"files": [("images", a), ("images", b"not an image")]}),
+        ("POST", "/v1/verify", {"files": {"image1": a, "image2": b}}),
+        ("POST", "/v1/galleries", {"json": {"name": "schema"}}),
+        ("GET", "/v1/galleries", {}),
+        ("GET", "/v1/galleries/{name}", {}),
+        ("POST", "/v1/galleries/{name}/identities/{identity}", {"files": [("images", a)]}),
+        ("GET", "/v1/galleries/{name}/identities", {}),
+        ("GET", "/v1/galleries/{name}/identities/{identity}", {}),
+        ("POST", "/v1/galleries/{name}/identify", {"files": {"image": b}, "data": {"k": "2"}}),
+        ("POST", "/v1/galleries/{name}/search", {"json": {"embeddings": [emb], "k": 2}}),
+        ("DELETE", "/v1/galleries/{name}/identities/{identity}", {}),
+        ("DELETE", "/v1/galleries/{name}", {}),
+    ]
+    declared: dict[tuple[str, str], dict[int, dict]] = {}  # from the published OpenAPI
+    for path, ops in server.app.openapi()["paths"].items():
+        for method, op in ops.items():
+            for status, answer in op.get("responses", {}).items():
+                ref = answer.get("content", {}).get("application/json", {}).get("schema", {})
+                name = ref.get("$ref", "").rsplit("/", 1)[-1]
+                if status.startswith("2") and hasattr(schemas, name):
+                    declared.setdefault((method.upper(), path), {})[int(status)] = {
+                        "model": getattr(schemas, name)
+                    }
+    seen = set()
+    for method, path, kwargs in calls:
+        r = httpx.request(
+            method,
+            url + path.format(name="schema", identity="Aaron Peirsol"),
+            timeout=120,
+            **kwargs,
+        )
+        assert r.status_code in declared[(method, path)], (method, path, r.text)
+        model = declared[(method, path)][r.status_code]["model"]
+        _conforms(model, r.json(), f"{method} {path}")
+        seen.add((method, path))
+    assert seen == set(declared), f"routes not called: {set(declared) - seen}"
+    # error bodies: the ErrorOut model, exactly
+    for r in (
+        httpx.get(f"{url}/v1/galleries/nowhere"),
+        httpx.post(f"{url}/v1/verify", files={"image1": a}),
+        httpx.post(f"{url}/v1/detect", files=[("images", b"junk")], params={"x": 1}),
+        httpx.get(f"{url}/v1/nothing"),
+    ):
+        assert r.status_code >= 400
+        _conforms(schemas.ErrorOut, r.json(), r.url.path)

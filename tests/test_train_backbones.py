@@ -6,16 +6,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from npcface.training.backbones import get_backbone, list_backbones  # noqa: E402
+from npcface.training.backbones import BACKBONES, get_backbone, list_backbones  # noqa: E402
 from npcface.training.errors import UnknownNameError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-NAMES = ["mobilefacenet", "iresnet18", "iresnet34", "iresnet50", "iresnet100"]
+NAMES = BACKBONES.names(aliases=False)  # every registered backbone
 
 
 def test_registry():
+    assert {"mobilefacenet", "iresnet18", "iresnet50", "iresnet100"} <= set(NAMES)
     assert set(NAMES) <= set(list_backbones())
     with pytest.raises(UnknownNameError, match="mobilefacenet"):
         get_backbone("resnet9000")

@@ -88,3 +88,57 @@ def test_prepare_mean_fallback_and_cli(raw_dir, tmp_path, capsys):
     assert (out / "zz_synthetic" / "blank.jpg").is_file()  # kept via the mean landmarks
     assert not (out / "zz_synthetic" / "two.jpg").exists()
     assert cv2.imread(str(out / "zz_synthetic" / "blank.jpg")).shape == (112, 112, 3)
+
+
+@pytest.fixture(scope="module")
+def celeba_raw(data_dir: Path, tmp_path_factory) -> Path:
+    """A few unaligned in-the-wild photos of celeba-subset (3 people, 3 photos each)."""
+    celeba = data_dir / "celeba-subset"
+    if not celeba.is_dir():
+        pytest.skip("celeba-subset/ not in the shared data")
+    raw = tmp_path_factory.mktemp("celeba_raw")
+    people = [p for p in sorted(celeba.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:3]
+    for person in people:
+        (raw / person.name).mkdir()
+        for f in sorted(person.glob("*.jpg"))[:3]:
+            shutil.copy(f, raw / person.name / f.name)
+    return raw
+
+
+def test_prepare_makes_the_crops_of_the_inference_default(celeba_raw, tmp_path):
+    """With no pipeline options, training crops are the default recogniser's own crops
+    (``FaceRecognizer().crop_many``: same detector, face policy and alignment), byte for
+    byte once encoded alike, and the report names that pipeline."""
+    from npcface import FaceRecognizer
+    from npcface.training.data.prepare import JPEG_QUALITY, list_raw_images
+
+    out = tmp_path / "out"
+    report = prepare_dataset(celeba_raw, out, size=120, workers=1, progress=False)
+    rec = FaceRecognizer()
+    assert report.pipeline == rec.config.describe()
+    assert "retinaface" in report.pipeline and "center" in report.pipeline
+    rels = list_raw_images(celeba_raw)
+    results = rec.crop_many([str(celeba_raw / r) for r in rels], size=120)
+    compared = 0
+    for rel, r in zip(rels, results, strict=True):
+        written = out / rel.rsplit(".", 1)[0]
+        written = written.with_suffix(".jpg")
+        assert r.ok == written.is_file(), rel
+        if r.ok:
+            ok, want = cv2.imencode(".jpg", r.crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            assert ok and written.read_bytes() == want.tobytes(), rel
+            compared += 1
+    assert compared >= 5
+    # a resumed run with another pipeline is refused: the folder would mix two
+    from npcface.config import RecognizerConfig
+    from npcface.training.errors import DataError
+
+    with pytest.raises(DataError, match="another pipeline"):
+        prepare_dataset(
+            celeba_raw,
+            out,
+            size=120,
+            workers=1,
+            progress=False,
+            config=RecognizerConfig(preset="fast"),
+        )

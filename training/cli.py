@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from npcface.cli_sdk import add_model_args
 from npcface.errors import MissingExtraError
 
 __all__ = ["register"]
@@ -66,17 +67,24 @@ def show_progress_lines() -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     _require_torch()
+    from dataclasses import replace
+
+    from npcface.cli_sdk import config_from_args
+
     from .data.prepare import prepare_dataset
 
+    config = config_from_args(args)
+    if args.min_score is not None:
+        options = {**config.detector_options, "score_threshold": args.min_score}
+        config = replace(config, detector_options=options)
     report = prepare_dataset(
         args.raw_dir,
         args.out_dir,
         size=args.size,
         workers=args.workers,
+        config=config,
         multiple=args.multiple,
         no_face=args.no_face,
-        detector=args.detector,
-        min_score=args.min_score,
         progress=not args.quiet,
     )
     if args.json:
@@ -122,9 +130,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare",
         help="detect and align raw photos into training crops",
         description=(
-            "Detect and align RAW_DIR/<identity>/<photo> with the SDK's detector and aligner "
-            "into OUT_DIR/<identity>/<photo>.jpg crops; resumable; reports photos with no "
-            "face or several faces."
+            "Detect and align RAW_DIR/<identity>/<photo> with the SDK's pipeline (by "
+            "default the inference default, --preset accurate, so train and inference crops "
+            "match) into OUT_DIR/<identity>/<photo>.jpg crops; resumable; reports photos "
+            "with no face or several faces and the pipeline."
         ),
     )
     prep.add_argument("raw_dir", metavar="RAW_DIR")
@@ -133,10 +142,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     prep.add_argument(
         "--multiple",
-        choices=("largest", "center", "best_score", "skip"),
-        default="largest",
-        help="photos with several faces: keep the face this SDK policy picks (default "
-        "largest; 'center' suits LFW-style centred photos) or skip the photo",
+        choices=("keep", "skip"),
+        default="keep",
+        help="photos with several faces: keep the face the face policy picks (default; "
+        "--policy, the preset's 'center' by default) or skip the photo",
     )
     prep.add_argument(
         "--no-face",
@@ -145,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="photos with no face: skip (default) or align them with the mean landmarks of "
         "the detected faces (evaluation sets that must keep every photo)",
     )
-    prep.add_argument("--detector", default="yunet", help="SDK detector name (default yunet)")
+    add_model_args(prep, recognizer=False)
     prep.add_argument("--min-score", type=float, default=None, help="detector score threshold")
     prep.add_argument("--quiet", action="store_true", help="no progress bar")
     prep.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -27,17 +27,21 @@ are ever checkpointed. Every image is decoded once before training (see
 
 The process group is created by :class:`Trainer` (never at import) and destroyed at the end
 when the trainer created it.
+
+This module is the step loop and its wiring; beside it, one job each:
+:mod:`~npcface.training.checkpoint` (files, RNG states, what a resume may change),
+:mod:`~npcface.training.schedule` (the learning rate), :mod:`~npcface.training.logbook`
+(progress lines, CSV, TensorBoard) and :mod:`~npcface.training.modelcard` (the facts
+export reads).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,11 +56,25 @@ from torch.utils.data import DataLoader
 from npcface.fsutil import atomic_path
 
 from .backbones import get_backbone
-from .config import TrainConfig, _deep_merge
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    RESUME_FIXED,
+    config_changes,
+    fixed_setting,
+    latest_folder,
+    mark_latest,
+    resolve,
+    rng_state,
+    set_rng_state,
+)
+from .config import TrainConfig
 from .data import EpochSampler, FaceDataset, ImageCheck, build_dataset, check_images
 from .errors import ConfigError, DataError, NonFiniteError, TrainingError
 from .heads import get_head
+from .logbook import Logbook
+from .modelcard import model_card, write_model_card
 from .partial_fc import PartialFC
+from .schedule import lr_factor
 from .verify import PairVerifier, VerificationResult
 
 __all__ = [
@@ -71,81 +89,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
 _TIMING_WARMUP_STEPS = 3  # steps excluded from the throughput figure (allocation, compile)
-
-RESUME_FIXED = (
-    "seed",
-    "backbone.name",
-    "backbone.input_size",
-    "backbone.embedding_size",
-    "backbone.kwargs",
-    "head.name",
-    "data.dataset",
-    "data.root",
-    "data.list_file",
-    "data.synthetic_classes",
-    "data.synthetic_images",
-    "data.mean",
-    "data.std",
-    "optim.batch_size",
-)
-"""Settings a resume refuses to change (dotted keys and their sub-keys): they fix the
-model's shape, the class centres, the data order or the sampler's position. Every other
-setting may change on resume and is applied: the optimizer's lr, momentum and weight decay
-and the scheduler's base lr, milestones, warm-up and length are set from the new config."""
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _known(key: str, defaults: dict[str, Any]) -> bool:
-    """Is ``key`` (dotted) under a setting this version of :class:`TrainConfig` has?"""
-    head, _, rest = key.partition(".")
-    if head not in defaults:
-        return False
-    if isinstance(defaults[head], dict) and rest:  # a section: its field must exist
-        return rest.partition(".")[0] in defaults[head]
-    return True
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` of the settings that differ between two config dicts.
-
-    ``old`` (a checkpoint's config) is completed with today's defaults first, so settings
-    added since it was written do not count as changed, and settings since removed are
-    ignored. A key only one side has (inside ``kwargs``/``params``) is paired with ``None``.
-    """
-    defaults = TrainConfig().to_dict()
-    a, b = _flat(_deep_merge(defaults, old)), _flat(new)
-    keys = sorted(k for k in set(a) | set(b) if _known(k, defaults))
-    empty = (None, {})  # an empty kwargs/params mapping on one side, its keys on the other
-    return {
-        k: (a.get(k), b.get(k))
-        for k in keys
-        if a.get(k) != b.get(k) and not (a.get(k) in empty and b.get(k) in empty)
-    }
-
-
-def _fixed(key: str) -> bool:
-    return any(key == f or key.startswith(f + ".") for f in RESUME_FIXED)
-
-
-def lr_factor(
-    step: int, total_steps: int, milestones: list[int], gamma: float, warmup_steps: int
-) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then ``gamma`` per milestone."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    return warm * gamma ** sum(step >= m for m in milestones)
 
 
 @dataclass
@@ -177,36 +121,6 @@ class TrainResult:
     interrupted: bool = False
     data_notes: list[str] = field(default_factory=list)
     resume_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "gauss": float(np_state[4]),
-        },
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _finite(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -446,8 +360,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "config": self.cfg.to_dict(),
+            "model_card": model_card(self.cfg),
             "num_images": len(self.dataset),
             "num_classes": self.num_classes,
             "history": self.history,
@@ -472,11 +387,7 @@ class Trainer:
 
     def last_checkpoint(self) -> Path | None:
         """The step folder ``latest`` names, if any."""
-        latest = self._ckpt_root() / "latest"
-        if not latest.is_file():
-            return None
-        folder = self._ckpt_root() / latest.read_text(encoding="utf-8").strip()
-        return folder if folder.is_dir() else None
+        return latest_folder(self._ckpt_root())
 
     def save_checkpoint(self) -> Path:
         """Write this rank's file of ``checkpoints/step_XXXXXXXX/`` and return the folder.
@@ -502,33 +413,12 @@ class Trainer:
         if self.world_size > 1:
             dist.barrier()
         if self.rank == 0:
-            (self._ckpt_root() / "latest").write_text(folder.name + "\n", encoding="utf-8")
-            keep = self.cfg.log.keep_checkpoints
-            if keep > 0:
-                ours = [d for d in self._ckpt_root().glob("step_*") if d.name <= folder.name]
-                for d in sorted(ours)[:-keep]:
-                    shutil.rmtree(d, ignore_errors=True)
+            mark_latest(self._ckpt_root(), folder, self.cfg.log.keep_checkpoints)
         return folder
-
-    def _resolve_checkpoint(self, resume: str | Path) -> Path:
-        path = Path(resume)
-        if str(resume) == "latest" or (path.is_dir() and (path / "latest").is_file()):
-            root = self._ckpt_root() if str(resume) == "latest" else path
-            latest = root / "latest"
-            if not latest.is_file():
-                raise TrainingError(f"no checkpoint to resume from in {root}")
-            path = root / latest.read_text(encoding="utf-8").strip()
-        if path.is_dir():
-            path = path / f"rank{self.rank}.pt"
-        elif path.name.startswith("rank") and self.rank != 0:
-            path = path.parent / f"rank{self.rank}.pt"
-        if not path.is_file():
-            raise TrainingError(f"checkpoint not found: {path}")
-        return path
 
     def load_checkpoint(self, resume: str | Path) -> None:
         """Restore this rank from a checkpoint folder, a rank file, or ``"latest"``."""
-        path = self._resolve_checkpoint(resume)
+        path = resolve(self._ckpt_root(), resume, self.rank)
         state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{path}: unsupported checkpoint format {state.get('format')}")
@@ -538,7 +428,7 @@ class Trainer:
                 f"same number (now {self.world_size})"
             )
         changes = config_changes(state.get("config") or {}, self.cfg.to_dict())
-        fixed = {k: v for k, v in changes.items() if _fixed(k)}
+        fixed = {k: v for k, v in changes.items() if fixed_setting(k)}
         if fixed:
             listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in fixed.items())
             raise ConfigError(
@@ -561,7 +451,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.history = list(state.get("history") or [])
         self._apply_optim_settings()
         self.resume_changes = changes
@@ -610,6 +500,7 @@ class Trainer:
                 "std": self.cfg.data.std,
                 "head": self.cfg.head.name,
                 "step": self.step,
+                "model_card": model_card(self.cfg),
                 "state_dict": self.backbone.state_dict(),
             },
             path,
@@ -736,13 +627,14 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
+            write_model_card(self.output, cfg)  # what an exporter needs, guessing nothing
         result = TrainResult(
             step=self.step,
             output=str(self.output),
             data_notes=list(self.data_notes),
             resume_changes=dict(self.resume_changes),
         )
-        logger = _MetricLogger(self.output, cfg, enabled=self.rank == 0, start_step=self.step)
+        logger = Logbook(self.output, cfg, enabled=self.rank == 0, start_step=self.step)
         global_batch = cfg.optim.batch_size * self.world_size
         timed_steps, timed_time, wait_time = 0, 0.0, 0.0
         if self.epoch_step >= self.steps_per_epoch:
@@ -831,7 +723,7 @@ class Trainer:
             result.data_wait_fraction = wait_time / timed_time
         return result
 
-    def _verify_and_log(self, logger: _MetricLogger, result: TrainResult) -> None:
+    def _verify_and_log(self, logger: Logbook, result: TrainResult) -> None:
         res = self.verify()
         if res is not None:
             result.verification = res
@@ -856,129 +748,6 @@ def _worker_message(exc: BaseException) -> str:
     last = lines[-1] if lines else text
     head, sep, msg = last.partition(": ")
     return msg if sep and "Error" in head else last
-
-
-def _truncate_log(path: Path, last_step: int) -> None:
-    """Drop the rows of a CSV log (first column: step) after ``last_step``: a resume from
-    an older checkpoint replays those steps and logs them again."""
-    if not path.is_file():
-        return
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
-    if len(keep) == len(rows):
-        return
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(keep)
-    log.info("%s: dropped %d rows after step %d", path.name, len(rows) - len(keep), last_step)
-
-
-class _MetricLogger:
-    """CSV files (``metrics.csv``, ``eval.csv``) + TensorBoard + the ``logging`` module.
-
-    A run that starts at step 0 starts new logs; a resumed run (``start_step`` > 0) first
-    drops whatever the logs hold after ``start_step`` (steps a resume from an older
-    checkpoint replays), so every step appears once. TensorBoard events from
-    ``start_step + 1`` on are purged the same way.
-    """
-
-    def __init__(self, output: Path, cfg: TrainConfig, enabled: bool, start_step: int) -> None:
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        append = start_step > 0
-        mode = "a" if append else "w"
-        if append:
-            _truncate_log(output / "metrics.csv", start_step)
-            _truncate_log(output / "eval.csv", start_step)
-        metrics = output / "metrics.csv"
-        new = mode == "w" or not metrics.exists()
-        self._metrics_fh = metrics.open(mode, newline="", encoding="utf-8")
-        self.metrics = csv.writer(self._metrics_fh)
-        if new:
-            self.metrics.writerow(["step", "epoch", "loss", "lr", "images_per_s", "time"])
-        evals = output / "eval.csv"
-        new = mode == "w" or not evals.exists()
-        self._eval_fh = evals.open(mode, newline="", encoding="utf-8")
-        self.evals = csv.writer(self._eval_fh)
-        if new:
-            self.evals.writerow(["step", "accuracy", "std", "num_pairs", "skipped_pairs", "time"])
-        if cfg.log.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                purge = {"purge_step": start_step + 1} if append else {}
-                self.tb = SummaryWriter(str(output / "tensorboard"), **purge)
-            except ImportError:
-                log.warning("tensorboard is not installed; logging to CSV only")
-
-    def log_step(
-        self,
-        step: int,
-        total: int,
-        epoch: float,
-        loss: float,
-        lr: float,
-        ips: float,
-        eta: float | None,
-    ) -> None:
-        """One progress line (``eta``: seconds left, None before it can be estimated)."""
-        if not self.enabled:
-            return
-        log.info(
-            "step %d/%d epoch %.2f loss %.4f lr %.5f %.1f img/s ETA %s",
-            step,
-            total,
-            epoch,
-            loss,
-            lr,
-            ips,
-            _clock(eta),
-        )
-        self.metrics.writerow(
-            [step, f"{epoch:.4f}", f"{loss:.6f}", f"{lr:.6g}", f"{ips:.2f}", f"{time.time():.1f}"]
-        )
-        self._metrics_fh.flush()
-        if self.tb is not None:
-            self.tb.add_scalar("train/loss", loss, step)
-            self.tb.add_scalar("train/lr", lr, step)
-            self.tb.add_scalar("train/images_per_s", ips, step)
-
-    def log_eval(self, step: int, res: VerificationResult) -> None:
-        if not self.enabled:
-            return
-        log.info("step %d verification accuracy %.4f +- %.4f", step, res.accuracy, res.std)
-        self.evals.writerow(
-            [
-                step,
-                f"{res.accuracy:.6f}",
-                f"{res.std:.6f}",
-                res.num_pairs,
-                res.skipped_pairs,
-                f"{time.time():.1f}",
-            ]
-        )
-        self._eval_fh.flush()
-        if self.tb is not None:
-            self.tb.add_scalar("eval/accuracy", res.accuracy, step)
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        self._metrics_fh.close()
-        self._eval_fh.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _clock(seconds: float | None) -> str:
-    """Seconds as h:mm:ss (m:ss under an hour); "?" when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    m, s = divmod(round(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

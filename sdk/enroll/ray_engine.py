@@ -58,45 +58,28 @@ tried once more (the node's registration wait is fixed at 30 s in Ray 2.60)."""
 _RAY_WAIT_SETTINGS = ("RAY_gcs_server_port_wait_time_s", "RAY_raylet_start_wait_time_s")
 """Ray's start-up waits, in seconds, read from the environment by the processes it starts."""
 
-RECIPE_ATTRIBUTES = {
-    "detector": "_detector_arg",
-    "recognizer": "_recognizer_arg",
-    "providers": "providers",
-    "face_policy": "face_policy",
-    "flip": "flip",
-    "backend": "backend",
-    "detector_options": "detector_options",
-    "max_pixels": "max_pixels",
-    "enroll_quality": "enroll_quality",
-}
-"""FaceRecognizer constructor argument -> the attribute that keeps it (the recogniser itself
-does not travel to the actors; each builds its own from this recipe)."""
-
 
 def recognizer_recipe(recognizer: Any) -> dict[str, Any]:
-    """The keyword arguments that rebuild ``recognizer`` in another process.
+    """The recogniser's configuration as JSON (:meth:`RecognizerConfig.to_dict`): each
+    actor builds its own recogniser from it (the recogniser itself does not travel).
 
     Raises:
-        GalleryError: the recogniser was built from objects (e.g. a detector instance) that
-            cannot be described by name.
+        GalleryError: the recogniser runs a detector or embedder object, which no
+            configuration can describe.
     """
-    recipe = {arg: getattr(recognizer, attr) for arg, attr in RECIPE_ATTRIBUTES.items()}
-    for key in ("detector", "recognizer"):
-        value = recipe[key]
-        if isinstance(value, os.PathLike):
-            recipe[key] = str(value)
-        elif not isinstance(value, str):
-            raise GalleryError(
-                f"the Ray engine rebuilds the recogniser on each actor from names and paths; "
-                f"its {key} is a {type(value).__name__} object"
-            )
-    return recipe
+    if getattr(recognizer, "_custom_detector", None) is not None:
+        raise GalleryError(
+            "the Ray engine rebuilds the recogniser on each actor from its configuration; "
+            "this one runs a detector object (give the detector by name)"
+        )
+    return recognizer.config.to_dict()
 
 
 class _EmbedActor:
     """One per actor: the recogniser, loaded once; embeds a batch of image paths."""
 
     def __init__(self, recipe: dict[str, Any], prefixes: np.ndarray, threads: int) -> None:
+        from ..config import RecognizerConfig
         from ..recognizer import FaceRecognizer
 
         try:
@@ -105,7 +88,8 @@ class _EmbedActor:
             cv2.setNumThreads(1)
         except ImportError:  # pragma: no cover
             pass
-        self.recognizer = FaceRecognizer(**recipe, threads=threads)
+        config = RecognizerConfig.from_dict({**recipe, "threads": threads})
+        self.recognizer = FaceRecognizer.from_config(config)
         self.dim = int(self.recognizer.info.embedding_size)  # loads the model now
         self.prefixes = prefixes
 

@@ -31,7 +31,16 @@ def register(sub: Any) -> None:
     pairs.add_argument("pairs_csv", help="pairs file; relative paths are against --root")
     pairs.add_argument("--root", default=None, help="image folder (default: the CSV's folder)")
     pairs.add_argument("--yaw", default=None, help="path,yaw CSV: adds accuracy by |yaw| bin")
-    pairs.add_argument("--plot", metavar="YAW.png", help="bar chart of accuracy by yaw bin")
+    pairs.add_argument(
+        "--suite",
+        default=None,
+        metavar="PHOTOS.csv",
+        help="the hard-pairs suite's photos.csv: TAR at FAR 1e-3/1e-4 over all its impostor "
+        "pairs, per fold, and accuracy by group (yaw bin, age gap)",
+    )
+    pairs.add_argument(
+        "--plot", metavar="GROUPS.png", help="bar chart of accuracy by yaw bin (or suite group)"
+    )
     add_model_args(pairs, policy=None)
     pairs.add_argument("--json", action="store_true", help="print the report as JSON")
     pairs.add_argument("--no-progress", action="store_true")
@@ -47,6 +56,19 @@ def register(sub: Any) -> None:
     pose.add_argument("--per-identity", type=int, default=3, help="genuine pairs per identity")
     pose.add_argument("--no-progress", action="store_true")
     pose.set_defaults(func=_run_make_pose)
+
+    hard = ev.add_parser(
+        "make-hard",
+        help="build the hard-pairs suite (frontal-to-turned + young-to-adult pairs, 10 folds "
+        "by identity) into pairs.csv, photos.csv, yaw.csv",
+    )
+    hard.add_argument("data", help="folder holding celeba-subset/ and lag/ (../shared/data)")
+    hard.add_argument("--out", required=True, help="output folder")
+    hard.add_argument("--pose", default="celeba-subset", help="pose part's sub-folder")
+    hard.add_argument("--age", default="lag", help="age part's sub-folder (young_* files)")
+    hard.add_argument("--folds", type=int, default=10, help="folds by identity")
+    hard.add_argument("--no-progress", action="store_true")
+    hard.set_defaults(func=_run_make_hard)
 
     cal = sub.add_parser(
         "calibrate",
@@ -104,6 +126,7 @@ def _run_lfw_identify(args: argparse.Namespace) -> int:
 def _run_pairs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .hard import read_suite
     from .pairs import read_pairs_csv
     from .pose import read_yaws
     from .verify import run_pair_verification
@@ -111,10 +134,12 @@ def _run_pairs(args: argparse.Namespace) -> int:
     root = args.root or str(Path(args.pairs_csv).parent)
     pairs = read_pairs_csv(args.pairs_csv, root=root)
     yaws = read_yaws(args.yaw, root=root) if args.yaw else None
+    suite = read_suite(args.suite, root=root) if args.suite else None
     report = run_pair_verification(
         recognizer_from_args(args),
         pairs,
         yaws=yaws,
+        suite=suite,
         policy=args.policy,
         progress=not args.no_progress,
         plot=args.plot,
@@ -132,6 +157,23 @@ def _run_make_pose(args: argparse.Namespace) -> int:
         args.data, args.out, per_identity=args.per_identity, progress=not args.no_progress
     )
     _print({k: str(v) for k, v in asdict(bench).items()}, False)
+    return 0
+
+
+def _run_make_hard(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .hard import build_hard_pairs
+
+    suite = build_hard_pairs(
+        args.data,
+        args.out,
+        pose=args.pose,
+        age=args.age,
+        folds=args.folds,
+        progress=not args.no_progress,
+    )
+    _print({k: str(v) for k, v in asdict(suite).items()}, False)
     return 0
 
 

@@ -205,6 +205,22 @@ def plot_accuracy_by_yaw(
     curves: dict[str, list[dict[str, Any]]], path: str | os.PathLike[str]
 ) -> Path:
     """Bar chart of accuracy by yaw bin, one bar group per bin, one colour per pipeline."""
+    return plot_accuracy_by_group(curves, path, xlabel="|yaw| of the turned photo (degrees)")
+
+
+def plot_accuracy_by_group(
+    curves: dict[str, list[dict[str, Any]]],
+    path: str | os.PathLike[str],
+    xlabel: str,
+    ylim: tuple[float, float] = (50, 100),
+) -> Path:
+    """Bar chart of accuracy by group (``{"bin", "pairs", "accuracy"}`` rows, as
+    :func:`accuracy_by_yaw` and :func:`npcface.eval.hard.suite_report` give), one bar group per
+    group, one colour per pipeline; the PNG is written to ``path``.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed.
+    """
     from ..errors import MissingExtraError
 
     try:
@@ -224,9 +240,9 @@ def plot_accuracy_by_yaw(
     counts = {r["bin"]: r["pairs"] for r in next(iter(curves.values()))}
     ticks = [f"{b}\n({counts[b]} pairs)" for b in labels]
     ax.set_xticks(np.arange(len(labels)) + width * (len(curves) - 1) / 2, ticks)
-    ax.set_xlabel("|yaw| of the turned photo (degrees)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("10-fold accuracy (%)")
-    ax.set_ylim(50, 100)
+    ax.set_ylim(*ylim)
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     out = Path(path)

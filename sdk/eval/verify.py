@@ -19,6 +19,7 @@ def run_pair_verification(
     recognizer: Any,
     pairs: Sequence[Pair],
     yaws: dict[Path, float] | None = None,
+    suite: Sequence[Any] | None = None,
     policy: str | None = None,
     progress: bool = True,
     plot: str | os.PathLike[str] | None = None,
@@ -31,14 +32,22 @@ def run_pair_verification(
         recognizer: a :class:`~npcface.FaceRecognizer`.
         pairs: the pairs, with fold ids (at least two folds).
         yaws: ``{path: yaw degrees}``; adds ``by_yaw`` (accuracy per |yaw| bin).
+        suite: the hard-pairs suite's photos (:func:`npcface.eval.hard.read_suite`); adds
+            ``suite`` (:func:`npcface.eval.hard.suite_report`: TAR at FAR 1e-3 and 1e-4 over
+            every impostor pair of the suite, per fold; accuracy by group), whose photos are
+            embedded too, and the plot shows its groups.
         policy: face policy (default: the recogniser's).
         progress: show a progress bar.
-        plot: write the by-yaw bar chart here (needs ``yaws``).
+        plot: write the bar chart by yaw bin (or by suite group) here (needs ``yaws`` or
+            ``suite``).
         fars: FARs at which TAR is reported.
     """
-    from .pose import accuracy_by_yaw, plot_accuracy_by_yaw
+    from .hard import GROUP_XLABEL
+    from .pose import accuracy_by_yaw, plot_accuracy_by_group, plot_accuracy_by_yaw
 
     paths = sorted({p.path1 for p in pairs} | {p.path2 for p in pairs})
+    if suite is not None:
+        paths = sorted(set(paths) | {s.path for s in suite})
     table = embed_paths(recognizer, paths, policy=policy, progress=progress)
     scores = pair_scores(pairs, table)
     labels = np.array([p.same for p in pairs])
@@ -57,11 +66,21 @@ def run_pair_verification(
             "ms_per_image": 1000.0 * table.seconds / max(len(paths), 1),
         }
     )
+    name = f"{recognizer.info.name} ({100 * report['accuracy_mean']:.2f}%)"
     if yaws is not None:
         kf = kfold_accuracy(scores, labels, folds)
         by_fold = dict(zip(kf.fold_ids, kf.thresholds, strict=True))
         report["by_yaw"] = accuracy_by_yaw(pairs, scores, by_fold, yaws)
-        if plot:
-            name = f"{recognizer.info.name} ({100 * report['accuracy_mean']:.2f}%)"
+        if plot and suite is None:
             report["plot"] = str(plot_accuracy_by_yaw({name: report["by_yaw"]}, plot))
+    if suite is not None:
+        from .hard import suite_report
+
+        embeddings = {p: table.embeddings[i] for i, p in enumerate(table.paths)}
+        for p in table.failed:
+            del embeddings[p]
+        report["suite"] = suite_report(pairs, scores, suite, embeddings)
+        if plot:
+            groups = {name: report["suite"]["by_group"]}
+            report["plot"] = str(plot_accuracy_by_group(groups, plot, xlabel=GROUP_XLABEL))
     return report

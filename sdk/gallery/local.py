@@ -327,8 +327,7 @@ class LocalBackend:
         content_hashes: Sequence[str | None] | None,
         metadata: Mapping[str, Mapping[str, Any]] | None,
     ) -> list[int]:
-        if self.store.dtype != np.float32:  # index what the database keeps
-            vectors = vectors.astype(self.store.dtype).astype(np.float32)
+        vectors = self._as_stored(vectors)
         tids, owners = self.store.add_templates(names, vectors, sources, content_hashes, metadata)
         # committed: from here on the templates exist whatever happens to the index
         self.keeper.append(tids, owners, vectors)
@@ -343,12 +342,18 @@ class LocalBackend:
         metadata: Mapping[str, Any] | None,
         request: tuple[str, str] | None,
     ) -> AddOnce:
-        if self.store.dtype != np.float32:
-            vectors = vectors.astype(self.store.dtype).astype(np.float32)
+        vectors = self._as_stored(vectors)
         done = self.store.add_once(name, vectors, content_hashes, sources, metadata, request)
         if done.new_ids.size:
             self.keeper.append(done.new_ids, done.new_owners, vectors[done.new_rows])
         return done
+
+    def _as_stored(self, vectors: np.ndarray) -> np.ndarray:
+        """The vectors as the database keeps them (float16 galleries round them), so the
+        index holds what a rebuild from the database would."""
+        if self.store.dtype != np.float32:
+            return vectors.astype(self.store.dtype).astype(np.float32)
+        return vectors
 
     def remove_identities(self, names: Sequence[str]) -> int:
         tids = self.store.remove_identities(names)

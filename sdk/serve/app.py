@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..config import RecognizerConfig
 from ..errors import (
     InvalidArgumentError,
     MethodNotAllowedError,
@@ -38,8 +39,9 @@ from .docs_assets import add_docs
 from .galleries import GalleryManager
 from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
-from .routes import faces, galleries, identities, ops, verification
+from .routes import faces, galleries, identities, ops, streams, verification
 from .settings import Settings
+from .streams import StreamManager
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         finally:
             if upkeep is not None:
                 upkeep.cancel()
+            await run_in_threadpool(app.state.streams.close)
             app.state.recognizer = None
             await run_in_threadpool(manager.close)
 
@@ -105,12 +108,14 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     app.state.galleries = manager
     app.state.metrics = metrics
     app.state.recognizer = None
+    app.state.streams = StreamManager(lambda: app.state.recognizer, manager.root)
     for router in (
         faces.router,
         verification.router,
         galleries.router,
         identities.router,
         ops.router,
+        streams.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.STATIC), name="static")
@@ -197,8 +202,9 @@ def _without_paths(message: str, root: Path) -> str:
 # ------------------------------------------------------------------ settings via environment
 def settings_to_env(settings: Settings) -> str:
     """Settings as JSON for :data:`SETTINGS_ENV` (worker processes rebuild them from it)."""
-    d = asdict(settings)
+    d = {f.name: getattr(settings, f.name) for f in fields(Settings)}
     d.pop("recognizer_factory", None)
+    d["pipeline"] = settings.pipeline.to_dict()
     for k, v in d.items():
         if isinstance(v, Path):
             d[k] = str(v)
@@ -249,4 +255,6 @@ def app_from_env() -> FastAPI:
             kwargs[key] = Path(kwargs[key])
     if "cors_origins" in kwargs:
         kwargs["cors_origins"] = tuple(kwargs["cors_origins"])
+    if "pipeline" in kwargs:
+        kwargs["pipeline"] = RecognizerConfig.from_dict(kwargs["pipeline"])
     return create_app(Settings(**kwargs))

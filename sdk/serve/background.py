@@ -27,6 +27,7 @@ class BackgroundServer:
     def __init__(self, app: Any, start_timeout_s: float = 120.0) -> None:
         import uvicorn
 
+        self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_sdk import add_model_args
+from ..cli_sdk import add_model_args, config_from_args
 from ..errors import MissingExtraError
 
 LOG_ENV = "NPCFACE_SERVE_LOG_LEVEL"
@@ -51,7 +51,6 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--max-images", type=int, default=32, help="images per request")
     s.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (MiB)")
-    s.add_argument("--max-pixels", type=int, default=None, help="pixels per image")
     s.add_argument("--timeout", type=float, default=60.0, help="request timeout (s)")
     s.add_argument(
         "--cors-origin",
@@ -60,33 +59,19 @@ def register(sub: Any) -> None:
         metavar="ORIGIN",
         help="allow this origin by CORS (repeatable; default: no CORS)",
     )
-    s.add_argument(
-        "--backend",
-        default="auto",
-        help="recogniser engine: auto, onnxruntime, opencv, tensorrt (default auto)",
-    )
     add_model_args(s)
     s.set_defaults(func=_serve)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~npcface.serve.Settings` the options describe."""
-    from ..image import DEFAULT_MAX_PIXELS
     from .settings import Settings
 
     return Settings(
         gallery_root=Path(args.gallery_root),
         api_key_file=Path(args.api_key_file) if args.api_key_file else None,
-        preset=getattr(args, "preset", "accurate"),
-        detector=args.detector,
-        recognizer=args.recognizer,
-        providers=args.providers,
-        face_policy=args.policy,
-        flip=args.flip,
-        det_min_side=args.det_min_side,
-        backend=args.backend,
+        pipeline=config_from_args(args),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         max_images=args.max_images,
         request_timeout_s=args.timeout,
         workers=args.workers,

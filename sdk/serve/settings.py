@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..image import DEFAULT_MAX_PIXELS
+from ..config import RecognizerConfig
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,10 @@ class Settings:
             (created if missing).
         api_key_file: file of hashed API keys (see :mod:`npcface.serve.auth`); ``None``
             serves without authentication (fine on loopback).
-        detector, recognizer, providers, face_policy, flip, det_min_side, backend: the
-            pipeline, as in :class:`~npcface.FaceRecognizer` and the other commands.
+        pipeline: the recogniser's :class:`~npcface.config.RecognizerConfig` (the same
+            value every other command builds its recogniser from; its ``max_pixels`` is
+            the largest image accepted, checked from the header before decoding).
         max_body_bytes: largest request body (413 beyond it).
-        max_pixels: largest image (width x height) the recogniser built from these
-            settings accepts; larger ones are refused from their header, before decoding.
         max_images: most images (or embeddings) in one request (400 beyond it).
         request_timeout_s: a request still running after this many seconds gets 503
             ``timeout`` (the work it started finishes in the background).
@@ -40,16 +39,8 @@ class Settings:
 
     gallery_root: Path = Path("galleries")
     api_key_file: Path | None = None
-    preset: str = "accurate"
-    detector: str | None = None
-    recognizer: str | None = None
-    providers: str | None = None
-    face_policy: str | None = None
-    flip: bool | None = None
-    det_min_side: int | None = None
-    backend: str = "auto"
+    pipeline: RecognizerConfig = field(default_factory=RecognizerConfig)
     max_body_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = 32
     request_timeout_s: float = 60.0
     max_k: int = 1000
@@ -65,14 +56,4 @@ class Settings:
             return self.recognizer_factory()
         from ..recognizer import FaceRecognizer
 
-        return FaceRecognizer(
-            preset=self.preset,
-            detector=self.detector,
-            recognizer=self.recognizer,
-            providers=self.providers,
-            face_policy=self.face_policy,
-            flip=self.flip,
-            backend=self.backend,
-            detector_options={"min_side": self.det_min_side} if self.det_min_side else None,
-            max_pixels=self.max_pixels,
-        )
+        return FaceRecognizer.from_config(self.pipeline)

@@ -1,8 +1,10 @@
 """``npcface train prepare``: detect and align raw photos into training crops with the SDK.
 
-Training crops come from the SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`:
-the same detector, face choice and 5-point aligner as inference), so train and test crops
-match.
+Training crops come from the SDK's one pipeline (:meth:`npcface.FaceRecognizer.crop_many`)
+built from a :class:`~npcface.config.RecognizerConfig`: by default the inference default
+(the ``accurate`` preset's detector, face policy and aligner), so a model is trained on the
+crops the default pipeline makes at inference time. The report names the pipeline, and a
+resumed run refuses another pipeline than the one that began it.
 
 Input: ``RAW_DIR/<identity>/<photo>``. Output: ``OUT_DIR/<identity>/<photo stem>.jpg``
 (BGR JPEG, ``size`` x ``size``), plus
@@ -12,8 +14,8 @@ Input: ``RAW_DIR/<identity>/<photo>``. Output: ``OUT_DIR/<identity>/<photo stem>
   resumable after an interruption, and a finished run is a no-op.
 - ``prepare_report.json``: counts and the lists of photos with no face or several faces.
 
-Photos with several faces keep the face picked by ``multiple`` (an SDK face policy:
-``largest``, ``center``, ``best_score``) or are skipped (``skip``). Photos with no face are
+Photos with several faces keep the face the configuration's face policy picks
+(``multiple="keep"``), or are skipped (``multiple="skip"``). Photos with no face are
 skipped, or (``no_face="mean"``, for evaluation sets that must keep every image) aligned
 with the mean landmarks of the data set's detected faces, relative to the photo size.
 """
@@ -44,7 +46,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "prepare_manifest.jsonl"
 REPORT = "prepare_report.json"
 JPEG_QUALITY = 95
-MULTIPLE_CHOICES = ("largest", "center", "best_score", "skip")
+MULTIPLE_CHOICES = ("keep", "skip", "largest", "center", "best_score")
+"""``keep`` the face the configuration's policy picks, ``skip`` the photo, or a face policy
+that overrides the configuration's."""
+CONFIG = "prepare_config.json"
 NO_FACE_CHOICES = ("skip", "mean")
 
 
@@ -62,6 +67,8 @@ class PrepareReport:
         fallback: no-face photos aligned with the mean landmarks (``no_face="mean"``).
         resumed: photos skipped because an earlier run had processed them.
         identities: identity folders with at least one crop.
+        pipeline: the configuration that made the crops, in words
+            (:meth:`~npcface.config.RecognizerConfig.describe`).
         no_face_files, multiple_files, error_files: relative paths.
     """
 
@@ -76,8 +83,9 @@ class PrepareReport:
     fallback: int = 0
     resumed: int = 0
     identities: int = 0
-    multiple_policy: str = "largest"
+    multiple_policy: str = "center"
     no_face_policy: str = "skip"
+    pipeline: str = ""
     no_face_files: list[str] = field(default_factory=list)
     multiple_files: list[str] = field(default_factory=list)
     error_files: list[str] = field(default_factory=list)
@@ -95,6 +103,7 @@ class PrepareReport:
             f"in {self.identities} identities -> {self.out_dir}\n"
             f"  no face: {self.no_face} ({nf}); several faces: {self.multiple} ({kept}); "
             f"unreadable: {self.errors}; already done before this run: {self.resumed}\n"
+            f"  pipeline: {self.pipeline}\n"
             f"  lists: {Path(self.out_dir) / REPORT}"
         )
 
@@ -128,16 +137,12 @@ def _write_crop(path: Path, crop: np.ndarray) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(detector: str, min_score: float | None, threads: int) -> None:
+def _init_worker(config: dict[str, Any]) -> None:
     from npcface import FaceRecognizer
+    from npcface.config import RecognizerConfig
 
     cv2.setNumThreads(1)
-    options: dict[str, Any] = {}
-    if min_score is not None:
-        options["score_threshold"] = float(min_score)
-    _WORKER["recognizer"] = FaceRecognizer(
-        detector=detector, threads=threads, detector_options=options
-    )
+    _WORKER["recognizer"] = FaceRecognizer.from_config(RecognizerConfig.from_dict(config))
 
 
 def _process(task: tuple[str, str, str, int, str]) -> dict[str, Any]:
@@ -151,8 +156,9 @@ def _process(task: tuple[str, str, str, int, str]) -> dict[str, Any]:
     except (NpcfaceError, OSError) as exc:
         entry.update(status="error", error=str(exc))
         return entry
-    policy = "single" if multiple == "skip" else multiple
-    r = _WORKER["recognizer"].crop_many([image], policy, size, [rel], aligned_arrays=False)[0]
+    rec = _WORKER["recognizer"]
+    policy = "single" if multiple == "skip" else rec.face_policy
+    r = rec.crop_many([image], policy, size, [rel], aligned_arrays=False)[0]
     h, w = image.shape[:2]
     entry.update(faces=r.faces_found, shape=[h, w])
     if r.faces_found == 0:
@@ -198,10 +204,9 @@ def prepare_dataset(
     *,
     size: int = 120,
     workers: int = 2,
-    multiple: str = "largest",
+    config: Any = None,
+    multiple: str = "keep",
     no_face: str = "skip",
-    detector: str = "yunet",
-    min_score: float | None = None,
     progress: bool = True,
     limit: int | None = None,
     only: set[str] | None = None,
@@ -213,11 +218,11 @@ def prepare_dataset(
         out_dir: where crops, the manifest and the report go.
         size: crop side (the paper: 120).
         workers: worker processes (each runs its own single-threaded detector).
-        multiple: several faces: an SDK face policy (``largest``, ``center``,
-            ``best_score``) or ``skip``.
+        config: the pipeline (:class:`~npcface.config.RecognizerConfig`); default the
+            inference default, so train and inference crops match.
+        multiple: several faces: ``keep`` the face the configuration's policy picks,
+            ``skip`` the photo, or a face policy name that overrides the configuration's.
         no_face: ``skip`` or ``mean`` (align with the mean landmarks of detected faces).
-        detector: SDK detector name.
-        min_score: detector score threshold (None = the detector's default).
         progress: show a progress bar.
         limit: only the first ``limit`` photos (quick checks).
         only: only these ``<identity>/<photo>`` relative paths (e.g. the images a pairs
@@ -225,9 +230,20 @@ def prepare_dataset(
 
     Returns:
         The :class:`PrepareReport` (also written to ``out_dir/prepare_report.json``).
+
+    Raises:
+        DataError: bad choices, no photos, or ``out_dir`` begun with another pipeline.
     """
+    from dataclasses import replace
+
+    from npcface.config import RecognizerConfig
+
     if multiple not in MULTIPLE_CHOICES:
         raise DataError(f"multiple must be one of {MULTIPLE_CHOICES}, not {multiple!r}")
+    config = (config or RecognizerConfig()).resolved()
+    if multiple not in ("keep", "skip"):
+        config = replace(config, face_policy=multiple)
+    config = replace(config, threads=1)  # one single-threaded pipeline per worker
     if no_face not in NO_FACE_CHOICES:
         raise DataError(f"no_face must be one of {NO_FACE_CHOICES}, not {no_face!r}")
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -239,6 +255,7 @@ def prepare_dataset(
     if not photos:
         raise DataError(f"no photos under {raw_dir}/<identity>/ (extensions {IMAGE_EXTENSIONS})")
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(out_dir / CONFIG, config.to_dict())
     manifest_path = out_dir / MANIFEST
     done = _read_manifest(manifest_path)
     todo = [p for p in photos if p not in done]
@@ -249,7 +266,7 @@ def prepare_dataset(
     tasks = [(str(raw_dir), str(out_dir), rel, size, multiple) for rel in todo]
     with manifest_path.open("a", encoding="utf-8") as manifest:
         if tasks:
-            results = _run(tasks, workers, detector, min_score, progress)
+            results = _run(tasks, workers, config.to_dict(), progress)
             for entry in results:
                 manifest.write(json.dumps(entry) + "\n")
                 manifest.flush()
@@ -272,7 +289,8 @@ def prepare_dataset(
         fallback=sum(1 for e in entries if e.get("fallback")),
         resumed=resumed,
         identities=len({e["src"].split("/", 1)[0] for e in written}),
-        multiple_policy=multiple,
+        multiple_policy="skip" if multiple == "skip" else str(config.face_policy),
+        pipeline=config.describe(),
         no_face_policy=no_face,
         no_face_files=[e["src"] for e in entries if e["status"] == "no_face"],
         multiple_files=[e["src"] for e in entries if e["status"] == "multiple"],
@@ -282,19 +300,33 @@ def prepare_dataset(
     return report
 
 
-def _run(tasks, workers: int, detector: str, min_score: float | None, progress: bool):
+def _check_config(path: Path, config: dict[str, Any]) -> None:
+    """Record the pipeline of a new preparation; refuse to resume one begun with another."""
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        if before != config:
+            changed = sorted(k for k in set(before) | set(config) if before.get(k) != config.get(k))
+            raise DataError(
+                f"{path.parent} was prepared with another pipeline ({', '.join(changed)} "
+                "differ); prepare into a new folder, or delete it to start again"
+            )
+        return
+    path.write_text(json.dumps(config, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def _run(tasks, workers: int, config: dict[str, Any], progress: bool):
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), unit="photo", disable=not progress, desc="prepare")
     try:
         if workers <= 1:
-            _init_worker(detector, min_score, 1)
+            _init_worker(config)
             for t in tasks:
                 yield _process(t)
                 bar.update()
             return
         ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, _init_worker, (detector, min_score, 1)) as pool:
+        with ctx.Pool(workers, _init_worker, (config,)) as pool:
             for entry in pool.imap_unordered(_process, tasks, chunksize=4):
                 yield entry
                 bar.update()

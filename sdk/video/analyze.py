@@ -1,0 +1,495 @@
+"""Faces in a video, tracked, one identity per person: the loop that ties the parts together.
+
+Per frame (detection every ``every``-th frame): the recogniser's detector finds the faces,
+:class:`~npcface.video.track.FaceTracker` (ByteTrack) gives them track ids, each tracked
+face is aligned once at the recogniser's input size and its
+:class:`~npcface.results.FaceQuality` measured; a face that enters its track's best faces
+(:class:`~npcface.video.template.TrackFaces`) is embedded (flip fusion as the recogniser's
+preset says), and a track whose template changed is identified against the gallery again
+(the recogniser's one identify contract: ``threshold``, or the one calibrated for ``far``,
+or the calibrated default). Events say when a track starts, is identified and ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..align import align_faces
+from ..errors import InvalidArgumentError
+from ..quality import assess
+from ..results import Face
+from .events import TrackEnded, TrackEvent, TrackIdentified, TrackStarted
+from .source import Frame, VideoSource
+from .template import FaceSample, TrackFaces
+from .track import FaceTracker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 30.0
+"""Frame rate assumed for a source that declares none."""
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face in one frame and the track it belongs to.
+
+    Attributes:
+        track_id: its track.
+        face: the face (box and landmarks in frame pixels) with its quality.
+        identity: the track's identity so far (None: unknown or no gallery).
+        similarity: similarity of that decision (None before one).
+        detected: True if found in this frame; False when carried from the last frame that
+            ran detection (``every`` > 1).
+    """
+
+    track_id: int
+    face: Face
+    identity: str | None
+    similarity: float | None
+    detected: bool = True
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one frame gave.
+
+    Attributes:
+        frame: the frame (None for the last result of a run, which only carries the
+            ``ended`` events of the tracks still open when the source ended).
+        faces: the tracked faces in it.
+        events: events this frame caused, in order.
+        detected: detection ran on this frame.
+    """
+
+    frame: Frame | None
+    faces: tuple[TrackedFace, ...]
+    events: tuple[TrackEvent, ...]
+    detected: bool
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    """Totals of a run.
+
+    Attributes:
+        frames: frames processed.
+        detected_frames: frames detection ran on.
+        dropped: frames a live source dropped because processing was behind.
+        tracks: tracks started.
+        identified: tracks that ended with an identity.
+        video_seconds: seconds of video covered (first to last frame, plus one frame).
+        elapsed: wall seconds the run took.
+    """
+
+    frames: int
+    detected_frames: int
+    dropped: int
+    tracks: int
+    identified: int
+    video_seconds: float
+    elapsed: float
+
+    @property
+    def speed(self) -> float:
+        """Video seconds processed per wall second (``x real time``; > 1 is faster)."""
+        return self.video_seconds / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "detected_frames": self.detected_frames,
+            "dropped": self.dropped,
+            "tracks": self.tracks,
+            "identified": self.identified,
+            "video_seconds": round(self.video_seconds, 3),
+            "elapsed": round(self.elapsed, 3),
+            "speed": round(self.speed, 3),
+        }
+
+
+@dataclass
+class _Track:
+    track_id: int
+    start: float
+    first_frame: int
+    last: float
+    last_frame: int
+    wall: float
+    faces: TrackFaces
+    detections: int = 0
+    identity: str | None = None
+    similarity: float | None = None
+    last_face: TrackedFace | None = None
+
+
+class VideoAnalyzer:
+    """Track the faces of a video and identify each track against a gallery.
+
+    Args:
+        recognizer: the :class:`~npcface.FaceRecognizer` whose detector, alignment and
+            embeddings are used (its preset decides flip fusion).
+        gallery: an open :class:`~npcface.Gallery` of the same model, or None (tracks
+            only; templates are still made, for :func:`npcface.video.find.find_person`).
+        every: run detection on every ``every``-th frame (1: all); faces of the frames
+            between keep their last place.
+        threshold, far: the identify decision, as :meth:`FaceRecognizer.identify` (never
+            both; default: the calibrated default threshold).
+        keep: best faces kept per track for its template.
+        margin: quality gain by which a new face must beat the worst kept one.
+        lost_after: seconds a track survives without detection before it ends.
+        embed: embed tracked faces at all (False: tracking only, for speed runs).
+        relink_far: a face the tracker starts a new track for continues a track lost in
+            the last ``lost_after`` seconds when its embedding matches that track's
+            template at the threshold calibrated for this false-accept rate (the tracker
+            alone loses a face occluded longer than its motion model holds); None: never.
+        detect_side: frames whose longer side exceeds this are downscaled for detection
+            only (faces are aligned and embedded from the full frame); None: the
+            detector's own limit. Video faces are rarely small, and detection is most of
+            the cost (``bench/video.py``).
+
+    Raises:
+        InvalidArgumentError: a bad number, or both ``threshold`` and ``far``.
+        GalleryError: the gallery belongs to another model.
+    """
+
+    def __init__(
+        self,
+        recognizer: Any,
+        gallery: Any = None,
+        *,
+        every: int = 1,
+        threshold: float | None = None,
+        far: float | None = None,
+        keep: int = 5,
+        margin: float = 0.05,
+        lost_after: float = 1.0,
+        embed: bool = True,
+        relink_far: float | None = 1e-4,
+        detect_side: int | None = 640,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidArgumentError(f"every must be an int >= 1, got {every!r}", input="every")
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise InvalidArgumentError(f"keep must be an int >= 1, got {keep!r}", input="keep")
+        if lost_after <= 0:
+            raise InvalidArgumentError(f"lost_after must be > 0 s, got {lost_after!r}")
+        self.rec = recognizer
+        self.detect_side = detect_side
+        self.gallery = gallery
+        self.every = every
+        self.keep = keep
+        self.margin = float(margin)
+        self.lost_after = float(lost_after)
+        self.embed = bool(embed) or gallery is not None
+        self.threshold: float | None = None
+        if gallery is not None:
+            self.threshold = recognizer.decision_threshold(threshold, far)
+            gallery.check_model(recognizer.info.name, recognizer.info.embedding_size)
+        elif threshold is not None or far is not None:
+            self.threshold = recognizer.decision_threshold(threshold, far)
+        self._thresholds = _far_table(recognizer) if gallery is not None else []
+        self.relink_threshold: float | None = None
+        if self.embed and relink_far is not None:
+            self.relink_threshold = recognizer.default_threshold(far=relink_far)
+        self.relinked = 0
+        """New tracker ids that were continuations of lost tracks."""
+        self._alias: dict[int, int] = {}
+        self._tracker: FaceTracker | None = None
+        self._tracks: dict[int, _Track] = {}
+        self._started = 0
+        self._identified = 0
+        self._frames = 0
+        self._detected = 0
+        self._first_time: float | None = None
+        self._last_time = 0.0
+        self._frame_step = 1.0 / DEFAULT_FPS
+        self._t0 = time.perf_counter()
+        self._elapsed = 0.0
+        self._dropped = 0
+        self.timings: dict[str, float] = {}
+        """Seconds spent per stage (detect, track, align, quality, embed, identify)."""
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self, source: VideoSource, stop: threading.Event | None = None
+    ) -> Iterator[FrameResult]:
+        """Process every frame of ``source`` (until it ends or ``stop`` is set), then end
+        the tracks still open.
+
+        Yields:
+            One :class:`FrameResult` per frame, and a last one (``frame`` None) with the
+            ``ended`` events of the tracks open at the end.
+
+        Raises:
+            VideoError: the source failed (a stream lost, a corrupt file).
+        """
+        fps = source.fps or DEFAULT_FPS
+        self.start(fps)
+        try:
+            for frame in source:
+                self._dropped = source.dropped
+                yield self.process(frame)
+                if stop is not None and stop.is_set():
+                    break
+        finally:
+            self._dropped = source.dropped
+        yield self.finish()
+
+    def start(self, fps: float) -> None:
+        """Begin a run at ``fps`` frames per second (done by :meth:`run`)."""
+        self._frame_step = 1.0 / fps
+        self._tracker = FaceTracker(fps / self.every, lost_after=self.lost_after)
+        self._t0 = time.perf_counter()
+
+    def process(self, frame: Frame) -> FrameResult:
+        """One frame: detect (on every ``every``-th), track, embed, identify."""
+        if self._tracker is None:
+            self.start(DEFAULT_FPS)
+        assert self._tracker is not None
+        self._frames += 1
+        if self._first_time is None:
+            self._first_time = frame.time
+        self._last_time = frame.time
+        if (self._frames - 1) % self.every != 0:
+            carried = tuple(
+                TrackedFace(t.track_id, t.last_face.face, t.identity, t.similarity, False)
+                for t in self._tracks.values()
+                if t.last_face is not None and t.last == self._last_detect_time
+            )
+            self._elapsed = time.perf_counter() - self._t0
+            return FrameResult(frame, carried, (), False)
+        self._detected += 1
+        self._last_detect_time = frame.time
+        events: list[TrackEvent] = []
+        t0 = time.perf_counter()
+        faces = self._detect(frame.image)
+        t1 = time.perf_counter()
+        tracked = self._tracker.update(faces)
+        t2 = time.perf_counter()
+        self._add("detect", t1 - t0)
+        self._add("track", t2 - t1)
+        out: list[TrackedFace] = []
+        if tracked:
+            out = self._follow(frame, tracked, events)
+        events.extend(self._end_lost(frame.time))
+        self._elapsed = time.perf_counter() - self._t0
+        return FrameResult(frame, tuple(out), tuple(events), True)
+
+    _last_detect_time = -1.0
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        side = max(image.shape[:2])
+        if not self.detect_side or side <= self.detect_side:
+            return self.rec.detector.detect(image)
+        import cv2
+
+        scale = self.detect_side / side
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return [
+            Face(f.box / scale, f.landmarks / scale, f.score)
+            for f in self.rec.detector.detect(small)
+        ]
+
+    def _follow(
+        self, frame: Frame, tracked: list[tuple[int, Face]], events: list[TrackEvent]
+    ) -> list[TrackedFace]:
+        t0 = time.perf_counter()
+        size = self.rec.input_size if self.embed else 112
+        crops = align_faces(frame.image, np.stack([f.landmarks for _, f in tracked]), size)
+        t1 = time.perf_counter()
+        faces = [
+            Face(f.box, f.landmarks, f.score, assess(f, crop))
+            for (_, f), crop in zip(tracked, crops, strict=True)
+        ]
+        self._add("align", t1 - t0)
+        self._add("quality", time.perf_counter() - t1)
+        ids = [self._alias.get(tid, tid) for tid, _ in tracked]
+        new = [i for i, tid in enumerate(ids) if tid not in self._tracks]
+        for tid in ids:
+            track = self._tracks.get(tid)
+            if track is not None:
+                track.last, track.last_frame, track.wall = frame.time, frame.index, frame.wall
+                track.detections += 1
+        # faces worth embedding: every face of a new track, and faces that enter their
+        # track's best
+        todo = [
+            i
+            for i, tid in enumerate(ids)
+            if self.embed
+            and (tid not in self._tracks or self._tracks[tid].faces.wants(_q(faces[i])))
+        ]
+        embs: dict[int, np.ndarray] = {}
+        if todo:
+            t2 = time.perf_counter()
+            out = self.rec.embed_crops(np.stack([crops[i] for i in todo]))
+            self._add("embed", time.perf_counter() - t2)
+            embs = dict(zip(todo, out, strict=True))
+        for i in new:
+            ids[i] = self._start_or_relink(frame, ids[i], faces[i], embs.get(i), events)
+        changed: dict[int, _Track] = {}
+        for i in todo:
+            track = self._tracks[ids[i]]
+            sample = FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
+            if track.faces.add(sample):
+                changed[track.track_id] = track
+        if self.gallery is not None and changed:
+            self._identify(frame, list(changed.values()), events)
+        out_faces = []
+        for tid, face in zip(ids, faces, strict=True):
+            track = self._tracks[tid]
+            tf = TrackedFace(tid, face, track.identity, track.similarity, True)
+            track.last_face = tf
+            out_faces.append(tf)
+        return out_faces
+
+    def _start_or_relink(
+        self,
+        frame: Frame,
+        tid: int,
+        face: Face,
+        emb: np.ndarray | None,
+        events: list[TrackEvent],
+    ) -> int:
+        """A face the tracker gave a new id: the continuation of a track lost in the last
+        ``lost_after`` seconds whose template it matches (at :attr:`relink_threshold`), or
+        a new track."""
+        if emb is not None and self.relink_threshold is not None:
+            lost = [
+                t
+                for t in self._tracks.values()
+                if t.last < frame.time and t.faces.template is not None
+            ]
+            if lost:
+                sims = np.stack([t.faces.template for t in lost]) @ emb
+                best = int(np.argmax(sims))
+                if sims[best] >= self.relink_threshold:
+                    old = lost[best]
+                    self._alias[tid] = old.track_id
+                    old.last, old.last_frame, old.wall = frame.time, frame.index, frame.wall
+                    old.detections += 1
+                    self.relinked += 1
+                    return old.track_id
+        track = _Track(
+            tid,
+            frame.time,
+            frame.index,
+            frame.time,
+            frame.index,
+            frame.wall,
+            TrackFaces(self.keep, self.margin),
+            detections=1,
+        )
+        self._tracks[tid] = track
+        self._started += 1
+        box = (float(face.box[0]), float(face.box[1]), float(face.box[2]), float(face.box[3]))
+        events.append(TrackStarted(tid, frame.time, frame.index, frame.wall, box))
+        return tid
+
+    def _identify(self, frame: Frame, tracks: list[_Track], events: list[TrackEvent]) -> None:
+        t1 = time.perf_counter()
+        templates = np.stack([t.faces.template for t in tracks])
+        results = self.gallery.search(templates, k=1)
+        self._add("identify", time.perf_counter() - t1)
+        assert self.threshold is not None
+        for track, matches in zip(tracks, results, strict=True):
+            best = matches[0] if matches else None
+            sim = best.similarity if best is not None else None
+            identity = best.identity if best is not None and sim >= self.threshold else None
+            previous = track.identity
+            track.similarity = sim
+            if identity is not None and identity != previous:
+                track.identity = identity
+                events.append(
+                    TrackIdentified(
+                        track.track_id,
+                        frame.time,
+                        frame.index,
+                        frame.wall,
+                        identity,
+                        float(sim),
+                        self.threshold,
+                        self._far_of(float(sim)),
+                        len(track.faces.samples),
+                        previous,
+                    )
+                )
+            elif identity is None and previous is not None:
+                track.identity = None  # its better faces no longer match anyone
+
+    def _end_lost(self, now: float) -> list[TrackEvent]:
+        gone = [t for t in self._tracks.values() if now - t.last > self.lost_after]
+        return [self._end(t) for t in gone]
+
+    def _end(self, track: _Track) -> TrackEnded:
+        del self._tracks[track.track_id]
+        for k in [k for k, v in self._alias.items() if v == track.track_id]:
+            del self._alias[k]
+        if track.identity is not None:
+            self._identified += 1
+        best = track.faces.best
+        return TrackEnded(
+            track.track_id,
+            track.start,
+            track.last,
+            track.first_frame,
+            track.last_frame,
+            track.wall,
+            track.detections,
+            track.identity,
+            track.similarity,
+            best.quality if best is not None else 0.0,
+            best.crop if best is not None else None,
+            track.faces.template,
+        )
+
+    def finish(self) -> FrameResult:
+        """End every open track (the source ended or was stopped)."""
+        events = [self._end(t) for t in sorted(self._tracks.values(), key=lambda t: t.track_id)]
+        self._elapsed = time.perf_counter() - self._t0
+        return FrameResult(None, (), tuple(events), False)
+
+    # ------------------------------------------------------------------ figures
+    def summary(self) -> VideoSummary:
+        """Totals so far."""
+        span = 0.0
+        if self._first_time is not None:
+            span = self._last_time - self._first_time + self._frame_step
+        return VideoSummary(
+            self._frames,
+            self._detected,
+            self._dropped,
+            self._started,
+            self._identified,
+            span,
+            self._elapsed,
+        )
+
+    def _add(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def _far_of(self, similarity: float) -> float | None:
+        for far, thr in self._thresholds:  # smallest FAR first
+            if similarity >= thr:
+                return far
+        return None
+
+
+def _q(face: Face) -> float:
+    assert face.quality is not None
+    return face.quality.overall
+
+
+def _far_table(recognizer: Any) -> list[tuple[float, float]]:
+    """(FAR, threshold) pairs calibrated for the recogniser, smallest FAR first."""
+    out = []
+    for key, thr in recognizer.info.thresholds.items():
+        if key.startswith("far="):
+            out.append((float(key[4:]), float(thr)))
+    return sorted(out)
