@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -100,23 +101,29 @@ def measured(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray, float, float]:
     """(labels, seconds, peak MiB above the parent) of ``fn()`` run in a forked child."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        start = _vm("VmRSS")
-        t0 = time.perf_counter()
-        out = fn()
-        sec = time.perf_counter() - t0
-        peak = _vm("VmHWM")
-        with os.fdopen(w, "wb") as fh:
-            np.save(fh, np.asarray(out, np.int64))
-            fh.write(json.dumps([sec, (peak - start) / 1024]).encode())
-        os._exit(0)
+    if pid == 0:  # child: never returns into the parent's code
+        code = 1
+        try:
+            os.close(r)
+            start = _vm("VmRSS")
+            t0 = time.perf_counter()
+            out = fn()
+            sec = time.perf_counter() - t0
+            peak = _vm("VmHWM")
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(out, np.int64))  # a pipe is not seekable: save to memory
+            with os.fdopen(w, "wb") as fh:
+                fh.write(buf.getvalue())
+                fh.write(json.dumps([sec, (peak - start) / 1024]).encode())
+            code = 0
+        finally:
+            os._exit(code)
     os.close(w)
     with os.fdopen(r, "rb") as fh:
         data = fh.read()
-    os.waitpid(pid, 0)
-    import io
-
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"the measured child failed (status {status})")
     buf = io.BytesIO(data)
     labels = np.load(buf)
     sec, mib = json.loads(buf.read().decode())
