@@ -244,6 +244,9 @@ class Clusterer:
                 input="refit_growth",
             )
         self.refit_growth = None if refit_growth is None else float(refit_growth)
+        self._reset()
+
+    def _reset(self) -> None:
         self._fitted_at = 0
         self._x = np.zeros((0, 0), np.float32)
         self._low = np.zeros(0, bool)
@@ -325,7 +328,12 @@ class Clusterer:
         """
         x = _unit_rows(embeddings)
         n = len(x)
-        return self._fit(x, self._low_quality(quality, n), _check_constraints(constraints, n))
+        low, cons = self._low_quality(quality, n), _check_constraints(constraints, n)
+        if n == 0:  # no faces, no groups
+            self._reset()
+            self._result = Clustering.empty(self.thresholds(1))
+            return self._result
+        return self._fit(x, low, cons)
 
     def _fit(self, x: np.ndarray, low: np.ndarray, cons: Constraints) -> Clustering:
         n, dim = x.shape
