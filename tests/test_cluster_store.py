@@ -140,6 +140,8 @@ def test_bad_input_is_a_typed_error(tmp_path: Path, centres: np.ndarray) -> None
     fg = FaceGroups.open(tmp_path, dim=DIM, model=MODEL)
     with pytest.raises(InvalidArgumentError):
         FaceGroups.open(tmp_path, dim=64)
+    with pytest.raises(InvalidArgumentError, match="not comparable"):
+        FaceGroups.open(tmp_path, model="sface")
     with pytest.raises(EmbeddingError):
         fg.add(np.ones((2, 64), np.float32))
     with pytest.raises(InvalidArgumentError):

@@ -154,7 +154,8 @@ class FaceGroups:
     Args:
         folder: the folder of ``groups.db`` (a gallery's folder, or any).
         dim: embedding dimension (needed to create one).
-        model: the embedding model (recorded; picks the clustering calibration).
+        model: the embedding model (recorded; picks the clustering calibration). A
+            collection of another model is refused (InvalidArgumentError).
         calibration: impostor statistics instead of the model's shipped ones.
         min_quality: faces stored with a lower quality are noise and not clustered.
     """
@@ -203,7 +204,15 @@ class FaceGroups:
             raise InvalidArgumentError(
                 f"{self.path} holds {self.dim}-dimensional faces, not {dim}", input="dim"
             )
-        self.model = meta.get("model") or model
+        recorded = meta.get("model")
+        if model is not None and recorded is not None and recorded != model:
+            self._conn.close()
+            raise InvalidArgumentError(
+                f"{self.path} holds faces of model {recorded!r}, not {model!r}: embeddings of "
+                "different models are not comparable (use the collection's model)",
+                input="model",
+            )
+        self.model = recorded or model
         self.calibration = calibration
 
     @classmethod
@@ -343,6 +352,15 @@ class FaceGroups:
 
     def __len__(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM faces")[0][0])
+
+    def known_keys(self, prefix: str = "") -> set[str]:
+        """The keys of the stored faces (those given to :meth:`add`) that start with
+        ``prefix``."""
+        rows = self._read(
+            "SELECT key FROM faces WHERE key IS NOT NULL AND substr(key, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return {r[0] for r in rows}
 
     def face(self, face_id: int) -> FaceInfo:
         """One face. Raises GroupNotFoundError: no such face."""
