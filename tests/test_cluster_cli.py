@@ -49,7 +49,9 @@ def centre_faces(csv_path: Path) -> dict[str, str]:
 
 def test_cluster_a_folder(photos: Path, tmp_path: Path, capsys, lfw_dir: Path) -> None:
     out = tmp_path / "out"
-    assert main(["cluster", str(photos), "--out", str(out), "--no-progress", "--preset", "fast"]) == 0
+    assert (
+        main(["cluster", str(photos), "--out", str(out), "--no-progress", "--preset", "fast"]) == 0
+    )
     text = capsys.readouterr().out
     assert "14 photos" in text and "3 groups" in text
     groups = centre_faces(out / "faces.csv")
@@ -65,9 +67,7 @@ def test_cluster_a_folder(photos: Path, tmp_path: Path, capsys, lfw_dir: Path) -
         links = list((out / "groups" / f"group_{int(g):05d}").iterdir())
         assert len(links) == 4 and all(link.is_symlink() for link in links)
         assert len({person(str(link.resolve())) for link in links}) == 1
-    assert {person(str(p.resolve())) for p in (out / "groups" / "ungrouped").iterdir()} >= set(
-        LONE
-    )
+    assert {person(str(p.resolve())) for p in (out / "groups" / "ungrouped").iterdir()} >= set(LONE)
     # the contact sheet: a row per group with its size, every thumbnail on disk
     page = (out / "index.html").read_text()
     assert len(re.findall(r'class="group" data-size="4"', page)) == 3
@@ -78,7 +78,21 @@ def test_cluster_a_folder(photos: Path, tmp_path: Path, capsys, lfw_dir: Path) -
     # again with one new photo of Tony Blair: only it is read, and it joins his group
     before = (out / "faces.csv").read_text()
     shutil.copy(lfw_image(lfw_dir, "Tony_Blair", 5), photos)
-    assert main(["cluster", str(photos), "--out", str(out), "--no-progress", "--preset", "fast", "--json"]) == 0
+    assert (
+        main(
+            [
+                "cluster",
+                str(photos),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--preset",
+                "fast",
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["known"] == 14 and summary["new_faces"] >= 1
     after = centre_faces(out / "faces.csv")
@@ -92,7 +106,17 @@ def test_cluster_into_a_gallery_keeps_names(photos: Path, tmp_path: Path, capsys
     from npcface.cluster import FaceGroups
 
     gallery, out = tmp_path / "gallery", tmp_path / "out"
-    args = ["cluster", str(photos), "--out", str(out), "--into", str(gallery), "--no-progress", "--preset", "fast"]
+    args = [
+        "cluster",
+        str(photos),
+        "--out",
+        str(out),
+        "--into",
+        str(gallery),
+        "--no-progress",
+        "--preset",
+        "fast",
+    ]
     assert main(args) == 0
     assert (gallery / "groups.db").is_file() and not (out / "groups.db").exists()
     groups = centre_faces(out / "faces.csv")
@@ -105,7 +129,8 @@ def test_cluster_into_a_gallery_keeps_names(photos: Path, tmp_path: Path, capsys
     assert "0 new faces" in capsys.readouterr().out
     links = list((out / "groups" / f"Colin_Powell_{colin}").iterdir())
     assert {person(str(link.resolve())) for link in links} == {"Colin_Powell"}
-    rows = list(csv.DictReader(open(out / "faces.csv", newline="")))
+    with open(out / "faces.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["name"] for r in rows if r["group"] == str(colin)} == {"Colin Powell"}
 
 
