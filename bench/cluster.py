@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npcface.calibration import CALIBRATED
 from npcface.cluster import Clusterer, calibrate_clustering, cluster_embeddings
 from npcface.cluster.calibration import calibration_for
 from npcface.cluster.graph import knn_graph
@@ -63,8 +64,6 @@ from npcface.eval.clustering import clustering_scores, noise_as_singletons
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gallery_scale import data_root, default_real_cache, fit_gaussian  # noqa: E402
 
-VERIFY_THRESHOLD = 0.3723
-"""The default recogniser's verification threshold at FAR 1e-3 (npcface/calibration.py)."""
 SWEEP = tuple(round(t, 2) for t in np.arange(0.36, 0.645, 0.02))
 
 
@@ -269,16 +268,17 @@ def run_lfw(args: argparse.Namespace) -> None:
         )
         return r
 
-    th = calibration_for().thresholds(len(x))
+    th = calibration_for(args.model).thresholds(len(x))
+    verify = CALIBRATED[args.model]["thresholds"]["default"]  # FAR 1e-3
     row(
         "npcface (default)",
         f"pair {th.pair:.3f} floor {th.floor:.3f}",
-        lambda: cluster_embeddings(x).labels,
+        lambda: cluster_embeddings(x, model=args.model).labels,
     )
     peers: list[tuple[str, Callable[[float], np.ndarray], float | None, str]] = [
         ("average-link HAC (one threshold)", average_link, None, ""),
         ("DBSCAN min_samples 2 (insightface)", dbscan, 0.48, "as shipped: sim 0.48"),
-        ("Chinese Whispers (dlib)", chinese_whispers, VERIFY_THRESHOLD, "verify thr 0.3723"),
+        ("Chinese Whispers (dlib)", chinese_whispers, verify, f"verify thr {verify}"),
         ("immich minFaces 3", lambda x_, s: immich(x_, 1 - s, 3), 0.5, "as shipped: dist 0.5"),
         ("Infomap k=50", infomap, None, ""),
     ]
@@ -348,7 +348,7 @@ def run_scale(args: argparse.Namespace) -> None:
     del flat
 
     def fit() -> tuple[Clusterer, float, float]:
-        c = Clusterer()
+        c = Clusterer(model=args.model)
         rss0 = _vm("VmRSS")
         t = time.perf_counter()
         res = c.fit(x, progress=_progress("graph"))
@@ -367,7 +367,7 @@ def run_scale(args: argparse.Namespace) -> None:
         f"R {s['bcubed_recall']:.2f}) pairwise F {s['pairwise_f']:.2f}; distractors grouped "
         f"{int((d >= 0).sum()):,} of {n:,}"
     )
-    alone = cluster_embeddings(x_lfw[base_lfw])
+    alone = cluster_embeddings(x_lfw[base_lfw], model=args.model)
     sa = scores(truth[base_lfw], alone.labels)
     print(
         f"  the same LFW faces alone: BCubed F {sa['bcubed_f']:.2f} pairwise F {sa['pairwise_f']:.2f}"
@@ -410,7 +410,7 @@ def run_incremental(args: argparse.Namespace) -> None:
     for seed in range(3):
         perm = np.random.default_rng(seed).permutation(len(x))
         xs, ts = x[perm], truth[perm]
-        full = cluster_embeddings(xs)
+        full = cluster_embeddings(xs, model=args.model)
         sf = scores(ts, full.labels)
         for base, batch, refit in (
             (12000, 1233, 1.25),
@@ -420,7 +420,7 @@ def run_incremental(args: argparse.Namespace) -> None:
             (1000, 1000, 1.25),
             (1000, 1000, None),
         ):
-            c = Clusterer(refit_growth=refit)
+            c = Clusterer(model=args.model, refit_growth=refit)
             r = c.fit(xs[:base])
             for s0 in range(base, len(xs), batch):
                 r = c.add(xs[s0 : s0 + batch])
@@ -463,7 +463,7 @@ def run_tune(args: argparse.Namespace) -> None:
 
     cache = load_cache(args.cache)
     sets = tuning_sets(cache)
-    cal = calibration_for()
+    cal = calibration_for(args.model)
     for eps in (0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
         T.STRANGERS_PER_FACE = eps
         fs = []
@@ -481,13 +481,18 @@ def run_tune(args: argparse.Namespace) -> None:
 def run_calibrate(args: argparse.Namespace) -> None:
     cache = load_cache(args.cache)
     m = cache["source"] != "lfw"
-    cal = calibrate_clustering(cache["emb"][m], cache["label"][m], model="sface-int8")
+    cal = calibrate_clustering(cache["emb"][m], cache["label"][m], model=args.model)
     print(cal)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", type=Path, default=default_real_cache(), help="cached embeddings")
+    p.add_argument(
+        "--model",
+        default="sface",
+        help="the recogniser that made the cached embeddings (its calibrations are used)",
+    )
     p.add_argument(
         "--scale",
         type=lambda v: int(float(v.replace("M", "e6").replace("k", "e3"))),
