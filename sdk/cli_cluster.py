@@ -15,9 +15,6 @@ import numpy as np
 
 from .cli_sdk import add_model_args, image_args, recognizer_from_args
 
-THUMB_SIDE = 96
-"""Pixels of the square thumbnail kept with each face (the contact sheet's pictures)."""
-
 FLUSH_FACES = 256
 """Faces stored per write (one SQLite transaction each)."""
 
@@ -63,23 +60,6 @@ def register(sub: Any) -> None:
     c.set_defaults(func=_cluster)
 
 
-def _thumbnail(img: np.ndarray, box: np.ndarray) -> bytes | None:
-    """A square JPEG of the face with a margin, THUMB_SIDE pixels."""
-    import cv2
-
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(x2 - x1, y2 - y1) * 1.3
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    h, w = img.shape[:2]
-    a, b = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-    c, d = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-    if c - a < 2 or d - b < 2:
-        return None
-    crop = cv2.resize(img[b:d, a:c], (THUMB_SIDE, THUMB_SIDE), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return data.tobytes() if ok else None
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -93,6 +73,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
     from .cluster import FaceGroups
     from .cluster.report import write_report
+    from .draw import face_thumbnail
     from .errors import InvalidArgumentError, NpcfaceError
     from .gallery import Gallery
 
@@ -161,7 +142,7 @@ def _cluster(args: argparse.Namespace) -> int:
                     buf["src"].append(str(Path(path).resolve()))
                     buf["box"].append([float(v) for v in f.box])
                     buf["q"].append(None if f.quality is None else float(f.quality.overall))
-                    buf["thumb"].append(_thumbnail(img, f.box))
+                    buf["thumb"].append(face_thumbnail(img, f.box))
                     buf["key"].append(f"{digest}:{i}")
                 counts["new_faces"] += len(faces)
                 if len(buf["emb"]) >= FLUSH_FACES:
