@@ -212,12 +212,9 @@ LONE = ("AJ_Cook", "AJ_Lamas", "Aaron_Eckhart", "Aaron_Guiel", "Aaron_Patterson"
 
 
 @pytest.fixture(scope="module")
-def lfw_faces(lfw_dir: Path):
-    """Embeddings of 5 photos each of 5 LFW people and one photo each of 6 others (the fast
-    preset: its recogniser, sface-int8, has a clustering calibration of its own)."""
-    from npcface import FaceRecognizer
-
-    recognizer = FaceRecognizer(preset="fast")
+def lfw_faces(lfw_dir: Path, recognizer):
+    """Embeddings of 5 photos each of 5 LFW people and one photo each of 6 others (the
+    default pipeline)."""
     paths, truth = [], []
     for p in PEOPLE:
         for i in range(1, 6):

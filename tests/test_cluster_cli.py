@@ -49,9 +49,7 @@ def centre_faces(csv_path: Path) -> dict[str, str]:
 
 def test_cluster_a_folder(photos: Path, tmp_path: Path, capsys, lfw_dir: Path) -> None:
     out = tmp_path / "out"
-    assert (
-        main(["cluster", str(photos), "--out", str(out), "--no-progress", "--preset", "fast"]) == 0
-    )
+    assert main(["cluster", str(photos), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "14 photos" in text and "3 groups" in text
     groups = centre_faces(out / "faces.csv")
@@ -86,8 +84,6 @@ def test_cluster_a_folder(photos: Path, tmp_path: Path, capsys, lfw_dir: Path) -
                 "--out",
                 str(out),
                 "--no-progress",
-                "--preset",
-                "fast",
                 "--json",
             ]
         )
@@ -114,8 +110,6 @@ def test_cluster_into_a_gallery_keeps_names(photos: Path, tmp_path: Path, capsys
         "--into",
         str(gallery),
         "--no-progress",
-        "--preset",
-        "fast",
     ]
     assert main(args) == 0
     assert (gallery / "groups.db").is_file() and not (out / "groups.db").exists()

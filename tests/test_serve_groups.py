@@ -23,17 +23,9 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
 PEOPLE = ("Colin_Powell", "Tony_Blair")
 
 
-@pytest.fixture(scope="module")
-def fast_recognizer():
-    """The fast preset (its recogniser, sface-int8, has a clustering calibration)."""
-    from npcface import FaceRecognizer
-
-    return FaceRecognizer(preset="fast")
-
-
 @pytest.fixture
-def server(fast_recognizer, tmp_path):
-    app = create_app(Settings(gallery_root=tmp_path / "galleries"), recognizer=fast_recognizer)
+def server(recognizer, tmp_path):
+    app = create_app(Settings(gallery_root=tmp_path / "galleries"), recognizer=recognizer)
     with BackgroundServer(app) as srv:
         Client(srv.url).create_gallery("team")
         yield srv

@@ -155,7 +155,7 @@ def cluster_embeddings(
         quality: (N,) face quality in [0, 1] (:class:`npcface.FaceQuality` ``overall``).
         min_quality: faces of lower ``quality`` are noise and not clustered.
         model: the embedding model (its shipped calibration is used; default: the default
-            preset's recogniser, ``sface-int8``).
+            preset's recogniser, ``sface``).
         calibration: impostor statistics to use instead of the model's.
         threshold: one average-linkage threshold for every merge instead of the calibrated,
             size-aware rule (a cosine in [-1, 1]; for comparisons, not for everyday use).
