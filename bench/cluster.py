@@ -47,6 +47,7 @@ import argparse
 import importlib.util
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -359,7 +360,8 @@ def run_scale(args: argparse.Namespace) -> None:
     d = res.labels[m:]
     print(
         f"full: {len(x):,} faces in {sec:.0f} s ({sec / peer:.1f}x an exact 10k-query search "
-        f"of the same collection, {peer:.1f} s), peak +{gib:.2f} GiB over the loaded data; graph {res.graph}"
+        f"of the same collection, {peer:.1f} s), peak +{gib:.2f} GiB over the loaded data "
+        f"(process peak {_vm('VmHWM') / 2**20:.2f} GiB); graph {res.graph}"
     )
     print(f"  thresholds {res.thresholds.to_dict()}")
     print(
@@ -509,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-peers", action="store_true", help="Chinese Whispers below 0.44 too")
     p.add_argument("--json", default=None, help="write the LFW rows here")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="  [%(name)s] %(message)s")
     if args.scale:
         run_scale(args)
     elif args.incremental:

@@ -11,6 +11,7 @@ are faces below a quality gate, which are not clustered at all.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -339,16 +340,28 @@ class Clusterer:
         n, dim = x.shape
         self._x = x
         self._low = low
+        t0 = time.perf_counter()
         self._index = NeighbourIndex(dim, self.factory or graph_factory(n, dim))
         self._index.add(x)
+        t1 = time.perf_counter()
         th = self.thresholds(n)
         graph = knn_graph(x, k=self.k, min_sim=th.lowest, index=self._index, progress=self.progress)
+        t2 = time.perf_counter()
         a, b = _without(graph.a, graph.b, low)
         self._raw = average_linkage(
             x, a, b, th, labels=_start(cons.tags), tags=cons.tags, cannot=cons.cannot
         )
         self._fitted_at = n
         self._result = self._finish(th, cons)
+        log.info(
+            "clustered %d faces: index %s %.1f s, graph (%d edges) %.1f s, linkage %.1f s",
+            n,
+            self._index.factory,
+            t1 - t0,
+            len(graph),
+            t2 - t1,
+            time.perf_counter() - t2,
+        )
         return self._result
 
     def add(
