@@ -34,8 +34,11 @@ REFIT_GROWTH = 1.25
 """:meth:`Clusterer.add` clusters everything again once the collection has grown by this
 factor since the last full clustering. Thresholds rise with the collection's size, and
 groups merged under the lower thresholds of a smaller collection are never split by an
-incremental update: on LFW, growing 1.3x by increments left BCubed F 0.1 below a full run,
-growing 2x 0.4, growing 13x 1.6 (``bench/cluster.py --incremental``)."""
+incremental update. On LFW in random orders (``bench/cluster.py --incremental``, two
+seeds), adding in batches of 500 to 1,233 faces from a first part of 1,000 to 12,000 agreed
+with one full run at BCubed F 99.82 to 99.99 (one clustering scored against the other) with
+this refit, at 99.35 to 99.64 without it (from 1,000 faces: pairwise F 98.86 instead of
+99.82)."""
 
 
 @dataclass(frozen=True)
