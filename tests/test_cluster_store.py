@@ -173,3 +173,21 @@ def test_bad_input_is_a_typed_error(tmp_path: Path, centres: np.ndarray) -> None
     fg.close()
     with pytest.raises(NpcfaceError, match="closed"):
         fg.groups()
+
+
+def test_report_never_deletes_what_it_did_not_write(tmp_path: Path, centres: np.ndarray) -> None:
+    from npcface.cluster.report import write_report
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"x")
+    with FaceGroups.open(tmp_path, dim=DIM, model=MODEL) as fg:
+        fg.add(faces_of(centres, np.repeat(np.arange(2), 3), 6), sources=[str(photo)] * 6)
+        fg.recluster()
+        report = write_report(fg, tmp_path / "out")
+        assert report.groups == 2 and report.faces == 6 and report.ungrouped == 0
+        assert len(list(report.folders.rglob("*.jpg"))) == 6  # links to the photo
+        mine = report.folders / "notes.txt"
+        mine.write_text("kept")
+        with pytest.raises(InvalidArgumentError, match="not written by npcface"):
+            write_report(fg, tmp_path / "out")
+        assert mine.read_text() == "kept"
