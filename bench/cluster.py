@@ -234,9 +234,11 @@ def infomap(x: np.ndarray, sim: float, k: int = 50) -> np.ndarray:
     im = Infomap("--two-level --silent --seed 1")
     for u, v, w in zip(a.tolist(), b.tolist(), s.tolist(), strict=True):
         im.add_link(u, v, w)
-    im.run()
+    result = im.run()
+    # infomap 2.16 (here) returns a Result; versions whose run() returns None have get_modules
+    modules = result.modules() if result is not None else im.get_modules()
     labels = np.full(len(x), -1, np.int64)
-    for node, module in im.get_modules().items():
+    for node, module in dict(modules).items():
         labels[node] = module
     return labels
 
