@@ -23,6 +23,7 @@ _GROUPS = (
     ("npcface.cli_sdk", "register", ("verify", "detect")),
     ("npcface.cli_gallery", "register", ("enroll", "identify", "gallery")),
     ("npcface.cli_video", "register", ("video",)),
+    ("npcface.cli_cluster", "register", ("cluster",)),
     ("npcface.eval.cli", "register", ("eval", "calibrate")),
     ("npcface.serve.cli", "register", ("serve",)),
     ("npcface.training.cli", "register", ("train",)),

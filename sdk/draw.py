@@ -41,3 +41,27 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
     if not ok:
         raise ImageError(f"{path}: cannot encode an image with this extension")
     Path(path).write_bytes(buf.tobytes())
+
+
+def face_thumbnail(image: np.ndarray, box: Sequence[float], side: int = 96) -> bytes | None:
+    """A square JPEG of one face with a margin (a contact sheet's picture).
+
+    Args:
+        image: (H, W, 3) BGR image.
+        box: (x1, y1, x2, y2) the face's box in pixels.
+        side: pixels of the square.
+
+    Returns:
+        The JPEG bytes, or None when the box holds less than 2 x 2 pixels of the image.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    half = max(x2 - x1, y2 - y1) * 0.65
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    h, w = image.shape[:2]
+    a, b = int(max(0.0, cx - half)), int(max(0.0, cy - half))
+    c, d = int(min(w, cx + half)), int(min(h, cy + half))
+    if c - a < 2 or d - b < 2:
+        return None
+    crop = cv2.resize(image[b:d, a:c], (side, side), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return data.tobytes() if ok else None

@@ -212,6 +212,15 @@ class IdentityNotFoundError(GalleryError):
     status = 404
 
 
+class GroupNotFoundError(NpcfaceError):
+    """A face collection (:class:`npcface.cluster.FaceGroups`) holds no group or face of that
+    id (never made, or merged away: a merged group lives on as the group it was merged
+    into)."""
+
+    code = "group_not_found"
+    status = 404
+
+
 class MissingExtraError(NpcfaceError, ImportError):
     """An optional dependency is missing; the message names the extra to install.
 

@@ -39,7 +39,7 @@ from .docs_assets import add_docs
 from .galleries import GalleryManager
 from .metrics import Metrics
 from .middleware import BodyLimit, RequestFrame, request_id, setup_logging
-from .routes import faces, galleries, identities, ops, streams, verification
+from .routes import faces, galleries, groups, identities, ops, streams, verification
 from .settings import Settings
 from .streams import StreamManager
 
@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
         identities.router,
         ops.router,
         streams.router,
+        groups.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=ops.STATIC), name="static")
