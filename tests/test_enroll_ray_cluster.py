@@ -126,7 +126,7 @@ def test_a_node_killed_mid_run_loses_nothing_and_the_run_resumes(
     n_photos = 160
 
     uri = f"milvus://{milvus}/cluster_kill"
-    proc = _enroll(cluster, uri, images)
+    proc = _enroll(cluster, uri, images, "--report", str(tmp_path / "first.csv"))
     # kill the second node once the writer has committed some templates
     deadline = time.monotonic() + 600
     committed = 0
