@@ -538,7 +538,7 @@ def test_key_file_and_new_key(tmp_path, capsys):
         KeyRing.load(tmp_path / "bad")
 
 
-def test_cli_defaults_to_loopback_and_the_default_models():
+def test_cli_defaults_to_loopback_and_the_default_models(tmp_path):
     from npcface.cli import build_parser
     from npcface.serve.cli import settings_from_args
 
@@ -552,7 +552,13 @@ def test_cli_defaults_to_loopback_and_the_default_models():
     assert s.pipeline == RecognizerConfig()
     assert s.build_recognizer().config == FaceRecognizer().config
     assert (s.api_key_file, s.cors_origins) == (None, ())
-    assert (s.max_images, s.request_timeout_s) == (32, 60.0)
+    assert (s.max_images, s.request_timeout_s, s.max_streams) == (32, 60.0, 4)
+    args = build_parser().parse_args(
+        ["serve", "--max-streams", "2", "--gallery-root", str(tmp_path)]
+    )
+    assert settings_from_args(args).max_streams == 2
+    app = create_app(settings_from_args(args))
+    assert app.state.streams.limit == 2  # the stream monitors' limit is the setting
     # the same pipeline options as every command, read by the same parser
     args = build_parser().parse_args(["serve", "--preset", "fast", "--max-pixels", "1000000"])
     assert settings_from_args(args).pipeline == RecognizerConfig(

@@ -20,9 +20,11 @@ import httpx  # noqa: E402
 from video_clips import free_port, http_endless, make_clip, make_gallery  # noqa: E402
 
 from npcface import FaceRecognizer  # noqa: E402
+from npcface.errors import TooManyStreamsError  # noqa: E402
 from npcface.serve import Settings, create_app  # noqa: E402
 from npcface.serve.background import BackgroundServer  # noqa: E402
 from npcface.serve.streams import MonitorOptions  # noqa: E402
+from npcface.wire import exception_from  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("NPCFACE_CHROMIUM", "/usr/bin/chromium"))
 
@@ -62,6 +64,7 @@ def test_monitor_routes_events_and_previews(served):
         app.state.streams.limit = 1
         r2 = httpx.post(f"{url}/v1/streams", json={"source": stream})
         assert r2.status_code == 429 and r2.json()["error"] == "too_many_streams"
+        assert type(exception_from(r2.json(), 429)) is TooManyStreamsError
         assert [m["id"] for m in httpx.get(f"{url}/v1/streams").json()["streams"]] == [mid]
         # Server-Sent Events: read until both people are identified
         seen: dict[str, dict] = {}
