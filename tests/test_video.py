@@ -189,6 +189,74 @@ def test_better_faces_reidentify_a_track(fast, clip, gallery):
     assert more > once
 
 
+# ---------------------------------------------------------------------- found again
+@pytest.fixture(scope="module")
+def away_and_back(fast, tmp_path_factory):
+    """The astronaut walks in and out (0.2-1.2 s), is away for 1.4 s (longer than the
+    tracker's and the analyzer's 1 s), and comes back (2.6-3.6 s) in another picture
+    (mirrored, turned and shrunk): an H.264 clip and its two appearances."""
+    from video_clips import other_pictures, photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    img = photos()["astronaut"]
+    turned = other_pictures(img)[0]
+    box = [tuple(float(v) for v in fast.detect(i)[0].box) for i in (img, turned)]
+    actors = [
+        Actor("astronaut", (img,), (box[0],), 0.2, 1.2, (0.3, 0.45), (0.6, 0.5), (0.4, 0.4)),
+        Actor("astronaut", (turned,), (box[1],), 2.6, 3.6, (0.7, 0.5), (0.4, 0.45), (0.4, 0.4)),
+    ]
+    path = tmp_path_factory.mktemp("back") / "back.mp4"
+    Scene(actors, 320, 240, 25.0, 3.6, seed=4).write(path)
+    return path, img, turned
+
+
+def _appearances(analyzer, path):
+    with open_source(path) as src:
+        _, events = _run(analyzer, src)
+    return [(e.kind, e.track_id, getattr(e, "resumed", None)) for e in events]
+
+
+def test_a_person_found_again_resumes_their_track(fast, away_and_back):
+    """Found again within ``relink_after`` and matching the track's template at the
+    threshold for ``relink_far``: the same track id, a ``started`` event that says
+    ``resumed``; without relinking a second track."""
+    path = away_and_back[0]
+    got = _appearances(VideoAnalyzer(fast), path)
+    tid = got[0][1]
+    assert got == [
+        ("started", tid, False),
+        ("ended", tid, None),
+        ("started", tid, True),
+        ("ended", tid, None),
+    ]
+    plain = _appearances(VideoAnalyzer(fast, relink_far=None), path)
+    assert [k for k, _, _ in plain] == ["started", "ended", "started", "ended"]
+    assert plain[0][1] != plain[2][1]
+    short = _appearances(VideoAnalyzer(fast, relink_after=0.5), path)  # away too long
+    assert short[0][1] != short[2][1]
+
+
+def test_the_gallery_relinks_a_face_its_track_template_does_not_match(fast, away_and_back, gallery):
+    """With a template threshold the turned picture does not reach, the gallery, which
+    identifies it as the track's identity, resumes the track; with no gallery the same
+    analyzer starts a new track."""
+    path, img, turned = away_and_back
+    sim = float(fast.embed(img) @ fast.embed(turned))
+
+    def analyzer(g):
+        a = VideoAnalyzer(fast, g)
+        a.relink_threshold = (sim + 1) / 2  # above the two pictures' similarity
+        return a
+
+    got = _appearances(analyzer(gallery), path)
+    starts = [(tid, resumed) for kind, tid, resumed in got if kind == "started"]
+    assert len(starts) == 2 and starts[0][0] == starts[1][0] and starts[1][1] is True
+    alone = _appearances(analyzer(None), path)
+    starts = [(tid, resumed) for kind, tid, resumed in alone if kind == "started"]
+    assert len(starts) == 2 and starts[0][0] != starts[1][0] and starts[1][1] is False
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"

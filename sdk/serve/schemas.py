@@ -240,7 +240,7 @@ class StreamList(BaseModel):
 class StreamEventOut(BaseModel):
     """One event of :mod:`npcface.video.events` (its ``to_dict``) numbered by the monitor;
     fields beyond ``seq``, ``monitor``, ``event``, ``track`` and ``wall`` depend on
-    ``event``: started (time, frame, box), identified (time, frame, identity,
+    ``event``: started (time, frame, box, resumed), identified (time, frame, identity,
     similarity, threshold, far, faces, previous), ended (start, end, first_frame,
     last_frame, detections, identity, similarity, best_quality)."""
 
@@ -252,6 +252,7 @@ class StreamEventOut(BaseModel):
     time: float | None = Field(None, description="seconds into the stream")
     frame: int | None = None
     box: list[float] | None = Field(None, description="x1, y1, x2, y2 in pixels")
+    resumed: bool | None = Field(None, description="started: an ended track found again")
     identity: str | None = None
     similarity: float | None = None
     threshold: float | None = None

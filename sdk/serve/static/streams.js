@@ -22,7 +22,8 @@ async function loadStreamGalleries() {
 
 function say(e) {
   const when = (t) => (t ?? 0).toFixed(1) + " s";
-  if (e.event === "started") return `track ${e.track} started at ${when(e.time)}`;
+  if (e.event === "started")
+    return `track ${e.track} ${e.resumed ? "is back" : "started"} at ${when(e.time)}`;
   if (e.event === "identified")
     return `track ${e.track} is ${e.identity} (similarity ${e.similarity.toFixed(3)})`;
   return `track ${e.track} ended: ${e.identity || "unknown"}, ${when(e.start)}-${when(e.end)}`;
