@@ -21,6 +21,7 @@ from video_clips import (  # noqa: E402
     make_gallery,
     open_when_up,
     rtsp_push,
+    rtsp_served,
 )
 
 from npcface import FaceRecognizer  # noqa: E402
@@ -276,6 +277,50 @@ def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     offset = clip.frames - len(frames)  # frames lost at the start shift the indices
     truth_of = _truth_of_tracks(results, clip.truth, offset)
     assert all(e.identity == truth_of[e.track_id] for e in ended)
+
+
+def test_rtsp_stream_pulled_from_a_server(fast, clip, gallery):
+    """The clip served over RTSP on a loopback port (ffmpeg publishing to Debian's RTSP
+    relay) and pulled by npcface.video as a camera's rtsp:// URL: frames at the clip's
+    size with rising timestamps, both people tracked and identified, each track's
+    identity the person it follows (the streamed frames matched to the clip's by their
+    pixels, since the reader joins the looped stream anywhere)."""
+    import cv2
+
+    with open_source(clip.path) as src:
+        thumbs = np.stack([cv2.resize(f.image, (40, 30)).astype(np.int16) for f in src])
+    with rtsp_served(clip.path) as url:
+        src = open_when_up(url, 20, options={"rtsp_transport": "udp"})
+        with src:
+            assert src.live and src.size == (320, 240)
+            analyzer = VideoAnalyzer(fast, gallery)
+            results, stop = [], threading.Event()
+            for r in analyzer.run(src, stop):  # stopped: the open tracks end
+                results.append(r)
+                if len(results) >= clip.frames * 1.5:  # a loop and a half
+                    stop.set()
+    frames = [r.frame for r in results if r.frame is not None]
+    assert np.all(np.diff([f.time for f in frames]) > 0)
+    events = [e for r in results for e in r.events]
+    ended = [e for e in events if isinstance(e, TrackEnded)]
+    assert {e.identity for e in ended} >= {"astronaut", "hopper"}
+    by_frame = collections.defaultdict(list)
+    for t in clip.truth:
+        by_frame[t.frame].append(t)
+    votes = collections.defaultdict(collections.Counter)
+    for r in results:
+        if r.frame is None or not r.faces:
+            continue
+        thumb = cv2.resize(r.frame.image, (40, 30)).astype(np.int16)
+        index = int(np.argmin(np.abs(thumbs - thumb).mean(axis=(1, 2, 3))))
+        for f in r.faces:
+            for t in by_frame[index]:
+                if _iou(f.face.box, t.box) >= 0.5:
+                    votes[f.track_id][t.identity] += 1
+    for e in ended:
+        if e.identity is not None and votes[e.track_id]:
+            assert e.identity == votes[e.track_id].most_common(1)[0][0], e
+    assert sum(1 for e in ended if votes[e.track_id]) >= 2
 
 
 def test_endless_stream_is_stopped(fast, clip, gallery):
