@@ -12,6 +12,7 @@ or the calibrated default). Events say when a track starts, is identified and en
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -156,6 +157,10 @@ class VideoAnalyzer:
             alone loses a face occluded longer than its motion model holds, or not
             detected for a while, and a turned face can match the gallery but not a
             template of other poses); None: never.
+        relink_gallery_far: the gallery's word alone does not relink: the face must also
+            match the track's template at the (looser) threshold calibrated for this FAR
+            (a turned face can be identified as the wrong person; appearance and gallery
+            must agree); None: the gallery alone.
         relink_after: seconds after its ``ended`` event a track can still be resumed
             (a ``started`` event with ``resumed`` and the same track id follows).
         relink_wait: a new face that does not match at once while a track is lost or
@@ -187,6 +192,7 @@ class VideoAnalyzer:
         lost_after: float = 1.0,
         embed: bool = True,
         relink_far: float | None = 1e-4,
+        relink_gallery_far: float | None = 1e-2,
         relink_after: float = 10.0,
         relink_wait: float = 0.5,
         detect_side: int | None = 640,
@@ -215,11 +221,22 @@ class VideoAnalyzer:
         self.relink_threshold: float | None = None
         if self.embed and relink_far is not None:
             self.relink_threshold = recognizer.default_threshold(far=relink_far)
+        self.relink_floor = -1.0
+        """Template similarity a gallery-backed relink needs at least."""
+        if self.relink_threshold is not None and relink_gallery_far is not None:
+            self.relink_floor = recognizer.default_threshold(far=relink_gallery_far)
         self.relink_after = float(relink_after)
         self.relink_wait = float(relink_wait)
         self.relinked = 0
         """New tracker ids that were continuations of lost or ended tracks."""
-        self._alias: dict[int, int] = {}
+        self._alias: dict[int, int] = {}  # the tracker's ids -> ours
+        self._next_id = itertools.count(1)
+        self.split_below = recognizer.default_threshold(far=1e-2) if self.embed else None
+        """A followed face whose embedding matches its track's template below this (the
+        threshold at FAR 1e-2) is not that track's person: the tracker swapped faces."""
+        self.splits = 0
+        """Faces taken from a track because they did not match its template."""
+        self._prev_detect_time = -1.0
         self._ended: dict[int, _Track] = {}  # ended tracks that may still be resumed
         self._tracker: FaceTracker | None = None
         self._tracks: dict[int, _Track] = {}
@@ -286,6 +303,7 @@ class VideoAnalyzer:
             self._elapsed = time.perf_counter() - self._t0
             return FrameResult(frame, carried, (), False)
         self._detected += 1
+        self._prev_detect_time = self._last_detect_time
         self._last_detect_time = frame.time
         events: list[TrackEvent] = []
         t0 = time.perf_counter()
@@ -330,20 +348,16 @@ class VideoAnalyzer:
         ]
         self._add("align", t1 - t0)
         self._add("quality", time.perf_counter() - t1)
-        ids = [self._alias.get(tid, tid) for tid, _ in tracked]
-        new = [i for i, tid in enumerate(ids) if tid not in self._tracks]
-        for tid in ids:
-            track = self._tracks.get(tid)
-            if track is not None:
-                track.last, track.last_frame, track.wall = frame.time, frame.index, frame.wall
-                track.detections += 1
-        # faces worth embedding: every face of a new track, and faces that enter their
-        # track's best
+        tids = [tid for tid, _ in tracked]
+        known: list[int | None] = [self._alias.get(tid) for tid in tids]
+        checks = self._checks(known, faces)
+        # faces worth embedding: every face of a new track, faces that enter their track's
+        # best, and faces whose track must be checked
         todo = [
             i
-            for i, tid in enumerate(ids)
+            for i, tid in enumerate(known)
             if self.embed
-            and (tid not in self._tracks or self._tracks[tid].faces.wants(_q(faces[i])))
+            and (tid is None or i in checks or self._tracks[tid].faces.wants(_q(faces[i])))
         ]
         embs: dict[int, np.ndarray] = {}
         if todo:
@@ -351,8 +365,17 @@ class VideoAnalyzer:
             out = self.rec.embed_crops(np.stack([crops[i] for i in todo]))
             self._add("embed", time.perf_counter() - t2)
             embs = dict(zip(todo, out, strict=True))
+        self._split(known, tids, checks, embs)
+        ids: list[int] = [0] * len(tids)
+        new = [i for i, tid in enumerate(known) if tid is None]
+        for i, tid in enumerate(known):
+            if tid is not None:
+                ids[i] = tid
+                track = self._tracks[tid]
+                track.last, track.last_frame, track.wall = frame.time, frame.index, frame.wall
+                track.detections += 1
         for i in new:
-            ids[i] = self._start_or_relink(frame, ids[i], faces[i], embs.get(i), events)
+            ids[i] = self._start_or_relink(frame, tids[i], faces[i], embs.get(i), events)
         changed: dict[int, _Track] = {}
         for i in todo:
             track = self._tracks[ids[i]]
@@ -376,6 +399,61 @@ class VideoAnalyzer:
             out_faces.append(tf)
         return out_faces
 
+    def _checks(self, known: list[int | None], faces: list[Face]) -> set[int]:
+        """Faces whose track must be confirmed by appearance: the tracker found the track
+        again after missing it (where swaps happen: a lost track's predicted box lands on
+        another face), every 10th detection, and every face of a track that two faces
+        claim in one frame."""
+        if self.split_below is None:
+            return set()
+        out = set()
+        seen: dict[int, list[int]] = {}
+        for i, tid in enumerate(known):
+            if tid is None:
+                continue
+            seen.setdefault(tid, []).append(i)
+            t = self._tracks[tid]
+            if t.tentative or len(t.faces.samples) < 2:
+                continue
+            if t.last < self._prev_detect_time or t.detections % 10 == 9:
+                out.add(i)
+        for group in seen.values():
+            if len(group) > 1:
+                out.update(group)
+        return out
+
+    def _split(
+        self,
+        known: list[int | None],
+        tids: list[int],
+        checks: set[int],
+        embs: dict[int, np.ndarray],
+    ) -> None:
+        """Checked faces that do not match their track's template (below
+        :attr:`split_below`) leave it: their tracker id starts (or relinks) a track of its
+        own. Of several faces claiming one track, all but the most similar leave."""
+        if not checks:
+            return
+        sims = {}
+        for i in checks:
+            template = self._tracks[known[i]].faces.template  # type: ignore[index]
+            sims[i] = float(template @ embs[i]) if template is not None else 1.0
+        best: dict[int, int] = {}
+        for i in sorted(checks):
+            tid = known[i]
+            assert tid is not None
+            if tid not in best or sims[i] > sims[best[tid]]:
+                best[tid] = i
+        for i in checks:
+            assert self.split_below is not None
+            if sims[i] < self.split_below or best[known[i]] != i:  # type: ignore[index]
+                log.debug(
+                    "tracker id %d left track %s (similarity %.3f)", tids[i], known[i], sims[i]
+                )
+                self._alias.pop(tids[i], None)
+                known[i] = None
+                self.splits += 1
+
     def _start_or_relink(
         self,
         frame: Frame,
@@ -393,6 +471,7 @@ class VideoAnalyzer:
         if old is not None:
             self._alias[tid] = old.track_id
             return self._continue(old, frame, box, events).track_id
+        self._alias[tid] = tid = next(self._next_id)
         track = _Track(
             tid,
             frame.time,
@@ -472,7 +551,6 @@ class VideoAnalyzer:
             del self._tracks[track.track_id]
             for k in [k for k, v in self._alias.items() if v == track.track_id]:
                 self._alias[k] = merged.track_id
-            self._alias[track.track_id] = merged.track_id
             return merged.track_id
         if frame.time - track.start >= self.relink_wait or not self._pool(frame):
             self._confirm(track, events)
@@ -500,7 +578,8 @@ class VideoAnalyzer:
     ) -> _Track | None:
         """The track of :meth:`_pool` that a face (or a tentative track's template) with
         embedding ``emb`` continues: its template matches at :attr:`relink_threshold`, or
-        the gallery identifies ``emb`` as that track's identity; the most similar."""
+        the gallery identifies ``emb`` as that track's identity and the template matches
+        at :attr:`relink_floor`; the most similar."""
         if emb is None:
             return None
         pool = self._pool(frame, exclude)
@@ -521,7 +600,9 @@ class VideoAnalyzer:
                 identity = found[0].identity
         if identity is None:
             return None
-        same = [k for k, t in enumerate(pool) if t.identity == identity]
+        same = [
+            k for k, t in enumerate(pool) if t.identity == identity and sims[k] >= self.relink_floor
+        ]
         return pool[max(same, key=lambda k: sims[k])] if same else None
 
     def _identify(self, frame: Frame, tracks: list[_Track], events: list[TrackEvent]) -> None:
