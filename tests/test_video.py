@@ -258,6 +258,49 @@ def test_the_gallery_relinks_a_face_its_track_template_does_not_match(fast, away
     assert len(starts) == 2 and starts[0][0] != starts[1][0] and starts[1][1] is False
 
 
+def test_a_face_that_takes_over_a_track_leaves_it(fast, gallery, tmp_path):
+    """Hopper appears where the astronaut stood the frame the astronaut leaves (same place,
+    same size): ByteTrack keeps the astronaut's track on her face (its boxes overlap). The
+    analyzer's appearance check (every 10th detection) takes her face out of that track
+    within 10 frames into a track of her own, identified as hopper; with the check off,
+    one track holds both people."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    still = ((0.5, 0.5), (0.5, 0.5), (0.45, 0.45))
+    actors = [
+        Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), 0.0, 1.6, *still),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.6, 3.6, *still),
+    ]
+    path = tmp_path / "swap.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+    first_hopper = min(t.frame for t in truth if t.identity == "hopper")
+
+    def run(check: bool):
+        analyzer = VideoAnalyzer(fast, gallery)
+        if not check:
+            analyzer.split_below = None
+        with open_source(path) as src:
+            results, events = _run(analyzer, src)
+        return analyzer, results, [e for e in events if isinstance(e, TrackEnded)]
+
+    unchecked, results, ended = run(False)
+    assert len(ended) == 1 and unchecked.splits == 0  # the tracker alone: one track
+    astronaut_track = ended[0].track_id
+    assert any(f.track_id == astronaut_track for r in results[first_hopper + 5 :] for f in r.faces)
+
+    checked, results, ended = run(True)
+    assert checked.splits >= 1
+    assert {e.identity for e in ended} == {"astronaut", "hopper"}
+    (first,) = [e for e in ended if e.identity == "astronaut"]
+    hers = {e.track_id for e in ended if e.identity == "hopper"}
+    late = [f.track_id for r in results[first_hopper + 10 :] if r.frame for f in r.faces]
+    assert late and set(late) <= hers and first.track_id not in late
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"
