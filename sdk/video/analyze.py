@@ -365,7 +365,7 @@ class VideoAnalyzer:
             out = self.rec.embed_crops(np.stack([crops[i] for i in todo]))
             self._add("embed", time.perf_counter() - t2)
             embs = dict(zip(todo, out, strict=True))
-        self._split(known, tids, checks, embs)
+        self._split(frame, known, tids, checks, embs)
         ids: list[int] = [0] * len(tids)
         new = [i for i, tid in enumerate(known) if tid is None]
         for i, tid in enumerate(known):
@@ -424,14 +424,19 @@ class VideoAnalyzer:
 
     def _split(
         self,
+        frame: Frame,
         known: list[int | None],
         tids: list[int],
         checks: set[int],
         embs: dict[int, np.ndarray],
     ) -> None:
         """Checked faces that do not match their track's template (below
-        :attr:`split_below`) leave it: their tracker id starts (or relinks) a track of its
-        own. Of several faces claiming one track, all but the most similar leave."""
+        :attr:`split_below`) and are someone else (another lost or ended track's template
+        matches at :attr:`relink_threshold`, or the gallery names another identity than
+        the track's) leave it: their tracker id starts (or relinks) a track of its own. A
+        turned face of the same person can fall below the threshold too: without that
+        evidence it stays. Of several faces claiming one track, all but the most similar
+        leave."""
         if not checks:
             return
         sims = {}
@@ -446,13 +451,38 @@ class VideoAnalyzer:
                 best[tid] = i
         for i in checks:
             assert self.split_below is not None
-            if sims[i] < self.split_below or best[known[i]] != i:  # type: ignore[index]
-                log.debug(
-                    "tracker id %d left track %s (similarity %.3f)", tids[i], known[i], sims[i]
-                )
-                self._alias.pop(tids[i], None)
-                known[i] = None
-                self.splits += 1
+            own = self._tracks[known[i]]  # type: ignore[index]
+            if best[own.track_id] == i and (
+                sims[i] >= self.split_below or not self._someone_else(frame, own, embs[i], known)
+            ):
+                continue
+            log.debug("tracker id %d left track %s (similarity %.3f)", tids[i], known[i], sims[i])
+            self._alias.pop(tids[i], None)
+            known[i] = None
+            self.splits += 1
+
+    def _someone_else(
+        self, frame: Frame, own: _Track, emb: np.ndarray, known: list[int | None]
+    ) -> bool:
+        """``emb`` matches another lost or ended track, or the gallery names someone other
+        than ``own``'s identity."""
+        claimed = set(known)
+        others = [t for t in self._pool(frame) if t.track_id not in claimed]
+        if others and self.relink_threshold is not None:
+            best = float(np.max(np.stack([t.faces.template for t in others]) @ emb))
+            if best >= self.relink_threshold:
+                return True
+        if self.gallery is None or own.identity is None:
+            return False
+        t1 = time.perf_counter()
+        found = self.gallery.search(emb[None], k=1)[0]
+        self._add("identify", time.perf_counter() - t1)
+        assert self.threshold is not None
+        return (
+            bool(found)
+            and found[0].similarity >= self.threshold
+            and (found[0].identity != own.identity)
+        )
 
     def _start_or_relink(
         self,
