@@ -15,7 +15,8 @@ like any file.
 
 ``accuracy``: ID switches and fragmentations per 100 ground-truth track-minutes, IDF1
 (:mod:`npcface.eval.tracking`), the share of tracks whose final identity is right (a track's
-truth is the person it overlaps in most of its frames), and for comparison the share of
+truth is the person it overlaps in most of its frames; a track resumed after it ended
+counts once, with its last identity), and for comparison the share of
 per-frame identifications that are right (each detected face embedded and searched alone).
 
 ``speed``: one video per size (1280x720, 1920x1080) at 30 fps, the full loop (decode,
@@ -169,6 +170,8 @@ def run_accuracy(args: argparse.Namespace) -> None:
             ident = dict(faces_of.get(frame, []))
             per_frame_total += 1
             per_frame_right += ident.get(track) == sc.actors[actor].identity
+        final = {e.track_id: e for e in ended}  # a resumed track ends again: its last
+        ended = list(final.values())
         right = sum(
             1
             for e in ended
@@ -188,12 +191,14 @@ def run_accuracy(args: argparse.Namespace) -> None:
             pf_right=per_frame_right,
             pf_total=per_frame_total,
             matched=len(s.matches),
+            relinked=analyzer.relinked,
         )
         print(
             f"video {v}: {len(truth)} truth boxes, IDF1 {s.idf1:.3f}, switches "
             f"{s.id_switches}, fragmentations {s.fragmentations}, tracks right {right}/{judged}"
             f" (+{len(ended) - judged} unmatched), per-frame right {per_frame_right}/"
-            f"{per_frame_total}, speed {analyzer.summary().speed:.2f}x",
+            f"{per_frame_total}, relinked {analyzer.relinked}, speed "
+            f"{analyzer.summary().speed:.2f}x",
             flush=True,
         )
     g.close()
@@ -215,6 +220,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
         f"per-frame identification right: {t['pf_right']}/{t['pf_total']} = "
         f"{t['pf_right'] / t['pf_total']:.4f}"
     )
+    print(f"new tracker ids relinked to a lost or ended track: {t['relinked']}")
 
 
 def run_speed(args: argparse.Namespace) -> None:

@@ -60,7 +60,8 @@ def _clock(t: float) -> str:
 
 def _say(event: Any) -> str:
     if event.kind == "started":
-        return f"[{_clock(event.time)}] track {event.track_id} started"
+        again = " again (found within the relink window)" if event.resumed else ""
+        return f"[{_clock(event.time)}] track {event.track_id} started{again}"
     if event.kind == "identified":
         far = f", FAR {event.far:g}" if event.far is not None else ""
         return (

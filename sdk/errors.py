@@ -61,6 +61,14 @@ class PayloadTooLargeError(InvalidArgumentError):
     status = 413
 
 
+class TooManyStreamsError(NpcfaceError):
+    """The service already runs as many stream monitors as it may (its ``--max-streams``);
+    stop one first."""
+
+    code = "too_many_streams"
+    status = 429
+
+
 class UnknownNameError(InvalidArgumentError):
     """A registry (detectors, models, backbones, heads) has no entry of that name; the message
     lists the valid ones."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -538,7 +540,7 @@ def test_key_file_and_new_key(tmp_path, capsys):
         KeyRing.load(tmp_path / "bad")
 
 
-def test_cli_defaults_to_loopback_and_the_default_models():
+def test_cli_defaults_to_loopback_and_the_default_models(tmp_path):
     from npcface.cli import build_parser
     from npcface.serve.cli import settings_from_args
 
@@ -552,7 +554,13 @@ def test_cli_defaults_to_loopback_and_the_default_models():
     assert s.pipeline == RecognizerConfig()
     assert s.build_recognizer().config == FaceRecognizer().config
     assert (s.api_key_file, s.cors_origins) == (None, ())
-    assert (s.max_images, s.request_timeout_s) == (32, 60.0)
+    assert (s.max_images, s.request_timeout_s, s.max_streams) == (32, 60.0, 4)
+    args = build_parser().parse_args(
+        ["serve", "--max-streams", "2", "--gallery-root", str(tmp_path)]
+    )
+    assert settings_from_args(args).max_streams == 2
+    app = create_app(settings_from_args(args))
+    assert app.state.streams.limit == 2  # the stream monitors' limit is the setting
     # the same pipeline options as every command, read by the same parser
     args = build_parser().parse_args(["serve", "--preset", "fast", "--max-pixels", "1000000"])
     assert settings_from_args(args).pipeline == RecognizerConfig(
@@ -926,9 +934,10 @@ def _conforms(model: type, value: object, where: str) -> None:
     walk(model, value, where)
 
 
-def test_every_route_answers_its_schema(server, recognizer, lfw_dir):
+def test_every_route_answers_its_schema(server, recognizer, lfw_dir, tmp_path):
     """Every route with a declared response model is called, and its JSON conforms to the
-    model, as every error body conforms to ErrorOut; no route is left out."""
+    model, as every error body conforms to ErrorOut; no route is left out. A stream monitor
+    watches a composed clip (its recent events conform too)."""
     from npcface.serve import schemas
 
     url = server.url
@@ -973,6 +982,33 @@ def test_every_route_answers_its_schema(server, recognizer, lfw_dir):
         model = declared[(method, path)][r.status_code]["model"]
         _conforms(model, r.json(), f"{method} {path}")
         seen.add((method, path))
+    # stream monitors: a clip watched until its first events, then stopped
+    source = str(tmp_path / "absent.mp4")  # without the video extra: the monitor retries
+    if importlib.util.find_spec("av") and importlib.util.find_spec("supervision"):
+        from video_clips import make_clip
+
+        source = str(make_clip(recognizer, tmp_path).path)
+    monitor = ""
+
+    def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        r = httpx.request(method, url + path.format(monitor_id=monitor), timeout=60, **kwargs)
+        assert r.status_code in declared[(method, path)], (method, path, r.text)
+        _conforms(declared[(method, path)][r.status_code]["model"], r.json(), path)
+        seen.add((method, path))
+        return r
+
+    monitor = call("POST", "/v1/streams", json={"source": source}).json()["id"]
+    call("GET", "/v1/streams")
+    call("GET", "/v1/streams/{monitor_id}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        events = call("GET", "/v1/streams/{monitor_id}/recent").json()["events"]
+        if source.endswith("absent.mp4") or {"started", "ended"} <= {e["event"] for e in events}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"no started and ended events: {events}")
+    assert call("DELETE", "/v1/streams/{monitor_id}").json()["state"] == "stopped"
     assert seen == set(declared), f"routes not called: {set(declared) - seen}"
     # error bodies: the ErrorOut model, exactly
     for r in (

@@ -5,6 +5,7 @@ composed clip served for ever by ffmpeg over HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,9 +21,11 @@ import httpx  # noqa: E402
 from video_clips import free_port, http_endless, make_clip, make_gallery  # noqa: E402
 
 from npcface import FaceRecognizer  # noqa: E402
+from npcface.errors import TooManyStreamsError  # noqa: E402
 from npcface.serve import Settings, create_app  # noqa: E402
 from npcface.serve.background import BackgroundServer  # noqa: E402
 from npcface.serve.streams import MonitorOptions  # noqa: E402
+from npcface.wire import exception_from  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("NPCFACE_CHROMIUM", "/usr/bin/chromium"))
 
@@ -62,6 +65,7 @@ def test_monitor_routes_events_and_previews(served):
         app.state.streams.limit = 1
         r2 = httpx.post(f"{url}/v1/streams", json={"source": stream})
         assert r2.status_code == 429 and r2.json()["error"] == "too_many_streams"
+        assert type(exception_from(r2.json(), 429)) is TooManyStreamsError
         assert [m["id"] for m in httpx.get(f"{url}/v1/streams").json()["streams"]] == [mid]
         # Server-Sent Events: read until both people are identified
         seen: dict[str, dict] = {}
@@ -127,33 +131,64 @@ def test_monitor_restarts_with_back_off_until_the_stream_is_up(served):
         app.state.streams.stop(m.id)
 
 
-def test_page_shows_a_monitors_preview_and_events(served):
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "api-key"])
+def test_page_shows_a_monitors_preview_and_events(served, fast, tmp_path, keyed):
+    """The page starts a monitor, shows its MJPEG preview and its events, and stops it. On
+    a service that requires an API key, the page reads both with the key in the
+    Authorization header (fetch), and no request carries the key in its URL."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     from test_serve_page import FLAGS
 
+    from npcface.serve.auth import new_key
+
     srv, _, clip = served
-    with http_endless(clip.path, free_port()) as stream, sync_api.sync_playwright() as pw:
+    key = None
+    with contextlib.ExitStack() as stack:
+        if keyed:  # a service of its own, with a read-write key and the same gallery
+            key, line = new_key("write")
+            (tmp_path / "keys.txt").write_text(line + "\n")
+            make_gallery(fast, tmp_path / "galleries" / "people").close()
+            settings = Settings(
+                gallery_root=tmp_path / "galleries", api_key_file=tmp_path / "keys.txt"
+            )
+            srv = stack.enter_context(BackgroundServer(create_app(settings, recognizer=fast)))
+        stream = stack.enter_context(http_endless(clip.path, free_port()))
+        pw = stack.enter_context(sync_api.sync_playwright())
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{srv.url}/")
-            page.fill("#stream-source", stream)
-            page.wait_for_function(
-                "[...document.querySelector('#stream-gallery').options].some(o => o.value === 'people')"
-            )
-            page.select_option("#stream-gallery", "people")
-            page.click("#stream-start")
-            # the MJPEG preview shows frames of the stream, at its size
-            page.wait_for_function(
-                "document.querySelector('#stream-preview').naturalWidth === 320", timeout=60_000
-            )
-            page.wait_for_selector("#stream-events li[data-event='identified']", timeout=60_000)
-            text = page.inner_text("#stream-events")
-            assert "astronaut" in text or "hopper" in text
-            page.click("#stream-stop")
-            page.wait_for_function("document.querySelector('#stream-preview').hidden")
-            assert httpx.get(f"{srv.url}/v1/streams").json()["streams"] == []
-        finally:
-            browser.close()
+        stack.callback(browser.close)
+        page = browser.new_page()
+        urls: list[str] = []
+        page.on("request", lambda r: urls.append(r.url))
+        page.goto(f"{srv.url}/")
+        if key:
+            page.fill("#api-key", key)
+            page.dispatch_event("#api-key", "change")
+        page.fill("#stream-source", stream)
+        page.wait_for_function(
+            "[...document.querySelector('#stream-gallery').options].some(o => o.value === 'people')"
+        )
+        page.select_option("#stream-gallery", "people")
+        page.click("#stream-start")
+        # the MJPEG preview shows frames of the stream, at its size
+        page.wait_for_function(
+            "document.querySelector('#stream-preview').naturalWidth === 320", timeout=60_000
+        )
+        page.wait_for_selector("#stream-events li[data-event='identified']", timeout=60_000)
+        text = page.inner_text("#stream-events")
+        assert "astronaut" in text or "hopper" in text
+        assert not page.query_selector("#stream-events li.error"), text
+        (mid,) = [m["id"] for m in _get(srv.url, "/v1/streams", key).json()["streams"]]
+        if key:  # without the key the preview and the events are refused
+            for what in ("preview.mjpg", "events"):
+                assert httpx.get(f"{srv.url}/v1/streams/{mid}/{what}").status_code == 401
+            assert not [u for u in urls if key in u], "the key went into a URL"
+            assert any(u.endswith(f"/v1/streams/{mid}/events") for u in urls)
+        page.click("#stream-stop")
+        page.wait_for_function("document.querySelector('#stream-preview').hidden")
+        assert _get(srv.url, "/v1/streams", key).json()["streams"] == []
+
+
+def _get(url: str, path: str, key: str | None) -> httpx.Response:
+    return httpx.get(url + path, headers={"Authorization": f"Bearer {key}"} if key else {})

@@ -21,6 +21,7 @@ from video_clips import (  # noqa: E402
     make_gallery,
     open_when_up,
     rtsp_push,
+    rtsp_served,
 )
 
 from npcface import FaceRecognizer  # noqa: E402
@@ -189,6 +190,117 @@ def test_better_faces_reidentify_a_track(fast, clip, gallery):
     assert more > once
 
 
+# ---------------------------------------------------------------------- found again
+@pytest.fixture(scope="module")
+def away_and_back(fast, tmp_path_factory):
+    """The astronaut walks in and out (0.2-1.2 s), is away for 1.4 s (longer than the
+    tracker's and the analyzer's 1 s), and comes back (2.6-3.6 s) in another picture
+    (mirrored, turned and shrunk): an H.264 clip and its two appearances."""
+    from video_clips import other_pictures, photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    img = photos()["astronaut"]
+    turned = other_pictures(img)[0]
+    box = [tuple(float(v) for v in fast.detect(i)[0].box) for i in (img, turned)]
+    actors = [
+        Actor("astronaut", (img,), (box[0],), 0.2, 1.2, (0.3, 0.45), (0.6, 0.5), (0.4, 0.4)),
+        Actor("astronaut", (turned,), (box[1],), 2.6, 3.6, (0.7, 0.5), (0.4, 0.45), (0.4, 0.4)),
+    ]
+    path = tmp_path_factory.mktemp("back") / "back.mp4"
+    Scene(actors, 320, 240, 25.0, 3.6, seed=4).write(path)
+    return path, img, turned
+
+
+def _appearances(analyzer, path):
+    with open_source(path) as src:
+        _, events = _run(analyzer, src)
+    return [(e.kind, e.track_id, getattr(e, "resumed", None)) for e in events]
+
+
+def test_a_person_found_again_resumes_their_track(fast, away_and_back):
+    """Found again within ``relink_after`` and matching the track's template at the
+    threshold for ``relink_far``: the same track id, a ``started`` event that says
+    ``resumed``; without relinking a second track."""
+    path = away_and_back[0]
+    got = _appearances(VideoAnalyzer(fast), path)
+    tid = got[0][1]
+    assert got == [
+        ("started", tid, False),
+        ("ended", tid, None),
+        ("started", tid, True),
+        ("ended", tid, None),
+    ]
+    plain = _appearances(VideoAnalyzer(fast, relink_far=None), path)
+    assert [k for k, _, _ in plain] == ["started", "ended", "started", "ended"]
+    assert plain[0][1] != plain[2][1]
+    short = _appearances(VideoAnalyzer(fast, relink_after=0.5), path)  # away too long
+    assert short[0][1] != short[2][1]
+
+
+def test_the_gallery_relinks_a_face_its_track_template_does_not_match(fast, away_and_back, gallery):
+    """With a template threshold the turned picture does not reach, the gallery, which
+    identifies it as the track's identity, resumes the track; with no gallery the same
+    analyzer starts a new track."""
+    path, img, turned = away_and_back
+    sim = float(fast.embed(img) @ fast.embed(turned))
+
+    def analyzer(g):
+        a = VideoAnalyzer(fast, g)
+        a.relink_threshold = (sim + 1) / 2  # above the two pictures' similarity
+        return a
+
+    got = _appearances(analyzer(gallery), path)
+    starts = [(tid, resumed) for kind, tid, resumed in got if kind == "started"]
+    assert len(starts) == 2 and starts[0][0] == starts[1][0] and starts[1][1] is True
+    alone = _appearances(analyzer(None), path)
+    starts = [(tid, resumed) for kind, tid, resumed in alone if kind == "started"]
+    assert len(starts) == 2 and starts[0][0] != starts[1][0] and starts[1][1] is False
+
+
+def test_a_face_that_takes_over_a_track_leaves_it(fast, gallery, tmp_path):
+    """Hopper appears where the astronaut stood the frame the astronaut leaves (same place,
+    same size): ByteTrack keeps the astronaut's track on her face (its boxes overlap). The
+    analyzer's appearance check (every 10th detection) takes her face out of that track
+    within 10 frames into a track of her own, identified as hopper; with the check off,
+    one track holds both people."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    still = ((0.5, 0.5), (0.5, 0.5), (0.45, 0.45))
+    actors = [
+        Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), 0.0, 1.6, *still),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.6, 3.6, *still),
+    ]
+    path = tmp_path / "swap.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+    first_hopper = min(t.frame for t in truth if t.identity == "hopper")
+
+    def run(check: bool):
+        analyzer = VideoAnalyzer(fast, gallery)
+        if not check:
+            analyzer.split_below = None
+        with open_source(path) as src:
+            results, events = _run(analyzer, src)
+        return analyzer, results, [e for e in events if isinstance(e, TrackEnded)]
+
+    unchecked, results, ended = run(False)
+    assert len(ended) == 1 and unchecked.splits == 0  # the tracker alone: one track
+    astronaut_track = ended[0].track_id
+    assert any(f.track_id == astronaut_track for r in results[first_hopper + 5 :] for f in r.faces)
+
+    checked, results, ended = run(True)
+    assert checked.splits >= 1
+    assert {e.identity for e in ended} == {"astronaut", "hopper"}
+    (first,) = [e for e in ended if e.identity == "astronaut"]
+    hers = {e.track_id for e in ended if e.identity == "hopper"}
+    late = [f.track_id for r in results[first_hopper + 10 :] if r.frame for f in r.faces]
+    assert late and set(late) <= hers and first.track_id not in late
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"
@@ -208,6 +320,50 @@ def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     offset = clip.frames - len(frames)  # frames lost at the start shift the indices
     truth_of = _truth_of_tracks(results, clip.truth, offset)
     assert all(e.identity == truth_of[e.track_id] for e in ended)
+
+
+def test_rtsp_stream_pulled_from_a_server(fast, clip, gallery):
+    """The clip served over RTSP on a loopback port (ffmpeg publishing to Debian's RTSP
+    relay) and pulled by npcface.video as a camera's rtsp:// URL: frames at the clip's
+    size with rising timestamps, both people tracked and identified, each track's
+    identity the person it follows (the streamed frames matched to the clip's by their
+    pixels, since the reader joins the looped stream anywhere)."""
+    import cv2
+
+    with open_source(clip.path) as src:
+        thumbs = np.stack([cv2.resize(f.image, (40, 30)).astype(np.int16) for f in src])
+    with rtsp_served(clip.path) as url:
+        src = open_when_up(url, 20, options={"rtsp_transport": "udp"})
+        with src:
+            assert src.live and src.size == (320, 240)
+            analyzer = VideoAnalyzer(fast, gallery)
+            results, stop = [], threading.Event()
+            for r in analyzer.run(src, stop):  # stopped: the open tracks end
+                results.append(r)
+                if len(results) >= clip.frames * 1.5:  # a loop and a half
+                    stop.set()
+    frames = [r.frame for r in results if r.frame is not None]
+    assert np.all(np.diff([f.time for f in frames]) > 0)
+    events = [e for r in results for e in r.events]
+    ended = [e for e in events if isinstance(e, TrackEnded)]
+    assert {e.identity for e in ended} >= {"astronaut", "hopper"}
+    by_frame = collections.defaultdict(list)
+    for t in clip.truth:
+        by_frame[t.frame].append(t)
+    votes = collections.defaultdict(collections.Counter)
+    for r in results:
+        if r.frame is None or not r.faces:
+            continue
+        thumb = cv2.resize(r.frame.image, (40, 30)).astype(np.int16)
+        index = int(np.argmin(np.abs(thumbs - thumb).mean(axis=(1, 2, 3))))
+        for f in r.faces:
+            for t in by_frame[index]:
+                if _iou(f.face.box, t.box) >= 0.5:
+                    votes[f.track_id][t.identity] += 1
+    for e in ended:
+        if e.identity is not None and votes[e.track_id]:
+            assert e.identity == votes[e.track_id].most_common(1)[0][0], e
+    assert sum(1 for e in ended if votes[e.track_id]) >= 2
 
 
 def test_endless_stream_is_stopped(fast, clip, gallery):

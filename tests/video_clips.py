@@ -143,6 +143,50 @@ def rtsp_push(clip: Path, url: str, *, realtime: bool = True) -> Iterator[thread
 
 
 @contextlib.contextmanager
+def rtsp_served(clip: Path) -> Iterator[str]:
+    """``clip`` served over RTSP for readers to pull, on loopback ports:
+    ``rtsp-server-perl`` (Debian's RTSP relay; ffmpeg itself has no RTSP server for
+    playback, only a receiving ``-rtsp_flags listen`` mode) takes the stream that ffmpeg
+    publishes to it (the clip looped for ever, at its frame rate, H.264 with a keyframe
+    every 10 frames so a reader that joins late starts soon) and serves it at the
+    returned ``rtsp://127.0.0.1:PORT/live`` (RTP over UDP: the relay has no TCP
+    transport). Open it with :func:`open_when_up` and ``{"rtsp_transport": "udp"}``."""
+    exe = need_ffmpeg()
+    relay = shutil.which("rtsp-server-perl")
+    if relay is None:
+        pytest.skip("no RTSP server to pull from (apt-get install rtsp-server-perl; .ci/run does)")
+    client, source = free_port(), free_port()
+    rtp = 20000 + 2 * (source % 10000)  # an even port pair per run, away from the free ones
+    procs = [
+        subprocess.Popen(
+            [relay, "--clientport", str(client), "--serverport", str(source)]
+            + ["--rtp_start_port", str(rtp), "--loglevel", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the relay takes a second to start (Perl and Moose)
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", source)) == 0:
+                    break
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError("rtsp-server-perl did not start")
+            time.sleep(0.1)
+        cmd = [exe, "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1"]
+        cmd += ["-i", str(clip), "-an", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10"]
+        cmd += ["-f", "rtsp", f"rtsp://127.0.0.1:{source}/live"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield f"rtsp://127.0.0.1:{client}/live"
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
 def http_endless(clip: Path, port: int) -> Iterator[str]:
     """ffmpeg serves ``clip`` looped for ever, at its own speed, as an MPEG-TS stream on
     ``http://127.0.0.1:port/cam.ts`` (a camera-like source that never ends); open it with

@@ -108,7 +108,9 @@ def create_app(settings: Settings | None = None, recognizer: Any = None) -> Fast
     app.state.galleries = manager
     app.state.metrics = metrics
     app.state.recognizer = None
-    app.state.streams = StreamManager(lambda: app.state.recognizer, manager.root)
+    app.state.streams = StreamManager(
+        lambda: app.state.recognizer, manager.root, limit=settings.max_streams
+    )
     for router in (
         faces.router,
         verification.router,

@@ -52,6 +52,7 @@ def register(sub: Any) -> None:
     s.add_argument("--max-images", type=int, default=32, help="images per request")
     s.add_argument("--max-body-mb", type=float, default=20.0, help="request body limit (MiB)")
     s.add_argument("--timeout", type=float, default=60.0, help="request timeout (s)")
+    s.add_argument("--max-streams", type=int, default=4, help="stream monitors at once (default 4)")
     s.add_argument(
         "--cors-origin",
         action="append",
@@ -76,6 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         request_timeout_s=args.timeout,
         workers=args.workers,
         cors_origins=tuple(args.cors_origin),
+        max_streams=args.max_streams,
     )
 
 

@@ -204,6 +204,74 @@ class ModelOut(BaseModel):
     max_body_bytes: int
 
 
+class StreamIn(BaseModel):
+    """A stream for a monitor to watch (:mod:`npcface.serve.streams`)."""
+
+    source: str = Field(description="stream URL (rtsp://, http://, ...), file or camera index")
+    gallery: str | None = Field(None, description="identify tracks against this gallery")
+    every: int = Field(1, ge=1, le=30, description="detect on every N-th frame")
+    threshold: float | None = Field(None, ge=-1, le=1)
+    far: float | None = Field(None, gt=0, lt=1)
+    listen: bool = Field(False, description="receive a stream pushed to source (RTSP)")
+
+
+class StreamOut(BaseModel):
+    """A stream monitor and its figures."""
+
+    id: str
+    source: str
+    gallery: str | None
+    every: int
+    state: str = Field(description="starting, running, reconnecting or stopped")
+    restarts: int = Field(description="times the stream was opened again after it failed")
+    last_error: str | None = Field(description="why the stream last failed or ended")
+    frames: int
+    dropped: int = Field(description="frames dropped because processing was behind")
+    tracks: int
+    identified: int
+    started: float = Field(description="Unix time")
+    events: int = Field(description="number of the latest event")
+
+
+class StreamList(BaseModel):
+    streams: list[StreamOut]
+
+
+class StreamEventOut(BaseModel):
+    """One event of :mod:`npcface.video.events` (its ``to_dict``) numbered by the monitor;
+    fields beyond ``seq``, ``monitor``, ``event``, ``track`` and ``wall`` depend on
+    ``event``: started (time, frame, box, resumed), identified (time, frame, identity,
+    similarity, threshold, far, faces, previous), ended (start, end, first_frame,
+    last_frame, detections, identity, similarity, best_quality)."""
+
+    seq: int = Field(description="the monitor's event number (SSE id)")
+    monitor: str
+    event: str = Field(description="started, identified or ended")
+    track: int
+    wall: float = Field(description="Unix time the frame was decoded")
+    time: float | None = Field(None, description="seconds into the stream")
+    frame: int | None = None
+    box: list[float] | None = Field(None, description="x1, y1, x2, y2 in pixels")
+    resumed: bool | None = Field(None, description="started: an ended track found again")
+    identity: str | None = None
+    similarity: float | None = None
+    threshold: float | None = None
+    far: float | None = None
+    faces: int | None = Field(None, description="faces the track's template was made of")
+    previous: str | None = None
+    start: float | None = Field(None, description="seconds into the stream")
+    end: float | None = Field(None, description="seconds into the stream")
+    first_frame: int | None = None
+    last_frame: int | None = None
+    detections: int | None = None
+    best_quality: float | None = None
+
+
+class StreamEvents(BaseModel):
+    events: list[StreamEventOut] = Field(description="oldest first (a bounded list)")
+    last: int = Field(description="number of the latest event")
+
+
 def multipart_and_json(json_schema: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     """``openapi_extra`` that documents a body taking multipart files, JSON, or one image as
     the whole body (for the first of ``files``)."""

@@ -33,6 +33,8 @@ class Settings:
         writer_idle_s: idle time after which a worker gives a gallery's writer lock back
             (only when ``workers > 1``).
         cors_origins: origins allowed by CORS; empty (the default) adds no CORS headers.
+        max_streams: most stream monitors running at once (``/v1/streams``; 429
+            ``too_many_streams`` beyond it).
         recognizer_factory: builds the recogniser instead of the pipeline options (for
             embedding the app in a process that already has one).
     """
@@ -48,6 +50,7 @@ class Settings:
     writer_wait_s: float = 10.0
     writer_idle_s: float = 2.0
     cors_origins: tuple[str, ...] = field(default=())
+    max_streams: int = 4
     recognizer_factory: Callable[[], Any] | None = field(default=None, compare=False)
 
     def build_recognizer(self) -> Any:

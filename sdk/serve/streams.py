@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError, NpcfaceError, RouteNotFoundError
+from ..errors import NpcfaceError, RouteNotFoundError, TooManyStreamsError
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,6 @@ PREVIEW_FPS = 5.0
 PREVIEW_SIDE = 640
 RECENT = 200
 """Events a monitor keeps for late readers."""
-
-
-class MonitorLimitError(InvalidArgumentError):
-    """The service already runs as many stream monitors as it may (``--max-streams``)."""
-
-    code = "too_many_streams"
-    status = 429
 
 
 @dataclass
@@ -120,7 +113,7 @@ class StreamManager:
         """Start watching a stream.
 
         Raises:
-            MonitorLimitError: ``limit`` monitors run already.
+            TooManyStreamsError: ``limit`` monitors run already.
             GalleryError: the gallery does not exist. InvalidArgumentError: bad options.
         """
         from ..video.analyze import VideoAnalyzer
@@ -140,7 +133,7 @@ class StreamManager:
             if len(running) >= self.limit:
                 if gallery is not None:
                     gallery.close()
-                raise MonitorLimitError(
+                raise TooManyStreamsError(
                     f"{len(running)} stream monitors run already, the most this service runs "
                     "(stop one first)",
                     input="source",

@@ -12,6 +12,7 @@ or the calibrated default). Events say when a track starts, is identified and en
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -127,6 +128,9 @@ class _Track:
     identity: str | None = None
     similarity: float | None = None
     last_face: TrackedFace | None = None
+    tentative: bool = False
+    first_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    first_wall: float = 0.0
 
 
 class VideoAnalyzer:
@@ -146,9 +150,25 @@ class VideoAnalyzer:
         lost_after: seconds a track survives without detection before it ends.
         embed: embed tracked faces at all (False: tracking only, for speed runs).
         relink_far: a face the tracker starts a new track for continues a track lost in
-            the last ``lost_after`` seconds when its embedding matches that track's
-            template at the threshold calibrated for this false-accept rate (the tracker
-            alone loses a face occluded longer than its motion model holds); None: never.
+            the last ``lost_after`` seconds, or resumes one that ended in the last
+            ``relink_after`` seconds, when its embedding matches that track's template at
+            the threshold calibrated for this false-accept rate, or (with a gallery) when
+            it is identified as the same gallery identity as that track (the tracker
+            alone loses a face occluded longer than its motion model holds, or not
+            detected for a while, and a turned face can match the gallery but not a
+            template of other poses); None: never.
+        relink_gallery_far: the gallery's word alone does not relink: the face must also
+            match the track's template at the (looser) threshold calibrated for this FAR
+            (a turned face can be identified as the wrong person; appearance and gallery
+            must agree); None: the gallery alone.
+        relink_after: seconds after its ``ended`` event a track can still be resumed
+            (a ``started`` event with ``resumed`` and the same track id follows).
+        relink_wait: a new face that does not match at once while a track is lost or
+            recently ended stays tentative (not reported, no event) for up to this many
+            seconds, while its own template grows and is compared again: the first face
+            of a reappearing person is often turned or half hidden. A new track that
+            waited gets its ``started`` event (with its first frame's time) when it is
+            confirmed; 0: never wait.
         detect_side: frames whose longer side exceeds this are downscaled for detection
             only (faces are aligned and embedded from the full frame); None: the
             detector's own limit. Video faces are rarely small, and detection is most of
@@ -172,6 +192,9 @@ class VideoAnalyzer:
         lost_after: float = 1.0,
         embed: bool = True,
         relink_far: float | None = 1e-4,
+        relink_gallery_far: float | None = 1e-2,
+        relink_after: float = 10.0,
+        relink_wait: float = 0.5,
         detect_side: int | None = 640,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -198,13 +221,27 @@ class VideoAnalyzer:
         self.relink_threshold: float | None = None
         if self.embed and relink_far is not None:
             self.relink_threshold = recognizer.default_threshold(far=relink_far)
+        self.relink_floor = -1.0
+        """Template similarity a gallery-backed relink needs at least."""
+        if self.relink_threshold is not None and relink_gallery_far is not None:
+            self.relink_floor = recognizer.default_threshold(far=relink_gallery_far)
+        self.relink_after = float(relink_after)
+        self.relink_wait = float(relink_wait)
         self.relinked = 0
-        """New tracker ids that were continuations of lost tracks."""
-        self._alias: dict[int, int] = {}
+        """New tracker ids that were continuations of lost or ended tracks."""
+        self._alias: dict[int, int] = {}  # the tracker's ids -> ours
+        self._next_id = itertools.count(1)
+        self.split_below = recognizer.default_threshold(far=1e-2) if self.embed else None
+        """A followed face whose embedding matches its track's template below this (the
+        threshold at FAR 1e-2) is not that track's person: the tracker swapped faces."""
+        self.splits = 0
+        """Faces taken from a track because they did not match its template."""
+        self._prev_detect_time = -1.0
+        self._ended: dict[int, _Track] = {}  # ended tracks that may still be resumed
         self._tracker: FaceTracker | None = None
         self._tracks: dict[int, _Track] = {}
         self._started = 0
-        self._identified = 0
+        self._identified: set[int] = set()
         self._frames = 0
         self._detected = 0
         self._first_time: float | None = None
@@ -266,6 +303,7 @@ class VideoAnalyzer:
             self._elapsed = time.perf_counter() - self._t0
             return FrameResult(frame, carried, (), False)
         self._detected += 1
+        self._prev_detect_time = self._last_detect_time
         self._last_detect_time = frame.time
         events: list[TrackEvent] = []
         t0 = time.perf_counter()
@@ -310,20 +348,16 @@ class VideoAnalyzer:
         ]
         self._add("align", t1 - t0)
         self._add("quality", time.perf_counter() - t1)
-        ids = [self._alias.get(tid, tid) for tid, _ in tracked]
-        new = [i for i, tid in enumerate(ids) if tid not in self._tracks]
-        for tid in ids:
-            track = self._tracks.get(tid)
-            if track is not None:
-                track.last, track.last_frame, track.wall = frame.time, frame.index, frame.wall
-                track.detections += 1
-        # faces worth embedding: every face of a new track, and faces that enter their
-        # track's best
+        tids = [tid for tid, _ in tracked]
+        known: list[int | None] = [self._alias.get(tid) for tid in tids]
+        checks = self._checks(known, faces)
+        # faces worth embedding: every face of a new track, faces that enter their track's
+        # best, and faces whose track must be checked
         todo = [
             i
-            for i, tid in enumerate(ids)
+            for i, tid in enumerate(known)
             if self.embed
-            and (tid not in self._tracks or self._tracks[tid].faces.wants(_q(faces[i])))
+            and (tid is None or i in checks or self._tracks[tid].faces.wants(_q(faces[i])))
         ]
         embs: dict[int, np.ndarray] = {}
         if todo:
@@ -331,23 +365,124 @@ class VideoAnalyzer:
             out = self.rec.embed_crops(np.stack([crops[i] for i in todo]))
             self._add("embed", time.perf_counter() - t2)
             embs = dict(zip(todo, out, strict=True))
+        self._split(frame, known, tids, checks, embs)
+        ids: list[int] = [0] * len(tids)
+        new = [i for i, tid in enumerate(known) if tid is None]
+        for i, tid in enumerate(known):
+            if tid is not None:
+                ids[i] = tid
+                track = self._tracks[tid]
+                track.last, track.last_frame, track.wall = frame.time, frame.index, frame.wall
+                track.detections += 1
         for i in new:
-            ids[i] = self._start_or_relink(frame, ids[i], faces[i], embs.get(i), events)
+            ids[i] = self._start_or_relink(frame, tids[i], faces[i], embs.get(i), events)
         changed: dict[int, _Track] = {}
         for i in todo:
             track = self._tracks[ids[i]]
             sample = FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
             if track.faces.add(sample):
                 changed[track.track_id] = track
+        for i, tid in enumerate(ids):
+            track = self._tracks[tid]
+            if track.tentative and i not in new:
+                ids[i] = self._settle(frame, track, faces[i], events, changed)
+        changed = {k: t for k, t in changed.items() if not t.tentative and k in self._tracks}
         if self.gallery is not None and changed:
             self._identify(frame, list(changed.values()), events)
         out_faces = []
         for tid, face in zip(ids, faces, strict=True):
             track = self._tracks[tid]
+            if track.tentative:
+                continue
             tf = TrackedFace(tid, face, track.identity, track.similarity, True)
             track.last_face = tf
             out_faces.append(tf)
         return out_faces
+
+    def _checks(self, known: list[int | None], faces: list[Face]) -> set[int]:
+        """Faces whose track must be confirmed by appearance: the tracker found the track
+        again after missing it (where swaps happen: a lost track's predicted box lands on
+        another face), every 10th detection, and every face of a track that two faces
+        claim in one frame."""
+        if self.split_below is None:
+            return set()
+        out = set()
+        seen: dict[int, list[int]] = {}
+        for i, tid in enumerate(known):
+            if tid is None:
+                continue
+            seen.setdefault(tid, []).append(i)
+            t = self._tracks[tid]
+            if t.tentative or len(t.faces.samples) < 2:
+                continue
+            if t.last < self._prev_detect_time or t.detections % 10 == 9:
+                out.add(i)
+        for group in seen.values():
+            if len(group) > 1:
+                out.update(group)
+        return out
+
+    def _split(
+        self,
+        frame: Frame,
+        known: list[int | None],
+        tids: list[int],
+        checks: set[int],
+        embs: dict[int, np.ndarray],
+    ) -> None:
+        """Checked faces that do not match their track's template (below
+        :attr:`split_below`) and are someone else (another lost or ended track's template
+        matches at :attr:`relink_threshold`, or the gallery names another identity than
+        the track's) leave it: their tracker id starts (or relinks) a track of its own. A
+        turned face of the same person can fall below the threshold too: without that
+        evidence it stays. Of several faces claiming one track, all but the most similar
+        leave."""
+        if not checks:
+            return
+        sims = {}
+        for i in checks:
+            template = self._tracks[known[i]].faces.template  # type: ignore[index]
+            sims[i] = float(template @ embs[i]) if template is not None else 1.0
+        best: dict[int, int] = {}
+        for i in sorted(checks):
+            tid = known[i]
+            assert tid is not None
+            if tid not in best or sims[i] > sims[best[tid]]:
+                best[tid] = i
+        for i in checks:
+            assert self.split_below is not None
+            own = self._tracks[known[i]]  # type: ignore[index]
+            if best[own.track_id] == i and (
+                sims[i] >= self.split_below or not self._someone_else(frame, own, embs[i], known)
+            ):
+                continue
+            log.debug("tracker id %d left track %s (similarity %.3f)", tids[i], known[i], sims[i])
+            self._alias.pop(tids[i], None)
+            known[i] = None
+            self.splits += 1
+
+    def _someone_else(
+        self, frame: Frame, own: _Track, emb: np.ndarray, known: list[int | None]
+    ) -> bool:
+        """``emb`` matches another lost or ended track, or the gallery names someone other
+        than ``own``'s identity."""
+        claimed = set(known)
+        others = [t for t in self._pool(frame) if t.track_id not in claimed]
+        if others and self.relink_threshold is not None:
+            best = float(np.max(np.stack([t.faces.template for t in others]) @ emb))
+            if best >= self.relink_threshold:
+                return True
+        if self.gallery is None or own.identity is None:
+            return False
+        t1 = time.perf_counter()
+        found = self.gallery.search(emb[None], k=1)[0]
+        self._add("identify", time.perf_counter() - t1)
+        assert self.threshold is not None
+        return (
+            bool(found)
+            and found[0].similarity >= self.threshold
+            and (found[0].identity != own.identity)
+        )
 
     def _start_or_relink(
         self,
@@ -358,24 +493,15 @@ class VideoAnalyzer:
         events: list[TrackEvent],
     ) -> int:
         """A face the tracker gave a new id: the continuation of a track lost in the last
-        ``lost_after`` seconds whose template it matches (at :attr:`relink_threshold`), or
-        a new track."""
-        if emb is not None and self.relink_threshold is not None:
-            lost = [
-                t
-                for t in self._tracks.values()
-                if t.last < frame.time and t.faces.template is not None
-            ]
-            if lost:
-                sims = np.stack([t.faces.template for t in lost]) @ emb
-                best = int(np.argmax(sims))
-                if sims[best] >= self.relink_threshold:
-                    old = lost[best]
-                    self._alias[tid] = old.track_id
-                    old.last, old.last_frame, old.wall = frame.time, frame.index, frame.wall
-                    old.detections += 1
-                    self.relinked += 1
-                    return old.track_id
+        ``lost_after`` seconds or ended in the last ``relink_after`` seconds, when it
+        matches that track (see ``relink_far`` in the class docstring); else a new track,
+        tentative while such a track could still be matched."""
+        box = _box(face)
+        old = self._relink_candidate(frame, emb)
+        if old is not None:
+            self._alias[tid] = old.track_id
+            return self._continue(old, frame, box, events).track_id
+        self._alias[tid] = tid = next(self._next_id)
         track = _Track(
             tid,
             frame.time,
@@ -385,12 +511,129 @@ class VideoAnalyzer:
             frame.wall,
             TrackFaces(self.keep, self.margin),
             detections=1,
+            first_box=box,
+            first_wall=frame.wall,
         )
         self._tracks[tid] = track
-        self._started += 1
-        box = (float(face.box[0]), float(face.box[1]), float(face.box[2]), float(face.box[3]))
-        events.append(TrackStarted(tid, frame.time, frame.index, frame.wall, box))
+        if emb is not None and self._pool(frame) and self.relink_wait > 0:
+            track.tentative = True
+        else:
+            self._confirm(track, events)
         return tid
+
+    def _confirm(self, track: _Track, events: list[TrackEvent]) -> None:
+        track.tentative = False
+        self._started += 1
+        events.append(
+            TrackStarted(
+                track.track_id, track.start, track.first_frame, track.first_wall, track.first_box
+            )
+        )
+
+    def _continue(
+        self,
+        old: _Track,
+        frame: Frame,
+        box: tuple[float, float, float, float],
+        events: list[TrackEvent],
+    ) -> _Track:
+        """``old`` (lost or ended) seen again in ``frame``."""
+        self.relinked += 1
+        if old.track_id in self._tracks:  # lost, not ended: it goes on
+            old.last, old.last_frame, old.wall = frame.time, frame.index, frame.wall
+            old.detections += 1
+            return old
+        del self._ended[old.track_id]  # ended: it starts again under its id
+        track = _Track(
+            old.track_id,
+            frame.time,
+            frame.index,
+            frame.time,
+            frame.index,
+            frame.wall,
+            old.faces,
+            detections=1,
+            identity=old.identity,
+            similarity=old.similarity,
+        )
+        self._tracks[track.track_id] = track
+        track.first_box = box
+        events.append(TrackStarted(track.track_id, frame.time, frame.index, frame.wall, box, True))
+        return track
+
+    def _settle(
+        self,
+        frame: Frame,
+        track: _Track,
+        face: Face,
+        events: list[TrackEvent],
+        changed: dict[int, _Track],
+    ) -> int:
+        """A tentative track seen again: merged into the lost or ended track its template
+        now matches, confirmed once ``relink_wait`` has passed, or left waiting."""
+        old = self._relink_candidate(frame, track.faces.template, exclude=track)
+        if old is not None:
+            merged = self._continue(old, frame, _box(face), events)
+            for sample in track.faces.samples:
+                if merged.faces.add(sample):
+                    changed[merged.track_id] = merged
+            merged.detections += track.detections - 1
+            del self._tracks[track.track_id]
+            for k in [k for k, v in self._alias.items() if v == track.track_id]:
+                self._alias[k] = merged.track_id
+            return merged.track_id
+        if frame.time - track.start >= self.relink_wait or not self._pool(frame):
+            self._confirm(track, events)
+            changed[track.track_id] = track
+        return track.track_id
+
+    def _pool(self, frame: Frame, exclude: _Track | None = None) -> list[_Track]:
+        """Tracks a new face may continue: lost (open, not seen in this frame) or ended in
+        the last ``relink_after`` seconds, with a template, not tentative."""
+        if self.relink_threshold is None:
+            return []
+        for tid in [k for k, t in self._ended.items() if frame.time - t.last > self.relink_after]:
+            del self._ended[tid]
+        return [
+            t
+            for t in (*self._tracks.values(), *self._ended.values())
+            if t.last < frame.time
+            and t.faces.template is not None
+            and not t.tentative
+            and t is not exclude
+        ]
+
+    def _relink_candidate(
+        self, frame: Frame, emb: np.ndarray | None, exclude: _Track | None = None
+    ) -> _Track | None:
+        """The track of :meth:`_pool` that a face (or a tentative track's template) with
+        embedding ``emb`` continues: its template matches at :attr:`relink_threshold`, or
+        the gallery identifies ``emb`` as that track's identity and the template matches
+        at :attr:`relink_floor`; the most similar."""
+        if emb is None:
+            return None
+        pool = self._pool(frame, exclude)
+        if not pool:
+            return None
+        assert self.relink_threshold is not None
+        sims = np.stack([t.faces.template for t in pool]) @ emb
+        best = int(np.argmax(sims))
+        if sims[best] >= self.relink_threshold:
+            return pool[best]
+        identity = None  # else the gallery may know the face as a pool track's identity
+        if self.gallery is not None and any(t.identity is not None for t in pool):
+            t1 = time.perf_counter()
+            found = self.gallery.search(emb[None], k=1)[0]
+            self._add("identify", time.perf_counter() - t1)
+            assert self.threshold is not None
+            if found and found[0].similarity >= self.threshold:
+                identity = found[0].identity
+        if identity is None:
+            return None
+        same = [
+            k for k, t in enumerate(pool) if t.identity == identity and sims[k] >= self.relink_floor
+        ]
+        return pool[max(same, key=lambda k: sims[k])] if same else None
 
     def _identify(self, frame: Frame, tracks: list[_Track], events: list[TrackEvent]) -> None:
         t1 = time.perf_counter()
@@ -425,14 +668,19 @@ class VideoAnalyzer:
 
     def _end_lost(self, now: float) -> list[TrackEvent]:
         gone = [t for t in self._tracks.values() if now - t.last > self.lost_after]
-        return [self._end(t) for t in gone]
+        return [e for t in gone if (e := self._end(t)) is not None]
 
-    def _end(self, track: _Track) -> TrackEnded:
+    def _end(self, track: _Track) -> TrackEnded | None:
+        """End ``track`` (None for a tentative one: it was never reported)."""
         del self._tracks[track.track_id]
         for k in [k for k, v in self._alias.items() if v == track.track_id]:
             del self._alias[k]
+        if track.tentative:
+            return None
+        if self.relink_threshold is not None and track.faces.template is not None:
+            self._ended[track.track_id] = track
         if track.identity is not None:
-            self._identified += 1
+            self._identified.add(track.track_id)
         best = track.faces.best
         return TrackEnded(
             track.track_id,
@@ -451,7 +699,8 @@ class VideoAnalyzer:
 
     def finish(self) -> FrameResult:
         """End every open track (the source ended or was stopped)."""
-        events = [self._end(t) for t in sorted(self._tracks.values(), key=lambda t: t.track_id)]
+        tracks = sorted(self._tracks.values(), key=lambda t: t.track_id)
+        events = [e for t in tracks if (e := self._end(t)) is not None]
         self._elapsed = time.perf_counter() - self._t0
         return FrameResult(None, (), tuple(events), False)
 
@@ -466,7 +715,7 @@ class VideoAnalyzer:
             self._detected,
             self._dropped,
             self._started,
-            self._identified,
+            len(self._identified),
             span,
             self._elapsed,
         )
@@ -479,6 +728,10 @@ class VideoAnalyzer:
             if similarity >= thr:
                 return far
         return None
+
+
+def _box(face: Face) -> tuple[float, float, float, float]:
+    return (float(face.box[0]), float(face.box[1]), float(face.box[2]), float(face.box[3]))
 
 
 def _q(face: Face) -> float:

@@ -39,6 +39,9 @@ class TrackStarted:
         frame: that frame's index.
         wall: Unix time that frame was decoded.
         box: (x1, y1, x2, y2) pixels of the face in that frame.
+        resumed: the track had ended (its ``ended`` event came) and this face, found
+            again within the analyzer's ``relink_after`` seconds, matched it: the same
+            person, the same track id (:class:`~npcface.video.VideoAnalyzer`).
     """
 
     kind: ClassVar[str] = "started"
@@ -47,6 +50,7 @@ class TrackStarted:
     frame: int
     wall: float
     box: tuple[float, float, float, float]
+    resumed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,7 @@ class TrackStarted:
             "frame": self.frame,
             "wall": _r(self.wall, 3),
             "box": [round(float(v), 1) for v in self.box],
+            "resumed": self.resumed,
         }
 
 

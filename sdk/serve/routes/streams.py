@@ -10,27 +10,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
 
 from ...errors import NotReadyError
-from .. import deps
+from .. import deps, schemas
 from ..streams import MonitorOptions, StreamManager
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 
 POLL_S = 0.1
 KEEPALIVE_S = 15.0
-
-
-class StreamIn(BaseModel):
-    """A stream to watch."""
-
-    source: str = Field(description="stream URL (rtsp://, http://, ...), file or camera index")
-    gallery: str | None = Field(None, description="identify tracks against this gallery")
-    every: int = Field(1, ge=1, le=30, description="detect on every N-th frame")
-    threshold: float | None = Field(None, ge=-1, le=1)
-    far: float | None = Field(None, gt=0, lt=1)
-    listen: bool = Field(False, description="receive a stream pushed to source (RTSP)")
 
 
 def manager(request: Request) -> StreamManager:
@@ -40,8 +28,14 @@ def manager(request: Request) -> StreamManager:
     return m
 
 
-@router.post("", status_code=201, dependencies=[Depends(deps.can_write)])
-def start(body: StreamIn, request: Request) -> JSONResponse:
+@router.post(
+    "",
+    response_model=None,
+    responses={201: {"model": schemas.StreamOut}},
+    status_code=201,
+    dependencies=[Depends(deps.can_write)],
+)
+def start(body: schemas.StreamIn, request: Request) -> JSONResponse:
     """Start a monitor; 429 ``too_many_streams`` at the service's limit."""
     if request.app.state.recognizer is None:
         raise NotReadyError("models are still loading")
@@ -51,24 +45,44 @@ def start(body: StreamIn, request: Request) -> JSONResponse:
     return JSONResponse(m.to_dict(), status_code=201)
 
 
-@router.get("", dependencies=[Depends(deps.can_read)])
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": schemas.StreamList}},
+    dependencies=[Depends(deps.can_read)],
+)
 def list_streams(request: Request) -> dict[str, Any]:
     """Every monitor and its figures."""
     return {"streams": [m.to_dict() for m in manager(request).list()]}
 
 
-@router.get("/{monitor_id}", dependencies=[Depends(deps.can_read)])
+@router.get(
+    "/{monitor_id}",
+    response_model=None,
+    responses={200: {"model": schemas.StreamOut}},
+    dependencies=[Depends(deps.can_read)],
+)
 def one(monitor_id: str, request: Request) -> dict[str, Any]:
     return manager(request).get(monitor_id).to_dict()
 
 
-@router.delete("/{monitor_id}", dependencies=[Depends(deps.can_write)])
+@router.delete(
+    "/{monitor_id}",
+    response_model=None,
+    responses={200: {"model": schemas.StreamOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def stop(monitor_id: str, request: Request) -> dict[str, Any]:
     """Stop a monitor (its open tracks end) and forget it."""
     return manager(request).stop(monitor_id).to_dict()
 
 
-@router.get("/{monitor_id}/recent", dependencies=[Depends(deps.can_read)])
+@router.get(
+    "/{monitor_id}/recent",
+    response_model=None,
+    responses={200: {"model": schemas.StreamEvents}},
+    dependencies=[Depends(deps.can_read)],
+)
 def recent(monitor_id: str, request: Request, after: int = 0) -> dict[str, Any]:
     """The monitor's kept events numbered above ``after`` (a bounded list)."""
     m = manager(request).get(monitor_id)
