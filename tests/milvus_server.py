@@ -1,10 +1,16 @@
 """A real Milvus standalone server for tests and benches: ``milvus-server`` of the PyPI
 package ``milvus`` (Milvus 2.3 with embedded etcd and message queue), started on free
-loopback ports in a folder of its own, stopped (and killable) on demand."""
+loopback ports in a folder of its own, stopped (and killable) on demand.
+
+One at a time per machine: the embedded etcd always takes peer port 2380 (the package's
+configuration has no setting for it), and a second server's etcd fails to start (Milvus
+then panics in ``GetEmbedEtcdClient``). A server holds a machine-wide lock from start to
+stop; the next one waits for it."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -58,8 +64,34 @@ class MilvusServer:
         self.address = f"127.0.0.1:{self.ports['proxy-port']}"
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._lock: int | None = None
+
+    def _take_machine_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fd = os.open("/tmp/npcface-milvus-server.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(
+                        "another milvus-server runs on this machine (its embedded etcd holds "
+                        "port 2380); only one can"
+                    ) from None
+                time.sleep(1)
+        self._lock = fd
+
+    def _release_machine_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
 
     def start(self) -> MilvusServer:
+        self._take_machine_lock()
         cmd = ["milvus-server", "--data", str(self.folder / "data")]
         for name, port in self.ports.items():
             cmd += [f"--{name}", str(port)]
@@ -76,6 +108,7 @@ class MilvusServer:
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
+                self._release_machine_lock()
                 raise RuntimeError(f"milvus-server did not start; see {self.folder / 'server.log'}")
             time.sleep(0.5)
         return self
@@ -106,12 +139,12 @@ class MilvusServer:
             self.proc.wait(timeout=60)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self._signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=60)
-        self.kill()  # whatever of the group is left
+        if self.proc is not None:
+            self._signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=60)
+            self.kill()  # whatever of the group is left
+        self._release_machine_lock()
 
     def __enter__(self) -> MilvusServer:
         return self.start()

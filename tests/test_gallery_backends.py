@@ -45,10 +45,11 @@ def lite_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp_path_factory.mktemp("milvus") / "galleries.db"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Milvus standalone server (the ``milvus`` package's ``milvus-server``: embedded
-    etcd and message queue) on free loopback ports, for the whole session: its address."""
+    etcd and message queue) on free loopback ports, for this module (one server per machine
+    at a time: the other modules start their own): its address."""
     from milvus_server import MilvusServer, why_not
 
     reason = _have_milvus_lite() or why_not()
