@@ -1009,6 +1009,36 @@ def test_every_route_answers_its_schema(server, recognizer, lfw_dir, tmp_path):
     else:
         raise AssertionError(f"no started and ended events: {events}")
     assert call("DELETE", "/v1/streams/{monitor_id}").json()["state"] == "stopped"
+    # groups of a gallery's unlabelled faces: add, list, inspect, correct, name, recluster
+    group = face = 0
+
+    def gcall(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        where = "/v1/galleries/{name}/groups" + path
+        r = httpx.request(
+            method, url + where.format(name="grouped", group=group, face=face), timeout=120,
+            **kwargs,
+        )  # fmt: skip
+        assert r.status_code in declared[(method, where)], (method, where, r.text)
+        _conforms(declared[(method, where)][r.status_code]["model"], r.json(), where)
+        seen.add((method, where))
+        return r
+
+    assert httpx.post(f"{url}/v1/galleries", json={"name": "grouped"}).status_code == 201
+    photos = [("Colin_Powell", i) for i in (1, 2, 3)] + [("Tony_Blair", i) for i in (1, 2, 3)]
+    files = [("images", lfw_image(lfw_dir, p, i).read_bytes()) for p, i in photos]
+    gcall("POST", "/faces", files=files)
+    groups = gcall("GET", "").json()["groups"]
+    assert groups, "six photos of two people made no group"
+    group = groups[0]["id"]
+    members = [f["id"] for f in gcall("GET", "/{group}").json()["faces"]]
+    assert len(members) >= 2
+    new = gcall("POST", "/{group}/split", json={"faces": members[-1:]}).json()["new"]["id"]
+    gcall("POST", "/{group}/merge", json={"other": new})
+    face = members[-1]
+    gcall("POST", "/faces/{face}/not", json={"group": group})
+    gcall("POST", "/faces/{face}/move", json={"group": group})
+    gcall("POST", "/{group}/name", json={"name": "Someone"})
+    gcall("POST", "/recluster")
     assert seen == set(declared), f"routes not called: {set(declared) - seen}"
     # error bodies: the ErrorOut model, exactly
     for r in (

@@ -272,6 +272,76 @@ class StreamEvents(BaseModel):
     last: int = Field(description="number of the latest event")
 
 
+class GroupOut(BaseModel):
+    """:class:`npcface.cluster.GroupInfo`: a group of faces taken for one person."""
+
+    id: int = Field(description="stable group id")
+    size: int = Field(description="faces in the group")
+    name: str | None = Field(None, description="the person's name, once named")
+    confirmed: bool = Field(description="a correction (name, merge, split, move) touched it")
+    representative: int | None = Field(None, description="the most typical face's id")
+
+
+class GroupFaceOut(BaseModel):
+    """:class:`npcface.cluster.FaceInfo`: one face of the collection."""
+
+    id: int = Field(description="face id")
+    group: int | None = Field(None, description="its group (None: noise or not grouped yet)")
+    source: str | None = Field(None, description="where it came from, e.g. images[0]")
+    box: list[float] | None = Field(None, description="[x1, y1, x2, y2], pixels")
+    quality: float | None = Field(None, description="face quality in [0, 1]")
+    confidence: float | None = Field(
+        None, description="mean cosine similarity to the other faces of its group"
+    )
+    pinned: bool = Field(description="a correction put it in its group")
+
+
+class GroupingSummaryOut(BaseModel):
+    """What a grouping run left: counts of faces and groups."""
+
+    faces: int
+    groups: int
+    grouped: int = Field(description="faces in a group")
+    ungrouped: int = Field(description="faces in no group (noise, singletons)")
+    low_quality: int = Field(description="faces below the quality gate, never grouped")
+
+
+class GroupFacesAddedOut(BaseModel):
+    """``POST .../groups/faces``: the faces added and where they went."""
+
+    faces: list[GroupFaceOut]
+    per_image: list[int] = Field(description="faces found per image, in input order")
+    summary: GroupingSummaryOut
+
+
+class ReclusterOut(BaseModel):
+    summary: GroupingSummaryOut
+
+
+class GroupListOut(BaseModel):
+    """Every group, largest first, and the faces in no group."""
+
+    groups: list[GroupOut]
+    ungrouped: list[GroupFaceOut]
+
+
+class GroupDetailOut(GroupOut):
+    """A group and its faces, most typical first."""
+
+    faces: list[GroupFaceOut]
+
+
+class GroupSplitOut(BaseModel):
+    group: GroupOut = Field(description="what is left of the group")
+    new: GroupOut = Field(description="the new group")
+
+
+class GroupNamedOut(GroupOut):
+    """The named group and the gallery templates its faces became."""
+
+    templates: list[int] = Field(description="template ids in the gallery")
+
+
 def multipart_and_json(json_schema: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     """``openapi_extra`` that documents a body taking multipart files, JSON, or one image as
     the whole body (for the first of ``files``)."""

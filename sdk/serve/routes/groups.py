@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from ...cluster import FaceGroups
 from ...draw import face_thumbnail
 from ...errors import GroupNotFoundError, NoFaceError, NpcfaceError
-from .. import deps
+from .. import deps, schemas
 from ..inputs import rename
 
 router = APIRouter(prefix="/v1/galleries/{name}/groups", tags=["groups"])
@@ -73,7 +73,13 @@ def _summary(fg: FaceGroups, result: Any) -> dict[str, Any]:
     }
 
 
-@router.post("/faces", status_code=201, dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/faces",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": schemas.GroupFacesAddedOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def add_faces(
     request: Request, name: deps.GalleryName, payload: deps.Images, rec: deps.Recognizer
 ) -> dict[str, Any]:
@@ -115,14 +121,24 @@ def add_faces(
         return {"faces": faces, "per_image": per_image, "summary": _summary(fg, result)}
 
 
-@router.post("/recluster", dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/recluster",
+    response_model=None,
+    responses={200: {"model": schemas.ReclusterOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def recluster(request: Request, name: deps.GalleryName) -> dict[str, Any]:
     """Group every face again, honouring every correction."""
     with _groups(request, name) as fg:
         return {"summary": _summary(fg, fg.recluster())}
 
 
-@router.get("", dependencies=[Depends(deps.can_read)])
+@router.get(
+    "",
+    response_model=None,
+    responses={200: {"model": schemas.GroupListOut}},
+    dependencies=[Depends(deps.can_read)],
+)
 def list_groups(request: Request, name: deps.GalleryName) -> dict[str, Any]:
     """Every group, largest first, and the faces in no group."""
     with _groups(request, name) as fg:
@@ -142,7 +158,12 @@ def thumbnail(request: Request, name: deps.GalleryName, face: int) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.post("/faces/{face}/move", dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/faces/{face}/move",
+    response_model=None,
+    responses={200: {"model": schemas.GroupFaceOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def move(request: Request, name: deps.GalleryName, face: int, body: GroupIn) -> dict[str, Any]:
     """Move a face to a group (it stays there in later runs)."""
     with _groups(request, name) as fg:
@@ -150,7 +171,12 @@ def move(request: Request, name: deps.GalleryName, face: int, body: GroupIn) -> 
         return fg.face(face).to_dict()
 
 
-@router.post("/faces/{face}/not", dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/faces/{face}/not",
+    response_model=None,
+    responses={200: {"model": schemas.GroupFaceOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def not_person(
     request: Request, name: deps.GalleryName, face: int, body: GroupIn
 ) -> dict[str, Any]:
@@ -160,7 +186,12 @@ def not_person(
         return fg.face(face).to_dict()
 
 
-@router.get("/{group}", dependencies=[Depends(deps.can_read)])
+@router.get(
+    "/{group}",
+    response_model=None,
+    responses={200: {"model": schemas.GroupDetailOut}},
+    dependencies=[Depends(deps.can_read)],
+)
 def one_group(request: Request, name: deps.GalleryName, group: int) -> dict[str, Any]:
     """A group and its faces, most typical first."""
     with _groups(request, name) as fg:
@@ -168,14 +199,25 @@ def one_group(request: Request, name: deps.GalleryName, group: int) -> dict[str,
         return {**info.to_dict(), "faces": [f.to_dict() for f in fg.faces(group)]}
 
 
-@router.post("/{group}/merge", dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/{group}/merge",
+    response_model=None,
+    responses={200: {"model": schemas.GroupOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def merge(request: Request, name: deps.GalleryName, group: int, body: MergeIn) -> dict[str, Any]:
     """Merge group ``other`` into this one: one person from now on."""
     with _groups(request, name) as fg:
         return fg.group(fg.merge(group, body.other)).to_dict()
 
 
-@router.post("/{group}/split", status_code=201, dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/{group}/split",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": schemas.GroupSplitOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def split(request: Request, name: deps.GalleryName, group: int, body: SplitIn) -> dict[str, Any]:
     """The given faces become a new group: two people from now on."""
     with _groups(request, name) as fg:
@@ -183,7 +225,12 @@ def split(request: Request, name: deps.GalleryName, group: int, body: SplitIn) -
         return {"group": fg.group(group).to_dict(), "new": fg.group(new).to_dict()}
 
 
-@router.post("/{group}/name", dependencies=[Depends(deps.can_write)])
+@router.post(
+    "/{group}/name",
+    response_model=None,
+    responses={200: {"model": schemas.GroupNamedOut}},
+    dependencies=[Depends(deps.can_write)],
+)
 def name_group(
     request: Request, name: deps.GalleryName, group: int, body: NameIn
 ) -> dict[str, Any]:
