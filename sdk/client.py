@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from .errors import (
 )
 from .image import ImageInput, describe, load_image
 from .results import EmbedResult, Face, Match, VerifyResult
+
+if TYPE_CHECKING:
+    from .client_groups import RemoteGroups
 
 
 class Client:
@@ -276,6 +279,14 @@ class RemoteGallery:
 
     def __repr__(self) -> str:
         return f"RemoteGallery({self.client.base_url!r}, {self.name!r})"
+
+    @property
+    def groups(self) -> RemoteGroups:
+        """The gallery's unlabelled faces grouped into people, with the corrections people
+        make (:class:`npcface.client_groups.RemoteGroups`)."""
+        from .client_groups import RemoteGroups
+
+        return RemoteGroups(self.client.request, _file, self._path)
 
     def info(self) -> Any:
         """:class:`~npcface.gallery.GalleryInfo` of the gallery (``path`` is its URL; the

@@ -51,6 +51,46 @@ def groups_by_person(url: str) -> dict[str, set[int]]:
     return out
 
 
+def test_the_client_speaks_groups(server, lfw_dir) -> None:
+    """``Client(url).gallery(name).groups``: the library's result types, typed errors, and
+    corrections that stick, as over plain HTTP."""
+    from npcface.cluster.store import FaceInfo, GroupInfo
+    from npcface.errors import GroupNotFoundError
+
+    gallery = Client(server.url).gallery("team")
+    groups = gallery.groups
+    photos = [lfw_image(lfw_dir, p, i) for p in PEOPLE for i in (2, 3, 4)]
+    faces = groups.add(photos)
+    assert len(faces) == 6 and all(isinstance(f, FaceInfo) for f in faces)
+    assert [f.id for f in groups.add(photos[:2])] == [f.id for f in faces[:2]]  # nothing new
+    listed = groups.groups()
+    assert len(listed) == 2 and all(isinstance(g, GroupInfo) for g in listed)
+    colin = faces[0].group
+    tony = faces[3].group
+    assert colin is not None and tony is not None and colin != tony
+    assert {f.group for f in faces[:3]} == {colin} and {f.group for f in faces[3:]} == {tony}
+
+    info, members = groups.group(colin)
+    assert (
+        info.id == colin and info.size == 3 and {f.id for f in members} == {f.id for f in faces[:3]}
+    )
+    left, new = groups.split(colin, [faces[2].id])
+    assert (left.size, new.size) == (2, 1)
+    merged = groups.merge(colin, new.id)
+    assert merged.size == 3 and merged.confirmed
+    assert groups.not_person(faces[1].id, colin).group is None
+    assert groups.move(faces[1].id, tony).group == tony
+    summary = groups.recluster()
+    assert summary["faces"] == 6 and summary["groups"] == 2
+    after, members = groups.group(tony)
+    assert faces[1].id in {f.id for f in members} and after.size == 4  # the move stuck
+    named, templates = groups.name(tony, "Tony Blair")
+    assert named.name == "Tony Blair" and len(templates) == 4
+    assert gallery.template_counts() == {"Tony Blair": 4}
+    with pytest.raises(GroupNotFoundError):
+        groups.group(99999)
+
+
 def test_groups_api(server, lfw_dir) -> None:
     url = server.url
     base = f"{url}/v1/galleries/team/groups"
