@@ -706,10 +706,7 @@ class FaceGroups:
         with self._write() as db:
             fid = _int(face_id, "face")
             gid = self._group_id(group_id)
-            row = db.execute("SELECT group_id FROM faces WHERE id = ?", (fid,)).fetchone()
-            if row is None:
-                raise GroupNotFoundError(f"no face {fid}", input="face")
-            old = row[0]
+            old = _group_of(db, fid)
             if old == gid:
                 self._confirm(db, gid)
                 return
@@ -737,10 +734,7 @@ class FaceGroups:
         with self._write() as db:
             fid = _int(face_id, "face")
             gid = self._group_id(group_id)
-            row = db.execute("SELECT group_id FROM faces WHERE id = ?", (fid,)).fetchone()
-            if row is None:
-                raise GroupNotFoundError(f"no face {fid}", input="face")
-            if row[0] == gid:
+            if _group_of(db, fid) == gid:
                 db.execute(
                     "UPDATE faces SET group_id = NULL, pinned = 0, confidence = NULL WHERE id = ?",
                     (fid,),
@@ -760,6 +754,15 @@ class FaceGroups:
 
     def __repr__(self) -> str:
         return f"FaceGroups({str(self.folder)!r})"
+
+
+def _group_of(db: sqlite3.Connection, face_id: int) -> int | None:
+    """The group of face ``face_id`` (None: in no group); GroupNotFoundError if no such
+    face."""
+    row = db.execute("SELECT group_id FROM faces WHERE id = ?", (face_id,)).fetchone()
+    if row is None:
+        raise GroupNotFoundError(f"no face {face_id}", input="face")
+    return row[0]
 
 
 def _int(value: Any, what: str) -> int:
