@@ -18,6 +18,17 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
+def _at_frame(event: Any) -> dict[str, Any]:
+    """The fields every event tied to one frame starts with (started, identified)."""
+    return {
+        "event": event.kind,
+        "track": event.track_id,
+        "time": _r(event.time),
+        "frame": event.frame,
+        "wall": _r(event.wall, 3),
+    }
+
+
 def crop_jpeg(crop: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of a BGR crop."""
     import cv2
@@ -54,11 +65,7 @@ class TrackStarted:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": self.kind,
-            "track": self.track_id,
-            "time": _r(self.time),
-            "frame": self.frame,
-            "wall": _r(self.wall, 3),
+            **_at_frame(self),
             "box": [round(float(v), 1) for v in self.box],
             "resumed": self.resumed,
         }
@@ -97,11 +104,7 @@ class TrackIdentified:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "event": self.kind,
-            "track": self.track_id,
-            "time": _r(self.time),
-            "frame": self.frame,
-            "wall": _r(self.wall, 3),
+            **_at_frame(self),
             "identity": self.identity,
             "similarity": _r(self.similarity),
             "threshold": _r(self.threshold),
