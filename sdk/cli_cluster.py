@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .cli_sdk import add_model_args, image_args, recognizer_from_args
 
 FLUSH_FACES = 256
@@ -72,8 +70,8 @@ def _cluster(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .cluster import FaceGroups
+    from .cluster.photos import FaceRows
     from .cluster.report import write_report
-    from .draw import face_thumbnail
     from .errors import InvalidArgumentError, NpcfaceError
     from .gallery import Gallery
 
@@ -105,20 +103,7 @@ def _cluster(args: argparse.Namespace) -> int:
     try:
         with FaceGroups.open(folder, dim=dim, model=model, min_quality=min_quality) as fg:
             known = {k.split(":", 1)[0] for k in fg.known_keys()}
-            buf: dict[str, list] = {k: [] for k in ("emb", "src", "box", "q", "thumb", "key")}
-
-            def flush() -> None:
-                if buf["emb"]:
-                    fg.add(
-                        np.stack(buf["emb"]),
-                        sources=buf["src"],
-                        boxes=buf["box"],
-                        quality=buf["q"],
-                        thumbnails=buf["thumb"],
-                        keys=buf["key"],
-                    )
-                    for v in buf.values():
-                        v.clear()
+            rows = FaceRows()
 
             bar = tqdm(paths, unit="photo", desc="faces", disable=args.no_progress or None)
             for path in bar:
@@ -137,17 +122,11 @@ def _cluster(args: argparse.Namespace) -> int:
                     counts["no_face"] += 1
                     continue
                 known.add(digest)
-                for i, (e, f) in enumerate(zip(embs, faces, strict=True)):
-                    buf["emb"].append(e)
-                    buf["src"].append(str(Path(path).resolve()))
-                    buf["box"].append([float(v) for v in f.box])
-                    buf["q"].append(None if f.quality is None else float(f.quality.overall))
-                    buf["thumb"].append(face_thumbnail(img, f.box))
-                    buf["key"].append(f"{digest}:{i}")
+                rows.add_photo(img, embs, faces, digest, str(Path(path).resolve()))
                 counts["new_faces"] += len(faces)
-                if len(buf["emb"]) >= FLUSH_FACES:
-                    flush()
-            flush()
+                if len(rows) >= FLUSH_FACES:
+                    rows.add_to(fg)
+            rows.add_to(fg)
             bar.close()
             result = fg.recluster() if args.recluster else fg.update()
             report = write_report(fg, out, links=not args.no_links)

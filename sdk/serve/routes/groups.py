@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from ...cluster import FaceGroups
-from ...draw import face_thumbnail
+from ...cluster.photos import FaceRows
 from ...errors import GroupNotFoundError, NoFaceError, NpcfaceError
 from .. import deps, schemas
 from ..inputs import rename
@@ -88,7 +87,7 @@ def add_faces(
     uploads = payload.images("images")
     if not uploads:
         raise deps.bad("images", "send one or more images")
-    rows: dict[str, list] = {k: [] for k in ("emb", "src", "box", "q", "thumb", "key")}
+    rows = FaceRows()
     per_image = []
     for up in uploads:
         try:
@@ -98,24 +97,10 @@ def add_faces(
             raise rename(exc, up) from None
         if not faces:
             raise rename(NoFaceError(f"{up.label}: no face found"), up)
-        digest = hashlib.sha256(up.data).hexdigest()
         per_image.append(len(faces))
-        for i, (e, f) in enumerate(zip(embs, faces, strict=True)):
-            rows["emb"].append(e)
-            rows["src"].append(up.label)
-            rows["box"].append([float(v) for v in f.box])
-            rows["q"].append(None if f.quality is None else float(f.quality.overall))
-            rows["thumb"].append(face_thumbnail(img, f.box))
-            rows["key"].append(f"{digest}:{i}")
+        rows.add_photo(img, embs, faces, hashlib.sha256(up.data).hexdigest(), up.label)
     with _groups(request, name) as fg:
-        ids = fg.add(
-            np.stack(rows["emb"]),
-            sources=rows["src"],
-            boxes=rows["box"],
-            quality=rows["q"],
-            thumbnails=rows["thumb"],
-            keys=rows["key"],
-        )
+        ids = rows.add_to(fg)
         result = fg.update()
         faces = [fg.face(i).to_dict() for i in ids]
         return {"faces": faces, "per_image": per_image, "summary": _summary(fg, result)}
