@@ -2,15 +2,15 @@
 package ``milvus`` (Milvus 2.3 with embedded etcd and message queue), started on free
 loopback ports in a folder of its own, stopped (and killable) on demand.
 
-One at a time per machine: the embedded etcd always takes peer port 2380 (the package's
-configuration has no setting for it), and a second server's etcd fails to start (Milvus
-then panics in ``GetEmbedEtcdClient``). A server holds a machine-wide lock from start to
-stop; the next one waits for it."""
+Several can run on one machine: the embedded etcd would take peer port 2380 whatever the
+package's flags say (a second server's etcd then fails and Milvus panics in
+``GetEmbedEtcdClient``), so each server gets an etcd configuration of its own with free
+loopback ports, passed as Milvus's ``ETCD_CONFIG_PATH`` (the environment form of
+``etcd.config.path``, which the package's ``milvus.yaml`` template lacks)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import os
 import shutil
@@ -63,35 +63,27 @@ class MilvusServer:
         self.ports = {name: _free_port() for name in PORTS}
         self.address = f"127.0.0.1:{self.ports['proxy-port']}"
         self.start_timeout_s = start_timeout_s
+        self.etcd_peer_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._lock: int | None = None
 
-    def _take_machine_lock(self) -> None:
-        if self._lock is not None:
-            return
-        fd = os.open("/tmp/npcface-milvus-server.lock", os.O_RDWR | os.O_CREAT, 0o666)
-        deadline = time.monotonic() + self.start_timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise RuntimeError(
-                        "another milvus-server runs on this machine (its embedded etcd holds "
-                        "port 2380); only one can"
-                    ) from None
-                time.sleep(1)
-        self._lock = fd
-
-    def _release_machine_lock(self) -> None:
-        if self._lock is not None:
-            os.close(self._lock)  # closing the descriptor releases the lock
-            self._lock = None
+    def _etcd_config(self) -> Path:
+        """The embedded etcd's own configuration: this server's data folder and loopback
+        ports (the same ones on every start, as etcd keeps its member's peer address)."""
+        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
+        client = f"http://127.0.0.1:{self.ports['etcd-port']}"
+        path = self.folder / "embedEtcd.yaml"
+        path.write_text(
+            "name: default\n"
+            f"data-dir: {self.folder / 'data' / 'data' / 'etcd.data'}\n"
+            f"listen-peer-urls: {peer}\n"
+            f"initial-advertise-peer-urls: {peer}\n"
+            f"initial-cluster: default={peer}\n"
+            f"listen-client-urls: {client}\n"
+            f"advertise-client-urls: {client}\n"
+        )
+        return path
 
     def start(self) -> MilvusServer:
-        self._take_machine_lock()
         cmd = ["milvus-server", "--data", str(self.folder / "data")]
         for name, port in self.ports.items():
             cmd += [f"--{name}", str(port)]
@@ -100,15 +92,15 @@ class MilvusServer:
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         # a session of its own: the launcher starts the milvus binary as its child, and a
         # kill must take both
+        env = dict(os.environ, ETCD_CONFIG_PATH=str(self._etcd_config()))
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
         log.close()
         deadline = time.monotonic() + self.start_timeout_s
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                self._release_machine_lock()
                 raise RuntimeError(f"milvus-server did not start; see {self.folder / 'server.log'}")
             time.sleep(0.5)
         return self
@@ -144,7 +136,6 @@ class MilvusServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=60)
             self.kill()  # whatever of the group is left
-        self._release_machine_lock()
 
     def __enter__(self) -> MilvusServer:
         return self.start()
