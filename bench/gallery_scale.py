@@ -43,6 +43,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -569,19 +570,22 @@ def run_real(args, n: int, dim: int, indexes: list[str], log) -> list[RealRow]:
             )
         index = None
         gc.collect()
-    if args.milvus_lite:
+    if args.milvus_lite or args.milvus:
         rows += milvus_lite_rows(args, real, xb, exact, e_rank1, e_tpir, log)
     return rows
 
 
 def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tpir, log):
-    """The same gallery through :class:`~npcface.gallery.Gallery` on Milvus Lite, in the same
-    run: one gallery (``Gallery.create("milvus-lite:///...")``, one identity per row, inserted
-    in blocks of 50k), then for each ``--milvus-lite`` index a rebuild as that index and a sweep
-    of its search parameters (``--milvus-ef`` for HNSW, ``--milvus-nprobe`` for IVF): rank-1 and
-    TPIR from each probe's top 2 identities, single and batched queries/s against exact search
-    measured alternately (see :func:`paired_speed`). Build time: inserts, then rebuild + load +
-    first search per index."""
+    """The same gallery through :class:`~npcface.gallery.Gallery` on Milvus, in the same run:
+    Milvus Lite (``--milvus-lite``, a file in a temporary or ``--milvus-keep`` folder) or a
+    Milvus server (``--milvus URI``, collection ``bench_real_<N>``, kept between runs when
+    ``--milvus-keep`` is given). One gallery (one identity per row, inserted in blocks of
+    50k), then for each index spec a rebuild as that index and a sweep of its search
+    parameters (``--milvus-ef`` for HNSW, ``--milvus-nprobe`` for IVF): rank-1 and TPIR from
+    each probe's top 2 identities, single and batched queries/s against exact search measured
+    alternately (see :func:`paired_speed`). Build time: inserts, then rebuild + load + first
+    search per index. On a server, the server's resident memory (every process listening on
+    the URI's port, with its children) after each load."""
     import shutil
 
     from npcface.gallery import Gallery
@@ -590,44 +594,67 @@ def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tp
     m = len(real.mates)
     rows: list[RealRow] = []
     names = np.array([f"r{i}" for i in range(total)], dtype=object)
-    if args.milvus_keep:  # kept between runs: insert once, measure indexes in later runs
-        tmp = str(args.milvus_keep / f"real_{total - m}x{dim}_seed{args.seed}")
+    server = args.milvus
+    what = "milvus-server" if server else "milvus-lite"
+    specs = args.milvus_index if server else args.milvus_lite
+    tmp = None
+    if server:
+        uri = f"{server.rstrip('/')}/bench_real_{total - m}x{dim}_seed{args.seed}"
     else:
-        tmp = tempfile.mkdtemp(prefix="milvus-bench-", dir=os.environ.get("BENCH_TMP"))
-    done_marker = Path(tmp) / "complete"
+        if args.milvus_keep:  # kept between runs: insert once, measure indexes in later runs
+            tmp = str(args.milvus_keep / f"real_{total - m}x{dim}_seed{args.seed}")
+        else:
+            tmp = tempfile.mkdtemp(prefix="milvus-bench-", dir=os.environ.get("BENCH_TMP"))
+        uri = f"milvus-lite://{os.path.join(tmp, 'g.db')}"
     insert_s = float("nan")
     try:
-        uri = f"milvus-lite://{os.path.join(tmp, 'g.db')}"
-        if done_marker.is_file():
-            g = Gallery.open(uri)
-            if g.info().templates != total:
-                raise SystemExit(f"{tmp}: {g.info().templates} templates, expected {total}")
-            log(f"milvus-lite: reusing {tmp} ({done_marker.read_text().strip()})")
+        existing = None
+        if server or (tmp and (Path(tmp) / "complete").is_file()):
+            try:
+                existing = Gallery.open(uri)
+            except Exception:  # noqa: BLE001 - not there yet
+                existing = None
+        if (
+            existing is not None
+            and existing.info().templates == total
+            and (server is None or args.milvus_keep)
+        ):
+            g = existing
+            log(f"{what}: reusing {uri} ({total} templates)")
         else:
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp, exist_ok=True)
+            if existing is not None:
+                existing.close()
+                if server:
+                    _drop_server_gallery(uri)
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp, exist_ok=True)
             t0 = time.perf_counter()
             g = Gallery.create(uri, dim=dim, index="FLAT")
             step = 50_000
             for start in range(0, total, step):
                 g.add_many(list(names[start : start + step]), xb[start : start + step])
                 log(
-                    f"  milvus-lite: added {min(total, start + step)}/{total} "
+                    f"  {what}: added {min(total, start + step)}/{total} "
                     f"({time.perf_counter() - t0:.0f} s)"
                 )
             g.save()
             insert_s = time.perf_counter() - t0
             log(
-                f"milvus-lite: {total} rows inserted + flushed in {insert_s:.0f} s "
+                f"{what}: {total} rows inserted + flushed in {insert_s:.0f} s "
                 f"({total / insert_s:,.0f}/s)"
             )
-            done_marker.write_text(f"inserted {total} rows in {insert_s:.0f} s\n")
+            if tmp:
+                (Path(tmp) / "complete").write_text(f"inserted {total} rows in {insert_s:.0f} s\n")
 
         class _Adapter:
-            """``index.search(q, k)`` -> (similarities, gallery rows) through the gallery."""
+            """``index.search(q, k)`` -> (similarities, gallery rows) through a gallery."""
+
+            def __init__(self, gallery) -> None:
+                self.gallery = gallery
 
             def search(self, q: np.ndarray, k: int):
-                res = g.search(q, k=k)
+                res = self.gallery.search(q, k=k)
                 dist = np.full((len(q), k), -np.inf, dtype=np.float32)
                 lab = np.full((len(q), k), -1, dtype=np.int64)
                 for i, row in enumerate(res):
@@ -636,14 +663,19 @@ def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tp
                         lab[i, j] = int(mt.identity[1:])
                 return dist, lab
 
-        adapter = _Adapter()
-        for spec in args.milvus_lite:
+        adapter = _Adapter(g)
+        levels = args.milvus_consistency if server else ["Strong"]
+        for spec in specs:
             t1 = time.perf_counter()
             g.rebuild(spec)
             adapter.search(real.probes[:1], 2)  # loads the segment indexes
             build_s = time.perf_counter() - t1
             kind = g.factory
-            log(f"  milvus-lite {kind}: rebuilt + loaded in {build_s:.0f} s")
+            rss = _server_rss(server) if server else float("nan")
+            log(
+                f"  {what} {kind}: rebuilt + loaded in {build_s:.0f} s"
+                + (f", server resident memory {rss / 2**30:.2f} GiB" if server else "")
+            )
             if kind.startswith("HNSW"):
                 grid = [{"ef": e} for e in args.milvus_ef]
             elif kind.startswith("IVF"):
@@ -657,25 +689,88 @@ def milvus_lite_rows(args, real: RealFaces, xb: np.ndarray, exact, e_rank1, e_tp
                 dist, lab = adapter.search(real.probes, 2)
                 rank1, tpir = open_set(dist, lab, real.probe_mate)
                 all_s = time.perf_counter() - t2
-                sp = paired_speed(adapter, exact, real.probes, args, single=args.milvus_single)
                 p = ",".join(f"{k}={v}" for k, v in g.info().search_params.items())
-                row = measured_row(
-                    total - m, dim, f"milvus-lite {kind}", p, build_s, float("nan"), sp, rank1, tpir
-                )
-                row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
-                rows.append(row)
-                log(
-                    f"  milvus-lite {kind} {p or '-'}: rank-1 {rank1:.4f} "
-                    f"({row.rank1_rel:.3f} of exact), TPIR {tpir:.4f} ({row.tpir_rel:.3f}), "
-                    f"{sp.single:.1f} q/s single, {sp.batched:.0f} q/s batched = x exact "
-                    f"{row.x_single:.2f} / {row.x_batched:.2f} (all probes {all_s:.0f} s)"
-                )
+                for level in levels:  # same answers (nothing is written now), other speeds
+                    other = None
+                    if level != "Strong":
+                        sep = "&" if "?" in uri else "?"
+                        other = Gallery.open(f"{uri}{sep}consistency={level}")
+                        if params:
+                            other.set_search_params(**params)
+                    timed = _Adapter(other) if other is not None else adapter
+                    sp = paired_speed(timed, exact, real.probes, args, single=args.milvus_single)
+                    if other is not None:
+                        other.close()
+                    label = f"{what} {kind}" + (f" {level}" if server else "")
+                    row = measured_row(
+                        total - m, dim, label, p, build_s, rss / total, sp, rank1, tpir
+                    )
+                    row = replace(row, rank1_rel=rank1 / e_rank1, tpir_rel=tpir / e_tpir)
+                    rows.append(row)
+                    log(
+                        f"  {label} {p or '-'}: rank-1 {rank1:.4f} "
+                        f"({row.rank1_rel:.3f} of exact), TPIR {tpir:.4f} ({row.tpir_rel:.3f}), "
+                        f"{sp.single:.1f} q/s single, {sp.batched:.0f} q/s batched = x exact "
+                        f"{row.x_single:.3g} / {row.x_batched:.3g} (all probes {all_s:.0f} s)"
+                    )
         g.close()
     finally:
-        if not args.milvus_keep:
+        if tmp and not args.milvus_keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    log(f"milvus-lite inserts: {insert_s:.0f} s for {total} rows")
+        if server and not args.milvus_keep:
+            _drop_server_gallery(uri)
+    log(f"{what} inserts: {insert_s:.0f} s for {total} rows")
     return rows
+
+
+def _drop_server_gallery(uri: str) -> None:
+    """Drop a server gallery's two collections (``Gallery.delete`` is for local galleries)."""
+    from pymilvus import MilvusClient
+
+    from npcface.gallery import parse_gallery_uri
+
+    loc = parse_gallery_uri(uri)
+    client = MilvusClient(uri=loc.client_uri)
+    for name in (str(loc.collection), f"{loc.collection}__meta"):
+        if client.has_collection(name):
+            client.drop_collection(name)
+    client.close()
+
+
+def _server_rss(uri: str) -> float:
+    """Resident bytes of the processes listening on ``uri``'s port, with their children
+    (``milvus-server`` runs Milvus as the launcher's child), read from ``/proc``; NaN if none
+    is found on this machine."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(uri).port or 19530
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f"socket:[{f[9]}]")
+    parents: dict[int, int] = {}
+    owners: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if inodes & {os.readlink(fd) for fd in (proc / "fd").iterdir()}:
+                owners.add(int(proc.name))
+    tree, grew = set(owners), True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, ValueError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(status.split("VmRSS:")[1].split()[0]) * 1024
+    return float(total) if total else float("nan")
 
 
 def print_real(rows: list[RealRow], args) -> None:
@@ -685,7 +780,7 @@ def print_real(rows: list[RealRow], args) -> None:
         f"load-average-now={os.getloadavg()[0]:.1f} (shared machine: read the x-exact ratios)"
     )
     head = (
-        f"{'N':>9} {'D':>4} {'index':<36} {'params':<22} {'build s':>7} {'B/vec':>6} "
+        f"{'N':>9} {'D':>4} {'index':<50} {'params':<22} {'build s':>7} {'B/vec':>6} "
         f"{'x exact 1q/batch':>16} {'rank-1':>7} {'rel':>6} {'TPIR@1e-2':>9} {'rel':>6}"
     )
     print(head)
@@ -693,7 +788,7 @@ def print_real(rows: list[RealRow], args) -> None:
     for r in rows:
         speed = f"{r.x_single:.2g}/{r.x_batched:.2g}" if r.x_single == r.x_single else "1/1"
         print(
-            f"{r.n:>9} {r.dim:>4} {r.index:<36} {r.params:<22} {r.build_s:>7.0f} "
+            f"{r.n:>9} {r.dim:>4} {r.index:<50} {r.params:<22} {r.build_s:>7.0f} "
             f"{r.bytes_per_vector:>6.0f} {speed:>16} {r.rank1:>7.4f} {r.rank1_rel:>6.3f} "
             f"{r.tpir:>9.4f} {r.tpir_rel:>6.3f}{'' if r.keeps else '  <0.99'}"
         )
@@ -834,10 +929,29 @@ def main(argv: list[str] | None = None) -> int:
         "'HNSW:M=32,efConstruction=200', 'IVF_FLAT:nlist=1024'; pip install 'npcface[milvus]')",
     )
     ap.add_argument(
+        "--milvus",
+        help="real: also run the gallery through this Milvus server (milvus://host:port), with "
+        "each --milvus-index; e.g. a local `milvus-server` (PyPI milvus) started as in "
+        "docs/scale-out.md",
+    )
+    ap.add_argument(
+        "--milvus-index",
+        action="append",
+        help="with --milvus: index spec (repeatable; default FLAT and 'HNSW:M=32,"
+        "efConstruction=200', the auto tiers)",
+    )
+    ap.add_argument(
+        "--milvus-consistency",
+        default="Strong,Bounded",
+        help="with --milvus: consistency levels whose speeds are measured (the gallery URI's "
+        "?consistency=; Strong is the default)",
+    )
+    ap.add_argument(
         "--milvus-keep",
         type=Path,
         help="keep the Milvus Lite gallery in this folder and reuse it in later runs (inserts "
-        "once; e.g. /work/npcface_cache/milvus_lite)",
+        "once; e.g. /work/npcface_cache/milvus_lite); with --milvus: keep the server's "
+        "collection (this flag's folder is unused then)",
     )
     ap.add_argument("--milvus-ef", default="64,128,256,512", help="HNSW ef values (Milvus)")
     ap.add_argument("--milvus-nprobe", default="16,32,64,128", help="IVF nprobe values (Milvus)")
@@ -851,6 +965,9 @@ def main(argv: list[str] | None = None) -> int:
     args.nprobe = [int(v) for v in args.nprobe.split(",") if v]
     args.k_factor = [int(v) for v in args.k_factor.split(",") if v]
     args.milvus_ef = [int(v) for v in args.milvus_ef.split(",") if v]
+    args.milvus_consistency = [v for v in args.milvus_consistency.split(",") if v]
+    if args.milvus and not args.milvus_index:
+        args.milvus_index = ["FLAT", "HNSW:M=32,efConstruction=200"]
     args.milvus_nprobe = [int(v) for v in args.milvus_nprobe.split(",") if v]
     sizes = [parse_count(v) for v in args.n.split(",") if v]
     indexes = args.index or default_indexes(args.dim)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,7 +86,14 @@ def test_uri_parsing() -> None:
     )
     assert parse_gallery_uri("milvus-lite:///a/b.db?collection=c2").collection == "c2"
     assert parse_gallery_uri("some/dir").kind == "local"
+    assert parse_gallery_uri("milvus://h/s").consistency is None  # the default: Strong
+    assert parse_gallery_uri("milvus://h/s?consistency=bounded").consistency == "Bounded"
+    assert (
+        parse_gallery_uri("milvus-lite:///a/b.db?collection=c&consistency=SESSION").consistency
+        == "Session"
+    )
     for bad, msg in [
+        ("milvus://h/s?consistency=weak", "consistency must be one of"),
         ("milvus-lite://rel/x.db", "absolute"),
         ("milvus-lite:///a/x.sqlite", ".db"),
         ("milvus://host:19530/", "name the gallery"),
@@ -106,6 +114,24 @@ def test_create_returns_the_backend_asked_for(where: tuple[str, str]) -> None:
         assert len(g) == 0 and g.search(np.ones(DIM, np.float32), k=3) == [[]]
     with pytest.raises(GalleryError, match="already exists"):
         Gallery.create(uri, DIM)
+
+
+def test_consistency_named_in_the_uri(where: tuple[str, str]) -> None:
+    backend, uri = where
+    if backend == "local":
+        pytest.skip("a local gallery has no consistency levels: every read sees every write")
+    names, vecs, _ = clustered(20)
+    with Gallery.create(uri, DIM) as g:
+        g.add_many(names, vecs)
+    sep = "&" if "?" in uri else "?"
+    with Gallery.open(f"{uri}{sep}consistency=bounded") as g:
+        assert g._backend._consistency == "Bounded"  # what every read passes to Milvus
+        deadline = time.monotonic() + 30  # Bounded reads may lag by Milvus's graceful time
+        while len(g.search(vecs[:1], k=1)[0]) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert g.search(vecs[:1], k=1)[0][0].identity == names[0]
+    with Gallery.open(uri) as g:
+        assert g._backend._consistency == "Strong"
 
 
 # ------------------------------------------------------------------- behaviour

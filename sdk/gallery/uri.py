@@ -10,6 +10,13 @@ A Milvus Lite file may hold several galleries: ``milvus-lite:///p/f.db?collectio
 (default collection ``gallery``). A server that needs a token reads it from the
 environment variable ``NPCFACE_MILVUS_TOKEN`` (never from the URI, so it stays out of logs);
 ``milvus+https://host:443/staff`` talks TLS.
+
+Reads use Milvus's ``Strong`` consistency (a search sees every acknowledged write, from any
+process); ``?consistency=Bounded`` (or ``Session``, ``Eventually``) trades that for speed:
+on a Milvus 2.3 server a ``Strong`` search waits for the server's next time ticks (~0.4 s
+with its defaults, one query at a time ~2 q/s), a ``Bounded`` one does not (~100 q/s), and
+may miss writes of the last seconds (``common.gracefulTime``, 5 s by default). Measured in
+``bench/gallery_scale.py --milvus``; see ``docs/scale-out.md``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ SCHEMES = {"milvus": "http", "milvus+http": "http", "milvus+https": "https"}
 DEFAULT_LITE_COLLECTION = "gallery"
 DEFAULT_PORT = 19530
 TOKEN_ENV = "NPCFACE_MILVUS_TOKEN"
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+"""Milvus consistency levels a gallery URI may name (``?consistency=``, any case)."""
 _COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 
 
@@ -41,6 +50,8 @@ class GalleryLocation:
         path: the gallery directory (local) or the Milvus Lite file; ``None`` for a server.
         server: ``http(s)://host:port`` of a Milvus server, else ``None``.
         collection: the Milvus collection name (``None`` for local galleries).
+        consistency: the Milvus consistency level of reads the URI asks for
+            (``?consistency=``), ``None`` for the default (``Strong``).
     """
 
     kind: str
@@ -48,6 +59,7 @@ class GalleryLocation:
     path: Path | None = None
     server: str | None = None
     collection: str | None = None
+    consistency: str | None = None
 
     @property
     def is_milvus(self) -> bool:
@@ -106,7 +118,9 @@ def parse_gallery_uri(value: str | Path) -> GalleryLocation:
         if path.suffix != ".db":
             raise GalleryError(f"{text}: a Milvus Lite file name must end in .db")
         name = _collection(query.get("collection", [DEFAULT_LITE_COLLECTION])[0], text)
-        return GalleryLocation(MILVUS_LITE, text, path=path, collection=name)
+        return GalleryLocation(
+            MILVUS_LITE, text, path=path, collection=name, consistency=_consistency(query, text)
+        )
     if scheme in SCHEMES:
         if not parts.hostname:
             raise GalleryError(f"{text}: missing host, e.g. milvus://localhost:19530/staff")
@@ -127,10 +141,28 @@ def parse_gallery_uri(value: str | Path) -> GalleryLocation:
             )
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         server = f"{SCHEMES[scheme]}://{host}:{port}"
-        return GalleryLocation(MILVUS, text, server=server, collection=_collection(name, text))
+        return GalleryLocation(
+            MILVUS,
+            text,
+            server=server,
+            collection=_collection(name, text),
+            consistency=_consistency(query, text),
+        )
     raise GalleryError(
         f"{text}: unknown gallery scheme {parts.scheme!r}; use a folder path, "
         "milvus://HOST:PORT/NAME or milvus-lite:///ABSOLUTE/PATH/FILE.db"
+    )
+
+
+def _consistency(query: dict[str, list[str]], uri: str) -> str | None:
+    values = query.get("consistency")
+    if not values:
+        return None
+    for level in CONSISTENCY_LEVELS:
+        if values[-1].strip().lower() == level.lower():
+            return level
+    raise GalleryError(
+        f"{uri}: consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {values[-1]!r}"
     )
 
 

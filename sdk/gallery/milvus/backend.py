@@ -134,7 +134,9 @@ class MilvusBackend:
             search_params: Milvus search parameters to use instead of the defaults
                 (``ef`` for HNSW, ``nprobe`` for IVF).
             consistency: Milvus consistency level of reads: ``Strong`` (default: a search
-                sees every acknowledged write), ``Bounded``, ``Session`` or ``Eventually``.
+                sees every acknowledged write), ``Bounded``, ``Session`` or ``Eventually``;
+                a ``?consistency=`` in the URI takes precedence (see
+                :mod:`npcface.gallery.uri` for what each costs).
 
         Raises:
             GalleryError: bad settings, a gallery already exists there, or Milvus is
@@ -143,6 +145,7 @@ class MilvusBackend:
         """
         loc = parse_gallery_uri(location)
         uri = loc.uri
+        consistency = loc.consistency or consistency
         if int(dim) < 2:
             raise GalleryError(f"dim must be an integer >= 2 for Milvus, got {dim!r}")
         if dtype != "float32":
@@ -211,6 +214,7 @@ class MilvusBackend:
         """
         loc = parse_gallery_uri(location)
         uri = loc.uri
+        consistency = loc.consistency or consistency
         _check_consistency(consistency)
         if loc.kind == MILVUS_LITE and not Path(str(loc.path)).exists():
             raise GalleryNotFoundError(
