@@ -42,7 +42,12 @@ def register(sub: Any) -> None:
     e.add_argument(
         "--actors", type=int, default=None, help="--engine ray: embedding actors (default: CPUs)"
     )
-    e.add_argument("--workers", type=int, default=None, help="decoding processes (default 4)")
+    e.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes running the pipeline (default: one per CPU; 0: this process)",
+    )
     e.add_argument("--batch-size", type=int, default=32, help="faces embedded per batch")
     e.add_argument(
         "--report", default=None, help="failure report (default GALLERY/enroll-report.csv)"

@@ -161,6 +161,7 @@ class FaceRecognizer:
         self.max_pixels = config.max_pixels
         self._detector = None
         self._embedder = embedder
+        self._custom_embedder = embedder is not None
         # one lock per part: the detector may be built in one thread while the recogniser is
         # built in another (see :meth:`prefetch_detector`)
         self._detector_lock = threading.Lock()

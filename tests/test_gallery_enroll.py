@@ -308,3 +308,60 @@ def test_real_recognizer_enrol_kill_resume_identify(
         with pytest.raises(NoFaceError):
             recognizer.enroll(g, "nobody", [images / "Tony_Blair" / "wall.png"])
         assert "nobody" not in g
+
+
+def test_pipeline_workers_match_this_process(tmp_path: Path, lfw_dir: Path, recognizer) -> None:
+    """Worker processes that rebuild the recogniser from its configuration (one inference
+    thread each) enrol what this process enrols, with the same embeddings, the same report
+    and, of two byte-identical files, the first one listed."""
+    images = tmp_path / "images"
+    files = {p: sorted((lfw_dir / "images" / p).iterdir()) for p in PEOPLE}
+    for person, photos in files.items():
+        (images / person).mkdir(parents=True)
+        for f in photos[:3]:
+            shutil.copy(f, images / person / f.name)
+    (images / "Tony_Blair" / "broken.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(images / "Colin_Powell" / "wall.png"), np.full((160, 160, 3), 90, np.uint8))
+    first = images / "Tony_Blair" / files["Tony_Blair"][0].name
+    shutil.copy(first, images / "Tony_Blair" / "zz_again.jpg")
+    items = list_images(images)
+    probes = recognizer.embed_many([str(f[5]) for f in files.values()])
+    probes = np.stack([p.embedding for p in probes])
+    runs = {}
+    import multiprocessing
+
+    for workers in (2, 0):
+        children: list[int] = []  # worker processes alive at each commit
+
+        def seen(*_: object) -> None:
+            children.append(len(multiprocessing.active_children()))  # noqa: B023
+
+        with Gallery.create(tmp_path / f"g{workers}", 128) as g:
+            s = enroll_images(
+                g, recognizer, items, workers=workers, batch_size=4, progress=False, on_commit=seen
+            )
+            assert children and set(children) == {workers}
+            with open(s.report, newline="") as fh:
+                report = {
+                    (Path(r["path"]).name, r["kind"], r["reason"]) for r in csv.DictReader(fh)
+                }
+            runs[workers] = (s, g.template_counts(), g.search(probes, k=3), report)
+    (s2, counts2, hits2, report2), (s0, counts0, hits0, report0) = runs[2], runs[0]
+    assert (
+        (s2.enrolled, s2.skipped, s2.failed)
+        == (s0.enrolled, s0.skipped, s0.failed)
+        == (
+            12,
+            1,
+            2,
+        )
+    )
+    assert counts2 == counts0 == {p: 3 for p in PEOPLE}
+    assert report2 == report0
+    assert ("zz_again.jpg", "duplicate", f"same as {first}") in report2
+    for got, want, person in zip(hits2, hits0, PEOPLE, strict=True):
+        assert [m.identity for m in got] == [m.identity for m in want]
+        assert got[0].identity == person
+        np.testing.assert_allclose(
+            [m.similarity for m in got], [m.similarity for m in want], atol=1e-4
+        )

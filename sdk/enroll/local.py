@@ -1,8 +1,11 @@
 """Bulk enrolment: a folder (one sub-folder per identity) or a CSV of ``path,identity``.
 
-* Files are read, hashed (SHA-256 of the bytes) and decoded in worker processes.
-* Faces go through the recogniser's one pipeline (:meth:`~npcface.FaceRecognizer.embed_many`)
-  in this process, crops embedded in batches, and each batch is committed to the gallery in one transaction: a template is acknowledged (``on_commit``)
+* Worker processes (one per CPU, one inference thread each) run the whole pipeline on
+  batches of files: read, hash (SHA-256 of the bytes), decode, detect, align, embed
+  (:class:`~npcface.enroll.worker.BatchEmbedder`, the Ray engine's actors' job too). On 2
+  cores that beat one process with two inference threads; see ``bench/enroll_engines.py``.
+* This process is the one writer: results come back in input order and each batch is
+  committed to the gallery in one transaction; a template is acknowledged (``on_commit``)
   only once it is durable.
 * Resumable: files whose content hash is already in the gallery are skipped, so re-running
   the same command after an interruption (even SIGKILL) continues where it stopped.
@@ -14,7 +17,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -29,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import GalleryError, ImageError
-from ..image import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, load_image
+from ..errors import GalleryError
+from ..image import IMAGE_SUFFIXES
+from .worker import BatchEmbedder, known_prefixes, recognizer_recipe
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,9 @@ SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 """File names (lower case) that operating systems drop into photo folders; ignored, as are
 hidden files and folders (names starting with a dot: .DS_Store, ._IMG_0001.JPG, .git)."""
 REPORT_NAME = "enroll-report.csv"
-IN_FLIGHT_PER_WORKER = 8
-"""Decoded images waiting per worker: bounds memory while keeping workers busy."""
+CHUNKS_PER_WORKER = 2
+"""Tasks (of ``batch_size`` files) in flight per worker process: one running, one queued,
+so that no worker waits for the writer while memory stays bounded."""
 
 
 @dataclass(frozen=True)
@@ -167,83 +171,94 @@ def _read_csv(path: Path) -> list[EnrollItem]:
 
 
 # ------------------------------------------------------------------- workers
-_known_prefixes = np.zeros(0, dtype=np.uint64)
-_max_pixels = DEFAULT_MAX_PIXELS
+Row = tuple[EnrollItem, str, str, str, np.ndarray]
+"""One file's outcome from a worker: (item, content hash, status, reason, embedding); see
+:meth:`~npcface.enroll.worker.BatchEmbedder.embed_paths`."""
+
+_embedder: BatchEmbedder | None = None
 
 
-def _init_worker(prefixes: np.ndarray, max_pixels: int | None = None) -> None:
-    global _known_prefixes, _max_pixels
-    _known_prefixes = prefixes
-    _max_pixels = max_pixels or DEFAULT_MAX_PIXELS  # the recogniser's limit, the one limit
-    try:  # one decoding thread per worker process
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
+def _start_worker(recipe: dict[str, Any], prefixes: np.ndarray, threads: int) -> None:
+    global _embedder
+    _embedder = BatchEmbedder(recipe, prefixes, threads)
 
 
-def _prefix(digest: str) -> np.uint64:
-    return np.uint64(int(digest[:16], 16))
+def _work(paths: list[str]) -> dict[str, np.ndarray]:
+    assert _embedder is not None, "the worker was not started"
+    return _embedder.embed_paths(paths)
 
 
-def _load(item: EnrollItem, skip_known: bool = True) -> tuple[str, EnrollItem, str | None, Any]:
-    """Read, hash and decode one file: (status, item, sha256, image or message).
-
-    ``status`` is ``ok``, ``known`` (hash probably enrolled: not decoded) or ``unreadable``.
-    """
-    try:
-        data = Path(item.path).read_bytes()
-    except OSError as exc:
-        return "unreadable", item, None, f"{item.path}: cannot read: {exc.strerror or exc}"
-    digest = hashlib.sha256(data).hexdigest()
-    if skip_known and _known_prefixes.size:
-        pos = np.searchsorted(_known_prefixes, _prefix(digest))
-        if pos < _known_prefixes.size and _known_prefixes[pos] == _prefix(digest):
-            return "known", item, digest, None
-    try:
-        image = load_image(data, max_pixels=_max_pixels)
-    except ImageError as exc:
-        reason = str(exc).split(": ", 1)[-1]
-        return "unreadable", item, digest, f"{item.path}: {reason}"
-    return "ok", item, digest, image
+def _rows(items: Sequence[EnrollItem], out: dict[str, np.ndarray]) -> Iterator[Row]:
+    yield from zip(
+        items, out["digest"], out["status"], out["reason"], out["embedding"], strict=True
+    )
 
 
-def _decoded(
-    items: Sequence[EnrollItem], workers: int, prefixes: np.ndarray, max_pixels: int | None = None
-) -> Iterator[tuple[str, EnrollItem, str | None, Any]]:
-    """Decoded items in input order; at most ``workers * IN_FLIGHT_PER_WORKER`` in flight."""
-    _init_worker(prefixes, max_pixels)  # here too: a re-read in this process uses the limit
-    if workers <= 0:
-        for item in items:
-            yield _load(item)
-        return
+def _in_process(items: Sequence[EnrollItem], embedder: BatchEmbedder, chunk: int) -> Iterator[Row]:
+    """Rows of every item, in input order, computed in this process."""
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        yield from _rows(part, embedder.embed_paths([it.path for it in part]))
+
+
+def _in_workers(
+    items: Sequence[EnrollItem],
+    workers: int,
+    recipe: dict[str, Any],
+    prefixes: np.ndarray,
+    chunk: int,
+) -> Iterator[Row]:
+    """Rows of every item, in input order, computed by ``workers`` processes running the
+    pipeline with one inference thread each; at most :data:`CHUNKS_PER_WORKER` chunks of
+    ``chunk`` files in flight per worker."""
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs ONNX/OpenMP threads
+    parts = [items[i : i + chunk] for i in range(0, len(items), chunk)]
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(prefixes, max_pixels),
+        initializer=_start_worker,
+        initargs=(recipe, prefixes, 1),
     ) as pool:
-        window: deque[Future] = deque()
-        it = iter(items)
-        for item in it:
-            window.append(pool.submit(_load, item))
-            if len(window) >= workers * IN_FLIGHT_PER_WORKER:
-                break
-        while window:
-            try:
-                result = window.popleft().result()
-            except BrokenProcessPool as exc:
-                raise GalleryError(
-                    "an image-decoding worker process died; when enroll_images runs from a "
-                    "script, guard the script's entry point with `if __name__ == '__main__':` "
-                    "(workers are spawned and import it), or pass workers=0"
-                ) from exc
-            nxt = next(it, None)
-            if nxt is not None:
-                window.append(pool.submit(_load, nxt))
-            yield result
+        window: deque[tuple[Sequence[EnrollItem], Future]] = deque()
+        todo = iter(parts)
+        try:
+            for part in todo:
+                window.append((part, pool.submit(_work, [it.path for it in part])))
+                if len(window) >= workers * CHUNKS_PER_WORKER:
+                    break
+            while window:
+                part, future = window.popleft()
+                try:
+                    out = future.result()
+                except BrokenProcessPool as exc:
+                    raise GalleryError(
+                        "an enrolment worker process died (or could not load the models); "
+                        "when enroll_images runs from a script, guard the script's entry point "
+                        "with `if __name__ == '__main__':` (workers are spawned and import it), "
+                        "or pass workers=0"
+                    ) from exc
+                nxt = next(todo, None)
+                if nxt is not None:
+                    window.append((nxt, pool.submit(_work, [it.path for it in nxt])))
+                yield from _rows(part, out)
+        finally:
+            for _, future in window:
+                future.cancel()
+
+
+def pipeline_workers(recognizer: Any, workers: int | None) -> tuple[int, str | None]:
+    """How many worker processes run the pipeline: ``workers`` (default: one per CPU), or
+    0 with the reason when the recogniser cannot be rebuilt from its configuration."""
+    n = (os.cpu_count() or 1) if workers is None else int(workers)
+    if n < 0:
+        raise GalleryError(f"workers must be >= 0, got {workers}")
+    if n == 0:
+        return 0, None
+    try:
+        recognizer_recipe(recognizer)
+    except GalleryError as exc:
+        return 0, str(exc)
+    return n, None
 
 
 # --------------------------------------------------------------------- enrol
@@ -333,8 +348,13 @@ def enroll_images(
         gallery: an open, writable gallery for the recogniser's model.
         recognizer: the :class:`~npcface.FaceRecognizer` to embed with.
         items: images and identities (see :func:`list_images`).
-        workers: decoding processes (default: min(4, CPUs); 0 decodes in this process).
-        batch_size: faces embedded and committed together.
+        workers: processes running the whole pipeline (read, hash, decode, detect, align,
+            embed), each with its own copy of the recogniser built from its configuration
+            and one inference thread (default: one per CPU; 0: everything in this process
+            with the recogniser given, whose threads are its own). A recogniser built with
+            a detector or embedder object runs in this process whatever ``workers`` says.
+            With a GPU provider each worker loads its own models on the GPU (not run here).
+        batch_size: files per worker task, faces embedded together and committed together.
         report: CSV file for per-file failures (default ``GALLERY/enroll-report.csv``).
         progress: show a tqdm progress bar (images/s).
         save_interval: seconds between index saves (at least 10x the last save's duration,
@@ -343,78 +363,53 @@ def enroll_images(
 
     Returns:
         Counts of enrolled, skipped and failed images.
+
+    Raises:
+        GalleryError: bad arguments, the gallery refuses the recogniser's model, or a
+            worker process died.
     """
     items = list(items)
     if batch_size < 1:
         raise GalleryError(f"batch_size must be >= 1, got {batch_size}")
     gallery.check_model(recognizer.info.name, recognizer.info.embedding_size)
-    workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+    n_workers, why_here = pipeline_workers(recognizer, workers)
+    if why_here and workers:
+        log.info("enrolling in this process: %s", why_here)
     report_path = Path(report) if report is not None else default_report(gallery)
     known = gallery.content_hashes()
-    prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
-    batch: list[tuple[EnrollItem, str, np.ndarray]] = []
-    t0 = last_save = time.monotonic()
-    save_cost = 0.0
+    prefixes = known_prefixes(known)
+    t0 = time.monotonic()
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
-
-    def commit() -> None:
-        """Embed the decoded batch through the one pipeline; commit its faces, report the rest."""
-        nonlocal last_save, save_cost
-        if not batch:
-            return
-        results = recognizer.embed_many(
-            [img for _, _, img in batch],
-            names=[it.path for it, _, _ in batch],
-            aligned_arrays=False,  # photos, decoded by the workers: always detect and align
-            min_quality=getattr(recognizer, "enroll_quality", None),
-        )
-        done = [(it, d, r.embedding) for (it, d, _), r in zip(batch, results, strict=True) if r.ok]
-        for (it, _, _), r in zip(batch, results, strict=True):
-            if not r.ok:
-                ledger.fail(it, r.kind, str(r.error))
-        batch.clear()
-        if not done:
-            return
-        counts["enrolled"] += add_batch(gallery, done, on_commit)
-        if time.monotonic() - last_save >= max(save_interval, 10 * save_cost):
-            started = time.monotonic()
-            gallery.save()
-            last_save = time.monotonic()
-            save_cost = last_save - started  # large indexes: keep saving under ~10% of the time
-
+    here = BatchEmbedder.of(recognizer, prefixes)
+    if n_workers:
+        rows = _in_workers(items, n_workers, recognizer_recipe(recognizer), prefixes, batch_size)
+    else:
+        rows = _in_process(items, here, batch_size)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     with open(report_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
         ledger = Ledger(known, writer, fh)
         counts = ledger.counts
-
+        sink = BatchWriter(gallery, batch_size, counts, on_commit, save_interval)
         try:
-            for status, item, digest, payload in _decoded(
-                items, workers, prefixes, getattr(recognizer, "max_pixels", None)
-            ):
+            for item, digest, status, reason, emb in rows:
                 bar.update(1)
-                if status == "known":
-                    if digest in known:
-                        counts["skipped"] += 1
-                        continue
-                    status, item, digest, payload = _load(item, skip_known=False)
-                if status == "unreadable":
-                    ledger.fail(item, "unreadable", str(payload))
-                    continue
-                if not ledger.admit(item, str(digest)):
-                    continue
-                batch.append((item, digest, payload))
-                if len(batch) >= batch_size:
-                    commit()
+                if status == "known" and digest not in known:
+                    # a 64-bit prefix collision, never embedded: embed it here
+                    ((_, digest, status, reason, emb),) = _rows(
+                        [item], here.embed_paths([item.path], check_known=False)
+                    )
+                sink.take(ledger, item, str(digest), str(status), str(reason), emb)
+                if sink.committed:
                     bar.set_postfix(counts, refresh=False)
-            commit()
+            sink.commit()
         except KeyboardInterrupt:
             log.warning("interrupted: committing the faces already embedded")
-            commit()
+            sink.commit()
             gallery.save()
             raise
         finally:
@@ -422,6 +417,64 @@ def enroll_images(
             bar.close()
     gallery.save()
     return summarize(len(items), counts, t0, report_path)
+
+
+class BatchWriter:
+    """The one writer of every engine: takes the workers' rows in input order, books them
+    in the :class:`Ledger`, commits faces to the gallery in batches of ``batch_size``
+    (:func:`add_batch`) and saves the index every ``save_interval`` seconds (at least 10x
+    the last save's duration)."""
+
+    def __init__(
+        self,
+        gallery: Any,
+        batch_size: int,
+        counts: dict[str, int],
+        on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None,
+        save_interval: float | None = None,
+    ) -> None:
+        self.gallery = gallery
+        self.batch_size = batch_size
+        self.counts = counts
+        self.on_commit = on_commit
+        self.save_interval = save_interval
+        self.pending: list[tuple[EnrollItem, str, np.ndarray]] = []
+        self.committed = False
+        self._last_save = time.monotonic()
+        self._save_cost = 0.0
+
+    def take(
+        self, ledger: Ledger, item: EnrollItem, digest: str, status: str, reason: str, emb: Any
+    ) -> None:
+        """Book one file's row; commit when a batch is full (:attr:`committed` says so)."""
+        self.committed = False
+        if status == "unreadable":
+            ledger.fail(item, status, reason)
+        elif status == "known" and digest not in ledger.known:
+            ledger.fail(item, "error", "hash prefix collision; re-run")
+        elif not ledger.admit(item, digest):
+            pass  # in the gallery already, or a later copy of an earlier file
+        elif status != "ok":  # no face, several faces, low quality, ...
+            ledger.fail(item, status, reason)
+        else:
+            self.pending.append((item, digest, np.asarray(emb, dtype=np.float32)))
+        if len(self.pending) >= self.batch_size:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the pending faces in one transaction; save the index when it is time."""
+        if not self.pending:
+            return
+        self.counts["enrolled"] += add_batch(self.gallery, self.pending, self.on_commit)
+        self.pending.clear()
+        self.committed = True
+        if self.save_interval is None:
+            return
+        if time.monotonic() - self._last_save >= max(self.save_interval, 10 * self._save_cost):
+            started = time.monotonic()
+            self.gallery.save()
+            self._last_save = time.monotonic()
+            self._save_cost = self._last_save - started
 
 
 def summarize(

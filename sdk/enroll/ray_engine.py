@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import logging
 import os
 import time
@@ -32,15 +31,15 @@ import numpy as np
 
 from ..errors import GalleryError, InvalidArgumentError, MissingExtraError, NpcfaceError
 from .local import (
+    BatchWriter,
     EnrollItem,
     EnrollSummary,
     Ledger,
-    _prefix,
-    add_batch,
     default_report,
     empty_counts,
     summarize,
 )
+from .worker import BatchEmbedder, known_prefixes, recognizer_recipe
 
 log = logging.getLogger(__name__)
 
@@ -59,89 +58,16 @@ _RAY_WAIT_SETTINGS = ("RAY_gcs_server_port_wait_time_s", "RAY_raylet_start_wait_
 """Ray's start-up waits, in seconds, read from the environment by the processes it starts."""
 
 
-def recognizer_recipe(recognizer: Any) -> dict[str, Any]:
-    """The recogniser's configuration as JSON (:meth:`RecognizerConfig.to_dict`): each
-    actor builds its own recogniser from it (the recogniser itself does not travel).
-
-    Raises:
-        GalleryError: the recogniser runs a detector or embedder object, which no
-            configuration can describe.
-    """
-    if getattr(recognizer, "_custom_detector", None) is not None:
-        raise GalleryError(
-            "the Ray engine rebuilds the recogniser on each actor from its configuration; "
-            "this one runs a detector object (give the detector by name)"
-        )
-    return recognizer.config.to_dict()
-
-
-class _EmbedActor:
-    """One per actor: the recogniser, loaded once; embeds a batch of image paths."""
-
-    def __init__(self, recipe: dict[str, Any], prefixes: np.ndarray, threads: int) -> None:
-        from ..config import RecognizerConfig
-        from ..recognizer import FaceRecognizer
-
-        try:
-            import cv2
-
-            cv2.setNumThreads(1)
-        except ImportError:  # pragma: no cover
-            pass
-        config = RecognizerConfig.from_dict({**recipe, "threads": threads})
-        self.recognizer = FaceRecognizer.from_config(config)
-        self.dim = int(self.recognizer.info.embedding_size)  # loads the model now
-        self.prefixes = prefixes
+class _EmbedActor(BatchEmbedder):
+    """One per actor: the workers' job (:class:`~npcface.enroll.worker.BatchEmbedder`) on
+    a batch of Ray Data rows."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths = [str(p) for p in batch["path"]]
-        n = len(paths)
-        status = ["ok"] * n
-        reason = [""] * n
-        digests = [""] * n
-        payloads: list[bytes] = []
-        todo: list[int] = []
-        for i, path in enumerate(paths):
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                status[i], reason[i] = "unreadable", f"{path}: cannot read: {exc.strerror or exc}"
-                continue
-            digests[i] = hashlib.sha256(data).hexdigest()
-            if self.prefixes.size:
-                pos = np.searchsorted(self.prefixes, _prefix(digests[i]))
-                if pos < self.prefixes.size and self.prefixes[pos] == _prefix(digests[i]):
-                    status[i] = "known"  # probably enrolled: the writer checks the full hash
-                    continue
-            payloads.append(data)
-            todo.append(i)
-        emb = np.zeros((n, self.dim), dtype=np.float32)
-        results = _embed(self.recognizer, payloads, [paths[i] for i in todo])
-        for i, r in zip(todo, results, strict=True):
-            if r.ok:
-                emb[i] = r.embedding
-            else:
-                status[i], reason[i] = r.kind, str(r.error)
         return {
             "path": batch["path"],
             "identity": batch["identity"],
-            "digest": np.array(digests, dtype=object),
-            "status": np.array(status, dtype=object),
-            "reason": np.array(reason, dtype=object),
-            "embedding": emb,
+            **self.embed_paths([str(p) for p in batch["path"]]),
         }
-
-
-def _embed(recognizer: Any, payloads: list[bytes], names: list[str]) -> list[Any]:
-    """The one place the actors call the pipeline (encoded bytes in, EmbedResults out)."""
-    if not payloads:
-        return []
-    return recognizer.embed_many(
-        payloads,
-        names=names,
-        aligned_arrays=False,
-        min_quality=getattr(recognizer, "enroll_quality", None),
-    )
 
 
 def enroll_images_ray(
@@ -196,7 +122,7 @@ def enroll_images_ray(
     report_path = Path(report) if report is not None else default_report(gallery)
     t0 = time.monotonic()
     known = gallery.content_hashes()
-    prefixes = np.unique(np.array([_prefix(h) for h in known], dtype=np.uint64))
+    prefixes = known_prefixes(known)
     started = False
     if not ray.is_initialized():
         start_ray(address)
@@ -338,20 +264,13 @@ def _write(
     report failures (the local engine's :class:`~npcface.enroll.local.Ledger`)."""
     from tqdm import tqdm
 
-    pending: list[tuple[EnrollItem, str, np.ndarray]] = []
-
-    def commit() -> None:
-        if not pending:
-            return
-        counts["enrolled"] += add_batch(gallery, pending, on_commit)
-        pending.clear()
-
     report_path.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
     with open(report_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
         ledger = Ledger(known, writer, fh, counts)
+        sink = BatchWriter(gallery, batch_size, counts, on_commit)
         try:
             for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
                 rows = zip(
@@ -365,27 +284,14 @@ def _write(
                 )
                 for path, identity, digest, status, reason, emb in rows:
                     item = EnrollItem(str(path), str(identity))
-                    digest, status = str(digest), str(status)
-                    if status == "unreadable":
-                        ledger.fail(item, status, str(reason))
-                    elif status == "known" and digest not in known:
-                        # a hash-prefix collision, never embedded: not enrolled
-                        ledger.fail(item, "error", "hash prefix collision; re-run")
-                    elif not ledger.admit(item, digest):
-                        pass  # in the gallery already, or a later copy of an earlier file
-                    elif status != "ok":  # no face, several faces, low quality, ...
-                        ledger.fail(item, status, str(reason))
-                    else:
-                        pending.append((item, digest, np.asarray(emb, dtype=np.float32)))
-                    if len(pending) >= batch_size:
-                        commit()
+                    sink.take(ledger, item, str(digest), str(status), str(reason), emb)
                 fh.flush()
                 bar.update(len(batch["path"]))
                 bar.set_postfix(counts, refresh=False)
-            commit()
+            sink.commit()
         except KeyboardInterrupt:
             log.warning("interrupted: committing the faces already embedded")
-            commit()
+            sink.commit()
             raise
         finally:
             bar.close()
