@@ -4,14 +4,16 @@ Both engines enrol the same ``--n`` LFW photos (people in name order, every phot
 fresh gallery each, with the same recogniser (YuNet + SFace); beside them the peer both
 engines are measured against, the pipeline alone (``FaceRecognizer.embed_many`` over the
 same paths in batches of ``--batch-size``: read, decode, detect, align, embed; no hashing,
-no gallery). The runs alternate (pipeline, local, ray, pipeline, ...) so that all see the
-same machine load, and the ratios of images/s are printed with each run's figures. Ray runs on a local Ray with ``--cpus`` CPUs
-(started once, not timed), or on ``--address``. Also checks that both galleries hold the
-same number of templates.
+no gallery; the recogniser loaded before timing, with its default threads). The runs
+alternate (pipeline, local, ray, pipeline, ...) so that all see the same machine load, and
+the ratios of images/s are printed with each run's figures. Both engines' times include
+their workers' start-up (each worker or actor builds its own recogniser, ~1-1.5 s here).
+Ray runs on a local Ray with ``--cpus`` CPUs (started once, not timed), or on
+``--address``. Also checks that both galleries hold the same number of templates.
 
 Example (the figures in ``sdk/gallery/README.md``)::
 
-    python bench/enroll_engines.py --n 2000 --repeats 1
+    python bench/enroll_engines.py --n 2000 --repeats 2 --preset fast
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="local Ray CPUs")
     ap.add_argument("--address", default=None, help="Ray cluster instead of a local Ray")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--workers", type=int, default=None, help="local engine: pipeline processes (default: CPUs)"
+    )
     ap.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray: CPUs per actor")
     ap.add_argument("--actors", type=int, default=None, help="Ray: actors (default CPUs/actor)")
     ap.add_argument("--preset", default="accurate", help="recogniser preset (accurate, fast)")
@@ -95,7 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 with Gallery.create(where, dim, model=rec.info.name) as g:
                     if engine == "local":
-                        s = enroll_images(g, rec, items, batch_size=args.batch_size, progress=False)
+                        s = enroll_images(
+                            g,
+                            rec,
+                            items,
+                            workers=args.workers,
+                            batch_size=args.batch_size,
+                            progress=False,
+                        )
                     else:
                         s = enroll_images_ray(
                             g,
@@ -124,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = [r[1] for r in rows if r[0] == "pipeline"]
     print(
         f"\n{len(items)} LFW photos, preset {args.preset}, {args.cpus} CPUs, "
-        f"gallery {args.gallery}, actors {args.actors or 'default'}, "
+        f"gallery {args.gallery}, local workers {args.workers or 'default'}, "
+        f"actors {args.actors or 'default'}, "
         f"batch {args.batch_size}, {args.cpus_per_actor} CPU per Ray actor, load average now {os.getloadavg()[0]:.1f}"
     )
     print(
