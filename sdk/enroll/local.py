@@ -3,7 +3,9 @@
 * Worker processes (one per CPU, one inference thread each) run the whole pipeline on
   batches of files: read, hash (SHA-256 of the bytes), decode, detect, align, embed
   (:class:`~npcface.enroll.worker.BatchEmbedder`, the Ray engine's actors' job too). On 2
-  cores that beat one process with two inference threads; see ``bench/enroll_engines.py``.
+  cores they spend the same CPU time per photo as one process with two inference threads,
+  their start-up included (~1.5 s of CPU each), and keep their pace better when other work
+  shares the cores; see ``bench/enroll_engines.py``.
 * This process is the one writer: results come back in input order and each batch is
   committed to the gallery in one transaction; a template is acknowledged (``on_commit``)
   only once it is durable.
