@@ -61,6 +61,11 @@ log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "ip")
 
+COMPACT_TIMEOUT = 600.0
+"""Seconds :meth:`MilvusBackend.compact` waits for Milvus to complete its compactions."""
+COMPACT_POLL = 0.5
+"""Seconds between two questions about a compaction's state."""
+
 
 class MilvusBackend:
     """A gallery's storage and search in Milvus: the :class:`~npcface.gallery.backend.Backend`
@@ -451,8 +456,61 @@ class MilvusBackend:
         )
 
     def compact(self, vacuum: bool = True) -> None:
-        """Ask Milvus to compact the collection (deleted rows are dropped in the background)."""
-        self._client.compact(self._name)
+        """Flush and compact both collections of the gallery (templates and identities) and
+        wait until Milvus reports both compactions completed (at most
+        :data:`COMPACT_TIMEOUT` seconds; ``vacuum`` is ignored).
+
+        A completed compaction rewrites the segments that held deleted rows without them;
+        the old segments' files are then removed by the server's garbage collector, and the
+        inserts' copies in its message queue when their retention ends. With the server
+        settings of ``docs/scale-out.md`` ("Erasure") no byte of a removed vector is left in
+        any file of the server's data folder about a minute and a half after this returns;
+        with Milvus's defaults that takes hours (garbage collection) to days (retention).
+
+        Raises:
+            GalleryUnavailableError: the server cannot be reached.
+            GalleryError: Milvus Lite (it cannot compact on demand: its data files keep
+                deleted vectors until its own merges rewrite them), the server refused or
+                failed a compaction, or one did not complete within
+                :data:`COMPACT_TIMEOUT` seconds (it may still complete on the server).
+        """
+        if self._lite:
+            raise GalleryError(
+                f"{self.location}: Milvus Lite cannot compact on demand (it answers the "
+                "request without compacting; deleted vectors stay in its data files until "
+                "its own merges rewrite them); use a local gallery or a Milvus server where "
+                "erasure at file level is needed"
+            )
+        from pymilvus.exceptions import MilvusException
+
+        deadline = time.monotonic() + COMPACT_TIMEOUT
+        try:
+            jobs = []
+            for coll in (self._name, self._meta_name):
+                self._client.flush(coll)  # deletes still in the data node's buffer
+                jobs.append((coll, int(self._client.compact(coll))))
+            for coll, job in jobs:
+                self._wait_compaction(coll, job, deadline)
+        except MilvusException as exc:
+            raise GalleryError(f"{self.location}: Milvus failed to compact: {exc}") from exc
+
+    def _wait_compaction(self, collection: str, job: int, deadline: float) -> None:
+        while True:
+            state = str(self._client.get_compaction_state(job))
+            if state == "Completed":
+                return
+            if state != "Executing":
+                raise GalleryError(
+                    f"{self.location}: compaction {job} of collection {collection!r} is in "
+                    f"state {state!r} (expected Executing or Completed)"
+                )
+            if time.monotonic() > deadline:
+                raise GalleryError(
+                    f"{self.location}: compaction {job} of collection {collection!r} did not "
+                    f"complete within {COMPACT_TIMEOUT:.0f} s; it may still complete on the "
+                    "server (call compact() again to wait for a new one)"
+                )
+            time.sleep(COMPACT_POLL)
 
     # ------------------------------------------------------------------ reads
     def search_sizes(self) -> tuple[int, int, int | None]:
