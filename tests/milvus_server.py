@@ -259,7 +259,7 @@ def file_kind(path: Path) -> str:
         ("stats_log", "stats log"),
         ("index_files", "index file"),
         ("rocksmq", "rocksmq"),
-        ("rocksmq_meta", "rocksmq"),
+        ("rocksmq_meta_kv", "rocksmq"),
         ("etcd.data", "etcd"),
     ):
         if folder in parts:
@@ -283,12 +283,14 @@ def needles(vectors: np.ndarray) -> list[bytes]:
     return [row.tobytes()[:NEEDLE_BYTES] for row in rows]
 
 
-def scan_for(folder: Path, vectors: np.ndarray, chunk_bytes: int = 64 << 20) -> list[Hit]:
+def scan_for(folder: Path, vectors: np.ndarray, chunk_bytes: int = 1 << 30) -> list[Hit]:
     """Every file under ``folder`` (recursively) that holds any of ``vectors`` (n, dim),
     each as little-endian float32, found by its first :data:`NEEDLE_BYTES` bytes at any byte
     offset; one :class:`Hit` per (file, vector), sorted by path. Files that vanish during
-    the scan (the server removes them) are skipped; large files are read in chunks that
-    overlap by a needle's length, so no occurrence across a boundary is missed.
+    the scan (the server removes them) are skipped. Files larger than ``chunk_bytes`` are
+    read in chunks that overlap by a needle's length, so no raw occurrence across a boundary
+    is missed (a Zstandard frame across one is not decoded: keep ``chunk_bytes`` above the
+    largest file, as the 1 GiB default is for a test server).
 
     One pass per file for all vectors: every 8-byte word at every offset is looked up in a
     table of the needles' first words (numpy), and only candidates are compared in full."""
