@@ -5,9 +5,10 @@
 
 For each setting: a server of its own in a temporary folder; a gallery of ``--templates``
 random 128-d templates in identities of ``--per-identity``, the first of which is removed;
-``save()`` (a flush); then every file of the server's data folder is scanned
-(:func:`scan_for`: raw bytes and inside Zstandard frames) until it holds every vector of that
-identity (so a later "gone" means something). Then ``remove`` + ``compact()`` (timed), and
+``save()`` (a flush); then every file of the server's folder (``MilvusServer.scan``: all but
+the program files; raw bytes, inside Zstandard frames and in the values of embedded Parquet
+files) is scanned until the kinds of file named by ``--before-kinds`` hold every vector of
+that identity (so a later "gone" means something). Then ``remove`` + ``compact()`` (timed), and
 the scan is repeated every ``--interval`` seconds until no file holds any of its vectors or
 ``--watch`` seconds have passed. The table gives, from the moment ``compact()`` returned,
 when each kind of file (insert log, rocksmq, ...) last held one, and what was left at the end.
@@ -17,6 +18,8 @@ Examples::
 
     python bench/milvus_erasure.py                          # default and erasure settings
     python bench/milvus_erasure.py --settings erasure --watch 300
+    python bench/milvus_erasure.py --settings erasure --index HNSW \
+        --before-kinds "insert log,index file"
     python bench/milvus_erasure.py --settings default,erasure,erasure-no-env --json out.json
 """
 
@@ -38,7 +41,6 @@ from milvus_server import (  # noqa: E402 - tests/ is not a package
     ERASURE_ENV,
     MilvusServer,
     cosine_rows,
-    scan_for,
     why_not,
 )
 
@@ -68,22 +70,24 @@ def run(name: str, args: argparse.Namespace, folder: Path) -> dict:
     n_ids = args.templates // args.per_identity
     names = [f"person{i:04d}" for i in range(n_ids)]
     removed = cosine_rows(vectors[: args.per_identity])
-    out: dict = {"settings": name, "config": dict(config), "env": dict(env)}
+    out: dict = {"settings": name, "index": args.index, "config": dict(config), "env": dict(env)}
     with MilvusServer(folder, config=config, env=env) as server:
-        g = Gallery.create(f"milvus://{server.address}/erasure", dim=DIM)
+        g = Gallery.create(f"milvus://{server.address}/erasure", dim=DIM, index=args.index)
         for i, who in enumerate(names):
             g.add(who, vectors[i * args.per_identity : (i + 1) * args.per_identity])
         g.save()
         t0 = time.monotonic()
+        must = [k.strip() for k in args.before_kinds.split(",")]
         while True:  # the flushed segment's insert log appears within seconds
-            before = kinds(scan_for(server.data_dir, removed))
-            if before.get("insert log") == len(removed) or time.monotonic() - t0 > 120:
+            before = kinds(server.scan(removed))
+            ready = all(before.get(k) == len(removed) for k in must)
+            if ready or time.monotonic() - t0 > 180:
                 break
             time.sleep(2)
         out["before"] = before
         print(f"[{name}] before removal, vectors found per kind of file: {before}", flush=True)
-        if before.get("insert log") != len(removed):
-            raise SystemExit(f"[{name}] the scan does not find the vectors: {before}")
+        if not ready:
+            raise SystemExit(f"[{name}] the scan does not find every vector in {must}: {before}")
 
         g.remove(names[0])
         t = time.monotonic()
@@ -94,7 +98,7 @@ def run(name: str, args: argparse.Namespace, folder: Path) -> dict:
         timeline = []
         while True:
             elapsed = time.monotonic() - start
-            now = kinds(scan_for(server.data_dir, removed))
+            now = kinds(server.scan(removed))
             timeline.append((round(elapsed, 1), now))
             print(f"[{name}] {elapsed:6.1f} s after compact(): {now or 'none left'}", flush=True)
             for kind in now:
@@ -129,7 +133,7 @@ def table(results: list[dict]) -> str:
     ]
     rows = []
     for r in results:
-        cells = [r["settings"], f"{r['compact_s']:.1f}"]
+        cells = [r["settings"], r["index"], f"{r['compact_s']:.1f}"]
         for k in kinds_seen:
             if k in r["left"]:
                 cells.append(f"still there at {r['watched_s']:.0f}")
@@ -163,6 +167,14 @@ def main() -> None:
     ap.add_argument("--watch", type=float, default=600.0, help="seconds to keep scanning")
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--index", default="auto", help="the gallery's index: auto (FLAT here) or e.g. HNSW"
+    )
+    ap.add_argument(
+        "--before-kinds",
+        default="insert log",
+        help="kinds of file that must hold every vector before the removal (comma-separated)",
+    )
     ap.add_argument("--json", type=Path, help="write the results (with timelines) here")
     args = ap.parse_args()
     reason = why_not()

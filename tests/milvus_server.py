@@ -156,8 +156,15 @@ class MilvusServer:
 
     @property
     def data_dir(self) -> Path:
-        """The server's data: local storage (binlogs, index files), rocksmq, etcd."""
+        """The server's folder (``--data``): ``data/`` (local storage: binlogs, index files;
+        rocksmq; etcd), ``logs/``, ``configs/``, and ``bin/``, the server's program that the
+        launcher copies there from the package."""
         return self.folder / "data"
+
+    def scan(self, vectors: np.ndarray) -> list[Hit]:
+        """:func:`scan_for` over every file the server writes: its whole folder but ``bin/``
+        (250 MB of program files copied from the package, which the server never writes)."""
+        return scan_for(self.data_dir, vectors, exclude=("bin",))
 
     def _answers(self) -> bool:
         from pymilvus import MilvusClient
@@ -283,8 +290,14 @@ def needles(vectors: np.ndarray) -> list[bytes]:
     return [row.tobytes()[:NEEDLE_BYTES] for row in rows]
 
 
-def scan_for(folder: Path, vectors: np.ndarray, chunk_bytes: int = 1 << 30) -> list[Hit]:
-    """Every file under ``folder`` (recursively) that holds any of ``vectors`` (n, dim),
+def scan_for(
+    folder: Path,
+    vectors: np.ndarray,
+    chunk_bytes: int = 1 << 30,
+    exclude: Iterable[str] = (),
+) -> list[Hit]:
+    """Every file under ``folder`` (recursively; top-level entries named in ``exclude`` left
+    out) that holds any of ``vectors`` (n, dim),
     each as little-endian float32, found by its first :data:`NEEDLE_BYTES` bytes at any byte
     offset; one :class:`Hit` per (file, vector), sorted by path. Files that vanish during
     the scan (the server removes them) are skipped. Files larger than ``chunk_bytes`` are
@@ -292,11 +305,17 @@ def scan_for(folder: Path, vectors: np.ndarray, chunk_bytes: int = 1 << 30) -> l
     is missed (a Zstandard frame across one is not decoded: keep ``chunk_bytes`` above the
     largest file, as the 1 GiB default is for a test server).
 
-    One pass per file for all vectors: every 8-byte word at every offset is looked up in a
-    table of the needles' first words (numpy), and only candidates are compared in full."""
+    Each file is searched as it is, inside every Zstandard frame in it, and in the values
+    of every Parquet file embedded in it (Milvus's binlogs and index files): a hit's
+    :attr:`Hit.kind` says which, e.g. ``index file (parquet)``. One pass per buffer for all
+    vectors: every 8-byte word at every offset is looked up in a table of the needles' first
+    words (numpy), and only candidates are compared in full."""
     finder = _Finder(needles(vectors))
     hits: list[Hit] = []
+    skip = {Path(folder) / name for name in exclude}
     for path in sorted(_files(Path(folder))):
+        if any(path.is_relative_to(d) for d in skip):
+            continue
         found: dict[int, int] = {}
         try:
             with open(path, "rb") as fh:
@@ -311,17 +330,64 @@ def scan_for(folder: Path, vectors: np.ndarray, chunk_bytes: int = 1 << 30) -> l
                     data = keep + chunk
                     for i, at in finder.find(data).items():
                         found.setdefault(i, (base + at, False))
-                    for at, plain in _zstd_frames(data):
-                        for i in finder.find(plain):
-                            found.setdefault(i, (base + at, True))
+                    for form, decoded in (("zstd frame", _zstd_frames), ("parquet", _parquet)):
+                        for at, plain in decoded(data):
+                            for i in finder.find(plain):
+                                found.setdefault(i, (base + at, form))
         except (FileNotFoundError, IsADirectoryError, PermissionError):
             continue
         kind = file_kind(path)
         hits.extend(
-            Hit(path, i, at, f"{kind} (zstd frame)" if packed else kind)
-            for i, (at, packed) in sorted(found.items())
+            Hit(path, i, at, f"{kind} ({form})" if form else kind)
+            for i, (at, form) in sorted(found.items())
         )
     return hits
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def _parquet(data: bytes) -> Iterable[tuple[int, bytes]]:
+    """(offset, the values' bytes) of every Parquet file embedded in ``data``.
+
+    Milvus 2.3's binlogs and index files are events whose payloads are Parquet files: an
+    insert log's vectors are a fixed-size binary column (their bytes may show as they are),
+    but an index file is one ``int8`` value per byte, dictionary-encoded, so its bytes never
+    show as they are. Each embedded file (``PAR1`` ... footer length, ``PAR1``) is read with
+    pyarrow and the data buffers of all its columns are concatenated (values contiguous,
+    as Milvus wrote them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    marks = []
+    at = data.find(PARQUET_MAGIC)
+    while at >= 0:
+        marks.append(at)
+        at = data.find(PARQUET_MAGIC, at + 1)
+    done = -1
+    for i, start in enumerate(marks):
+        if start <= done:
+            continue
+        for end in marks[i + 1 :]:
+            footer = int.from_bytes(data[end - 4 : end], "little")
+            if start + 4 > end - 4 - footer:
+                continue
+            try:
+                table = pq.read_table(pa.BufferReader(data[start : end + 4]))
+            except (OSError, pa.ArrowException):
+                continue
+            yield (
+                start,
+                b"".join(
+                    buf.to_pybytes()
+                    for column in table.columns
+                    for chunk in column.chunks
+                    for buf in chunk.buffers()
+                    if buf is not None
+                ),
+            )
+            done = end
+            break
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -330,9 +396,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 def _zstd_frames(data: bytes) -> Iterable[tuple[int, bytes]]:
     """(offset, decompressed content) of every complete Zstandard frame in ``data``.
 
-    Milvus 2.3 writes its binlogs as Parquet pages compressed with Zstandard (no setting
-    turns that off), and RocksDB may compress its blocks so: the scan looks inside them too,
-    or a "not found" would prove nothing. A frame's end is found from its block headers
+    Milvus 2.3 compresses its binlogs' Parquet pages with Zstandard (no setting turns that
+    off), and RocksDB may compress its blocks so: the scan looks inside them too, or a "not
+    found" would prove nothing. A frame's end is found from its block headers
     (RFC 8878); a magic number that is not a frame start fails to parse or to decompress
     and is skipped."""
     import pyarrow as pa
@@ -381,37 +447,44 @@ def _zstd_frame_end(data: bytes, at: int) -> int | None:
 
 
 class _Finder:
-    """Finds many 32-byte needles in a buffer in one numpy pass per byte alignment."""
+    """Finds many :data:`NEEDLE_BYTES`-byte needles in a buffer in one numpy pass.
+
+    An occurrence at any offset ``p`` covers the 8-byte-aligned word at ``p + r``,
+    ``r = -p mod 8`` (0..7), which lies inside the needle: so the needles' 8-byte pieces at
+    offsets 0..7 are the keys, only the buffer's aligned words are looked up (in a table of
+    the keys' low bits, then exactly), and each candidate is compared in full."""
 
     TABLE_BITS = 22
 
     def __init__(self, wanted: list[bytes]) -> None:
         self.wanted = wanted
-        self.first: dict[int, list[int]] = {}
+        self.keys: dict[int, list[tuple[int, int]]] = {}  # word -> [(needle, r)]
         for i, w in enumerate(wanted):
-            self.first.setdefault(int.from_bytes(w[:8], "little"), []).append(i)
+            for r in range(8):
+                key = int.from_bytes(w[r : r + 8], "little")
+                self.keys.setdefault(key, []).append((i, r))
         self.table = np.zeros(1 << self.TABLE_BITS, dtype=bool)
-        mask = (1 << self.TABLE_BITS) - 1
-        for key in self.first:
-            self.table[key & mask] = True
+        for key in self.keys:
+            self.table[key & ((1 << self.TABLE_BITS) - 1)] = True
 
     def find(self, data: bytes) -> dict[int, int]:
         """needle index -> first offset in ``data``."""
         out: dict[int, int] = {}
-        if not self.wanted:
+        count = len(data) // 8
+        if not self.wanted or count == 0:
             return out
-        mask = np.uint64((1 << self.TABLE_BITS) - 1)
-        for align in range(8):
-            count = (len(data) - align) // 8
-            if count <= 0:
-                continue
-            words = np.frombuffer(data, dtype="<u8", count=count, offset=align)
-            candidates = np.flatnonzero(self.table[(words & mask).astype(np.intp)])
-            for j in candidates.tolist():
-                for i in self.first.get(int(words[j]), ()):
-                    at = align + 8 * j
-                    if data[at : at + NEEDLE_BYTES] == self.wanted[i] and at < out.get(i, at + 1):
-                        out[i] = at
+        low = np.frombuffer(data, dtype="<u4", count=2 * count)[0::2]  # low half of each word
+        hit = self.table[low & np.uint32((1 << self.TABLE_BITS) - 1)]
+        for k in np.flatnonzero(hit).tolist():
+            word = int.from_bytes(data[8 * k : 8 * k + 8], "little")
+            for i, r in self.keys.get(word, ()):
+                at = 8 * k - r
+                if (
+                    at >= 0
+                    and data[at : at + NEEDLE_BYTES] == self.wanted[i]
+                    and at < out.get(i, at + 1)
+                ):
+                    out[i] = at
         return out
 
 
