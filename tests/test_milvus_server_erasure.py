@@ -191,7 +191,7 @@ def _scan_until(server, vectors: np.ndarray, done, deadline_s: float):
         time.sleep(3)
 
 
-@pytest.mark.slow  # a server start, HNSW builds and about two minutes of garbage collection
+@pytest.mark.slow  # a server start, HNSW builds, garbage collection: 2 to 3 minutes
 def test_removed_identities_leave_no_vector_in_the_server_files(server) -> None:
     # HNSW (built on segments of 1024 rows or more): the index files hold the vectors too
     g = Gallery.create(f"milvus://{server.address}/erasure", dim=DIM, index=HNSW)
@@ -218,7 +218,7 @@ def test_removed_identities_leave_no_vector_in_the_server_files(server) -> None:
 
     # removed right after enrolment, while Milvus still builds the new segment's index
     # (it leaves such segments out of a compaction): compact() waits for the index first
-    second = {f"b{i:03d}": _vectors(1000 + i, PER_ID) for i in range(150)}
+    second = {f"b{i:03d}": _vectors(1000 + i, PER_ID) for i in range(500)}
     g.add_many([n for n in second for _ in range(PER_ID)], np.concatenate(list(second.values())))
     g.save()
     gone2 = cosine_rows(second["b000"])
