@@ -297,9 +297,9 @@ def scan_for(
     exclude: Iterable[str] = (),
 ) -> list[Hit]:
     """Every file under ``folder`` (recursively; top-level entries named in ``exclude`` left
-    out) that holds any of ``vectors`` (n, dim),
-    each as little-endian float32, found by its first :data:`NEEDLE_BYTES` bytes at any byte
-    offset; one :class:`Hit` per (file, vector), sorted by path. Files that vanish during
+    out) that holds any of ``vectors`` (n, dim), each as little-endian float32, found by its
+    first :data:`NEEDLE_BYTES` bytes at any byte offset; one :class:`Hit` per (file,
+    vector), sorted by path. Files that vanish during
     the scan (the server removes them) are skipped. Files larger than ``chunk_bytes`` are
     read in chunks that overlap by a needle's length, so no raw occurrence across a boundary
     is missed (a Zstandard frame across one is not decoded: keep ``chunk_bytes`` above the
@@ -307,16 +307,15 @@ def scan_for(
 
     Each file is searched as it is, inside every Zstandard frame in it, and in the values
     of every Parquet file embedded in it (Milvus's binlogs and index files): a hit's
-    :attr:`Hit.kind` says which, e.g. ``index file (parquet)``. One pass per buffer for all
-    vectors: every 8-byte word at every offset is looked up in a table of the needles' first
-    words (numpy), and only candidates are compared in full."""
+    :attr:`Hit.kind` says which, e.g. ``index file (parquet)``. One numpy pass per buffer
+    for all vectors (:class:`_Finder`)."""
     finder = _Finder(needles(vectors))
     hits: list[Hit] = []
     skip = {Path(folder) / name for name in exclude}
     for path in sorted(_files(Path(folder))):
         if any(path.is_relative_to(d) for d in skip):
             continue
-        found: dict[int, int] = {}
+        found: dict[int, tuple[int, str]] = {}  # vector -> (offset, "" or the decoding)
         try:
             with open(path, "rb") as fh:
                 base = 0  # file offset of data[0]
@@ -329,7 +328,7 @@ def scan_for(
                     base += len(data) - len(keep)
                     data = keep + chunk
                     for i, at in finder.find(data).items():
-                        found.setdefault(i, (base + at, False))
+                        found.setdefault(i, (base + at, ""))
                     for form, decoded in (("zstd frame", _zstd_frames), ("parquet", _parquet)):
                         for at, plain in decoded(data):
                             for i in finder.find(plain):
