@@ -18,7 +18,7 @@ Examples::
 
     python bench/milvus_erasure.py                          # default and erasure settings
     python bench/milvus_erasure.py --settings erasure --watch 300
-    python bench/milvus_erasure.py --settings erasure --index HNSW \
+    python bench/milvus_erasure.py --settings erasure --index "HNSW:M=16,efConstruction=200" \
         --before-kinds "insert log,index file"
     python bench/milvus_erasure.py --settings default,erasure,erasure-no-env --json out.json
 """
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--index", default="auto", help="the gallery's index: auto (FLAT here) or e.g. HNSW"
+        "--index", default="auto", help="the gallery's index: auto (FLAT here) or e.g. HNSW:M=16,efConstruction=200"
     )
     ap.add_argument(
         "--before-kinds",
