@@ -184,7 +184,9 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0, help="seconds between scans")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--index", default="auto", help="the gallery's index: auto (FLAT here) or e.g. HNSW:M=16,efConstruction=200"
+        "--index",
+        default="auto",
+        help="the gallery's index: auto (FLAT here) or e.g. HNSW:M=16,efConstruction=200",
     )
     ap.add_argument(
         "--before-kinds",
