@@ -105,7 +105,7 @@ class MilvusServer:
         environment of the server (Milvus also reads settings as ``SECTION_KEY`` variables)."""
         self.folder = Path(folder)
         self.config = dict(config or {})
-        unknown = sorted(set(self.config) - template_keys())
+        unknown = sorted(set(self.config) - template_keys()) if self.config else []
         if unknown:
             raise KeyError(f"not in the milvus package's milvus.yaml template: {unknown}")
         self.env = dict(env or {})
