@@ -469,7 +469,17 @@ class Gallery:
     def compact(self, vacuum: bool = True) -> None:
         """Drop tombstones by rebuilding the index, and optionally shrink the database file.
 
-        ``auto`` galleries may move back to a smaller index type here.
+        ``auto`` galleries may move back to a smaller index type here. On a Milvus server:
+        flush and compact both of the gallery's collections and wait until the compactions
+        complete (``vacuum`` is ignored); removed vectors then leave the server's files with
+        its garbage collection and message-queue retention (``docs/scale-out.md``,
+        "Erasure").
+
+        Raises:
+            GalleryArgumentError: ``vacuum`` is not a bool.
+            GalleryUnavailableError: the Milvus server cannot be reached.
+            GalleryError: read-only or closed; Milvus Lite (no compaction on demand); a
+                Milvus compaction failed or did not complete in time.
         """
         if not isinstance(vacuum, (bool, np.bool_)):
             raise GalleryArgumentError(f"vacuum must be True or False, got {vacuum!r}")

@@ -61,6 +61,11 @@ log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "ip")
 
+COMPACT_TIMEOUT = 600.0
+"""Seconds :meth:`MilvusBackend.compact` waits for Milvus to complete its compactions."""
+COMPACT_POLL = 0.5
+"""Seconds between two questions about a compaction's state."""
+
 
 class MilvusBackend:
     """A gallery's storage and search in Milvus: the :class:`~npcface.gallery.backend.Backend`
@@ -451,8 +456,90 @@ class MilvusBackend:
         )
 
     def compact(self, vacuum: bool = True) -> None:
-        """Ask Milvus to compact the collection (deleted rows are dropped in the background)."""
-        self._client.compact(self._name)
+        """Flush and compact both collections of the gallery (templates and identities) and
+        wait until Milvus reports both compactions completed (at most
+        :data:`COMPACT_TIMEOUT` seconds in all; ``vacuum`` is ignored). Each collection's
+        compaction is asked for once its flushed rows are indexed: Milvus (by default)
+        leaves segments whose index is still being built out of a compaction.
+
+        A completed compaction rewrites the segments that held deleted rows without them;
+        the old segments' files are then removed by the server's garbage collector, and the
+        inserts' copies in its message queue when their retention ends. With the server
+        settings of ``docs/scale-out.md`` ("Erasure") no byte of a removed vector is left in
+        any file of the server's data folder about a minute and a half after this returns;
+        with Milvus's defaults that takes hours (garbage collection) to days (retention).
+
+        Raises:
+            GalleryUnavailableError: the server cannot be reached.
+            GalleryError: Milvus Lite (it cannot compact on demand: its data files keep
+                deleted vectors until its own merges rewrite them), the server refused or
+                failed a compaction or an index build, or they did not complete within
+                :data:`COMPACT_TIMEOUT` seconds (a compaction may still complete on the
+                server).
+        """
+        if self._lite:
+            raise GalleryError(
+                f"{self.location}: Milvus Lite cannot compact on demand (it answers the "
+                "request without compacting; deleted vectors stay in its data files until "
+                "its own merges rewrite them); use a local gallery or a Milvus server where "
+                "erasure at file level is needed"
+            )
+        from pymilvus.exceptions import MilvusException
+
+        deadline = time.monotonic() + COMPACT_TIMEOUT
+        collections = (self._name, self._meta_name)
+        try:
+            for coll in collections:
+                self._client.flush(coll)  # deletes still in the data node's buffer
+            jobs = []
+            for coll in collections:
+                # Milvus compacts only segments whose index is built (its default
+                # dataCoord.compaction.indexBasedCompaction): asked earlier, it plans
+                # nothing and reports the job completed
+                self._wait_indexed(coll, deadline)
+                jobs.append((coll, int(self._client.compact(coll))))
+            for coll, job in jobs:
+                self._wait_compaction(coll, job, deadline)
+        except MilvusException as exc:
+            raise GalleryError(f"{self.location}: Milvus failed to compact: {exc}") from exc
+
+    def _wait_indexed(self, collection: str, deadline: float) -> None:
+        """Until no flushed row of ``collection`` waits for its index to be built."""
+        for index in self._client.list_indexes(collection):
+            while True:
+                info = self._client.describe_index(collection, index) or {}
+                if str(info.get("state")) == "Failed":
+                    raise GalleryError(
+                        f"{self.location}: Milvus failed to build index {index!r} of "
+                        f"collection {collection!r}: {info.get('index_state_fail_reason')}"
+                    )
+                if int(info.get("pending_index_rows") or 0) == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise GalleryError(
+                        f"{self.location}: the index of collection {collection!r} was not "
+                        f"built within {COMPACT_TIMEOUT:.0f} s, so nothing was compacted; "
+                        "call compact() again later"
+                    )
+                time.sleep(COMPACT_POLL)
+
+    def _wait_compaction(self, collection: str, job: int, deadline: float) -> None:
+        while True:
+            state = str(self._client.get_compaction_state(job))
+            if state == "Completed":
+                return
+            if state != "Executing":
+                raise GalleryError(
+                    f"{self.location}: compaction {job} of collection {collection!r} is in "
+                    f"state {state!r} (expected Executing or Completed)"
+                )
+            if time.monotonic() > deadline:
+                raise GalleryError(
+                    f"{self.location}: compaction {job} of collection {collection!r} did not "
+                    f"complete within {COMPACT_TIMEOUT:.0f} s; it may still complete on the "
+                    "server (call compact() again to wait for a new one)"
+                )
+            time.sleep(COMPACT_POLL)
 
     # ------------------------------------------------------------------ reads
     def search_sizes(self) -> tuple[int, int, int | None]:
