@@ -441,9 +441,11 @@ def run_incremental(args: argparse.Namespace) -> None:
             )
 
 
-def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """celeba-subset + lag, all of it, and three samples with a long-tailed number of photos
-    per person (P(n) ~ n^-2, at most what a person has), like a photo collection."""
+def tuning_sets(
+    cache: dict[str, np.ndarray], samples: int = 3
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """celeba-subset + lag, all of it, and ``samples`` samples with a long-tailed number of
+    photos per person (P(n) ~ n^-2, at most what a person has), like a photo collection."""
     m = cache["source"] != "lfw"
     x, lab = cache["emb"][m], cache["label"][m]
     out = [("celeba+lag", x, lab)]
@@ -451,7 +453,7 @@ def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.
     ns = np.arange(1, 60)
     p = ns**-2.0
     p /= p.sum()
-    for seed in range(3):
+    for seed in range(samples):
         rng = np.random.default_rng(seed)
         keep = []
         for k in range(len(ids)):
@@ -463,23 +465,42 @@ def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.
 
 
 def run_tune(args: argparse.Namespace) -> None:
+    """eps (and the density rule's rank and passes) by the mean BCubed F over
+    :func:`tuning_sets`; LFW is never read."""
+    import npcface.cluster.density as D
     import npcface.cluster.thresholds as T
 
     cache = load_cache(args.cache)
-    sets = tuning_sets(cache)
+    sets = tuning_sets(cache, args.samples)
     cal = calibration_for(args.model)
-    for eps in (0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
-        T.STRANGERS_PER_FACE = eps
-        fs = []
-        line = f"eps {eps:5.2f}:"
-        for name, x, lab in sets:
-            r = cluster_embeddings(x, calibration=cal)
-            s = scores(lab, r.labels)
-            fs.append(s["bcubed_f"])
-            line += (
-                f"  {name} (N={len(x)}) pair {r.thresholds.pair:.3f} BCubed F {s['bcubed_f']:.2f};"
-            )
-        print(line + f"  mean {np.mean(fs):.2f}", flush=True)
+    eps_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    grid: list[tuple[bool, float, int, int]] = [(False, e, 0, 0) for e in eps_grid]
+    grid += [(True, e, D.BACKGROUND_RANK, D.REFINE_PASSES) for e in eps_grid]
+    grid += [
+        (True, D.STRANGERS_PER_FACE, r, p)
+        for r in (10, 20, 30)
+        for p in (0, 1, 2, 3)
+        if (r, p) != (D.BACKGROUND_RANK, D.REFINE_PASSES)
+    ]
+    saved = (T.STRANGERS_PER_FACE, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES)
+    try:
+        for density, eps, rank, passes in grid:
+            if density:
+                D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES = eps, rank, passes
+                what = f"density rule eps {eps:5.2f} rank {rank:2d} refining passes {passes}"
+            else:
+                T.STRANGERS_PER_FACE = eps
+                what = f"size-scaled rule eps {eps:5.2f}"
+            fs = []
+            line = f"{what}:"
+            for name, x, lab in sets:
+                r = cluster_embeddings(x, calibration=cal, density=density)
+                s = scores(lab, r.labels)
+                fs.append(s["bcubed_f"])
+                line += f"  {name} (N={len(x)}) BCubed F {s['bcubed_f']:.2f};"
+            print(line + f"  mean {np.mean(fs):.2f}", flush=True)
+    finally:
+        T.STRANGERS_PER_FACE, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES = saved
 
 
 def run_calibrate(args: argparse.Namespace) -> None:
@@ -509,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--incremental", action="store_true")
     p.add_argument("--tune", action="store_true")
     p.add_argument("--calibrate", action="store_true")
+    p.add_argument("--samples", type=int, default=3, help="--tune: long-tailed samples")
     p.add_argument("--sweep", type=lambda v: tuple(float(s) for s in v.split(",")), default=None)
     p.add_argument("--slow-peers", action="store_true", help="Chinese Whispers below 0.44 too")
     p.add_argument("--json", default=None, help="write the LFW rows here")

@@ -40,6 +40,7 @@ def average_linkage(
     labels: np.ndarray | None = None,
     tags: np.ndarray | None = None,
     cannot: Sequence[tuple[int, int]] = (),
+    density: np.ndarray | None = None,
 ) -> np.ndarray:
     """Merge faces into groups by average linkage.
 
@@ -53,6 +54,9 @@ def average_linkage(
         tags: (N,) int person tag per row (-1: none); all rows of a starting group carry one
             tag.
         cannot: (row, tag) pairs: the row's group never merges with the group of the tag.
+        density: (N,) a number per row (:mod:`npcface.cluster.density`: log10 of the face's
+            local collection size); with it, ``thresholds`` is a function of the two group
+            sizes and the two groups' means of it: ``f(size_a, size_b, mean_a, mean_b)``.
 
     Returns:
         (N,) int64 group id per row: the first (smallest) row of its group.
@@ -78,6 +82,10 @@ def average_linkage(
     sums = np.zeros((c, x.shape[1]), np.float64)
     np.add.at(sums, slot[group[rows]], x[rows].astype(np.float64))
     size = np.bincount(slot[group[rows]], minlength=c).astype(np.float64)
+    dsum = None
+    if density is not None:
+        dens = np.asarray(density, np.float64)
+        dsum = np.bincount(slot[group[rows]], weights=dens[rows], minlength=c)
     tag = np.full(c, -1, np.int64)
     if tags is not None:
         t = np.asarray(tags, np.int64)
@@ -98,8 +106,12 @@ def average_linkage(
         ca, cb = key // c, key % c
         if len(ca) == 0:
             break
-        link = np.einsum("ij,ij->i", sums[ca], sums[cb]) / (size[ca] * size[cb])
-        ok = link >= merge_at(size[ca], size[cb])
+        link = _mean_links(sums, size, ca, cb)
+        if dsum is None:
+            need = merge_at(size[ca], size[cb])
+        else:
+            need = merge_at(size[ca], size[cb], dsum[ca] / size[ca], dsum[cb] / size[cb])
+        ok = link >= need
         if not ok.any():
             break
         u, v = _reciprocal_best(ca[ok], cb[ok], link[ok], c)
@@ -117,6 +129,9 @@ def average_linkage(
         size[u] += size[v]
         sums[v] = 0.0
         size[v] = 0.0
+        if dsum is not None:
+            dsum[u] += dsum[v]
+            dsum[v] = 0.0
         tag[u] = np.maximum(tag[u], tag[v])
         for uu, vv in zip(u[has_excl[v]].tolist(), v[has_excl[v]].tolist(), strict=True):
             excluded.setdefault(uu, set()).update(excluded.pop(vv))
@@ -130,6 +145,20 @@ def average_linkage(
     final = np.arange(m, dtype=np.int64)
     final[active] = active[root]
     return _first_member(final[group])
+
+
+LINK_BLOCK = 1 << 18
+"""Candidate pairs per block of the mean-similarity computation (bounds the gathered sum
+vectors: 2 x 256k x d float64)."""
+
+
+def _mean_links(sums: np.ndarray, size: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """Mean cross-pair similarity of groups ``ca[i]`` and ``cb[i]`` from their sum vectors."""
+    out = np.empty(len(ca), np.float64)
+    for s0 in range(0, len(ca), LINK_BLOCK):
+        u, v = ca[s0 : s0 + LINK_BLOCK], cb[s0 : s0 + LINK_BLOCK]
+        out[s0 : s0 + len(u)] = np.einsum("ij,ij->i", sums[u], sums[v]) / (size[u] * size[v])
+    return out
 
 
 def _reciprocal_best(
