@@ -60,6 +60,7 @@ from npcface.calibration import CALIBRATED
 from npcface.cluster import Clusterer, calibrate_clustering, cluster_embeddings
 from npcface.cluster.calibration import calibration_for
 from npcface.cluster.graph import knn_graph
+from npcface.cluster.thresholds import STRANGERS_PER_FACE as SIZE_RULE_EPS
 from npcface.eval.clustering import clustering_scores, noise_as_singletons
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -271,12 +272,18 @@ def run_lfw(args: argparse.Namespace) -> None:
         )
         return r
 
-    th = calibration_for(args.model).thresholds(len(x))
+    th = Clusterer(model=args.model).thresholds(len(x))  # the density rule's at local size N
     verify = CALIBRATED[args.model]["thresholds"]["default"]  # FAR 1e-3
     row(
         "npcface (default)",
-        f"pair {th.pair:.3f} floor {th.floor:.3f}",
+        f"density; at N pair {th.pair:.3f}",
         lambda: cluster_embeddings(x, model=args.model).labels,
+    )
+    size = calibration_for(args.model).thresholds(len(x), SIZE_RULE_EPS)
+    row(
+        "npcface, size-scaled rule alone",
+        f"pair {size.pair:.3f} floor {size.floor:.3f}",
+        lambda: cluster_embeddings(x, model=args.model, density=False).labels,
     )
     peers: list[tuple[str, Callable[[float], np.ndarray], float | None, str]] = [
         ("average-link HAC (one threshold)", average_link, None, ""),

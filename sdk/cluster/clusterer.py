@@ -293,6 +293,8 @@ class Clusterer:
         self._raw = np.zeros(0, np.int64)  # group id per row: its group's first row
         self._log_size = np.zeros(0, np.float64)  # density rule: log10 local size per row
         self._applied = np.zeros(0, np.float64)  # the local sizes the last linkage used
+        self._first = np.zeros(0, np.float64)  # first-pass log10 local sizes
+        self._cap = math.inf  # the first pass's cap of local sizes
         self._index: NeighbourIndex | None = None
         self._result: Clustering | None = None
 
@@ -350,7 +352,8 @@ class Clusterer:
         if self.density and n:
             rows = np.arange(n, dtype=np.int64)
             sims, ids = knn_table(x, k=self._table_k(), index=self._index)
-            self._log_size = self._local(sims, ids, rows, n, self._raw)
+            self._first, self._cap = self._first_sizes(sims, ids, n)
+            self._log_size = self._refined_sizes(sims, ids, rows, n, self._raw, self._first)
         self._applied = self._log_size.copy()
 
     def thresholds(self, n: int) -> Thresholds:
@@ -367,26 +370,37 @@ class Clusterer:
     def _table_k(self) -> int:
         return max(self.k, dn.BACKGROUND_RANK)
 
-    def _local(
+    def _first_sizes(
+        self, sims: np.ndarray, ids: np.ndarray, n: int, cap: float | None = None
+    ) -> tuple[np.ndarray, float]:
+        """First-pass log10 local sizes (every neighbour counts) and their cap (default
+        the smaller of the collection's size and the median local size)."""
+        size = max(int(n), self.expected_size or 0)
+        return dn.first_log_sizes(
+            sims, ids, self.calibration, size, rank=dn.BACKGROUND_RANK, cap=cap
+        )
+
+    def _refined_sizes(
         self,
         sims: np.ndarray,
         ids: np.ndarray,
         rows: np.ndarray,
         n: int,
-        group: np.ndarray | None,
+        group: np.ndarray,
+        first: np.ndarray,
     ) -> np.ndarray:
-        """log10 local sizes of ``rows``: capped at the collection's size without ``group``
-        (a first pass), uncapped counting only strangers outside ``group``."""
-        size = max(int(n), self.expected_size or 0)
+        """log10 local sizes of ``rows`` counting only strangers outside ``group``,
+        uncapped; ``first`` (their first-pass sizes) where too few strangers are seen."""
         return dn.local_log_sizes(
             sims,
             ids,
             self.calibration,
-            size,
+            max(int(n), self.expected_size or 0),
             rows=rows,
             group=group,
             rank=dn.BACKGROUND_RANK,
-            cap=None if group is None else math.inf,
+            cap=math.inf,
+            fallback=first,
         )
 
     def _density_passes(
@@ -404,18 +418,28 @@ class Clusterer:
         """The density rule's passes over the neighbour table of ``rows`` (all faces at a
         full clustering, the new ones in :meth:`add`); ``log_size`` holds the other rows'
         local sizes and receives those of ``rows``. Returns (raw groups, edges of the last
-        pass)."""
+        pass); sets ``self._first`` for ``rows`` (and ``self._cap`` at a full
+        clustering)."""
         n = len(x)
         rule = dn.LocalRule(
             self.calibration, max(n, self.expected_size or 0), dn.STRANGERS_PER_FACE
         )
-        group = None
+        full = len(rows) == n
+        first, cap = self._first_sizes(sims, ids, n, None if full else self._cap)
+        if full:
+            self._cap, self._first = cap, first
+        else:
+            self._first = np.concatenate([self._first, first])
         raw = start
         edges = 0
-        for _ in range(1 + dn.REFINE_PASSES):
-            log_size[rows] = self._local(sims, ids, rows, n, group)
-            nb = np.where(ids >= 0, ids, 0)
-            floor = rule.lowest(np.minimum(log_size[rows][:, None], log_size[nb]))
+        for p in range(1 + dn.REFINE_PASSES):
+            log_size[rows] = (
+                first if p == 0 else self._refined_sizes(sims, ids, rows, n, raw, first)
+            )
+            # an edge is dropped below the lower of its two faces' lowest bars (the bars
+            # rise with the local size)
+            lowest = rule.lowest(log_size)
+            floor = np.minimum(lowest[rows][:, None], lowest[np.where(ids >= 0, ids, 0)])
             g = table_edges(sims, ids, rows, floor)
             a, b = g.a, g.b
             if extra is not None:
@@ -432,7 +456,6 @@ class Clusterer:
                 cannot=cons.cannot,
                 density=log_size,
             )
-            group = raw
         return raw, edges
 
     # ------------------------------------------------------------------ clustering
@@ -480,7 +503,7 @@ class Clusterer:
             )
             self._applied = log_size.copy()
             # what the next pass (or an update) would use: strangers outside the groups
-            self._log_size = self._local(sims, ids, rows, n, self._raw)
+            self._log_size = self._refined_sizes(sims, ids, rows, n, self._raw, self._first)
             del sims, ids
         else:
             graph = knn_graph(
@@ -564,7 +587,9 @@ class Clusterer:
                 x, sims, ids, new_rows, log_size, start, cons, low, extra=hop
             )
             self._applied = log_size.copy()
-            log_size[new_rows] = self._local(sims, ids, new_rows, n, self._raw)
+            log_size[new_rows] = self._refined_sizes(
+                sims, ids, new_rows, n, self._raw, self._first[new_rows]
+            )
             self._log_size = log_size
         else:
             sims, ids = knn_table(x, k=self.k, queries=new_rows, index=self._index)

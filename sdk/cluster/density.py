@@ -60,6 +60,10 @@ STRANGERS_PER_FACE = 0.3
 size. Tuned on celeba-subset + lag (``--tune``): 0.1 85.60, 0.3 86.02, 1 85.72 (the
 size-scaled rule keeps its own eps, :data:`npcface.cluster.thresholds.STRANGERS_PER_FACE`)."""
 
+TYPICAL_SPREAD = 10.0
+"""The first pass never asks a face more than the bar at this many times the collection's
+median local size (nor more than at the collection's size)."""
+
 REFINE_PASSES = 2
 """Passes after the first, each with local sizes counted outside the groups of the pass
 before (0: the first pass alone, capped at N: 85.75 on the tuning data; 1: 86.02; 2:
@@ -112,6 +116,33 @@ class LocalRule:
         return np.maximum(group_floors(cal, n, self.eps), scaled)
 
 
+def first_log_sizes(
+    sims: np.ndarray,
+    ids: np.ndarray,
+    calibration: ClusterCalibration,
+    n: int,
+    rank: int = BACKGROUND_RANK,
+    cap: float | None = None,
+) -> tuple[np.ndarray, float]:
+    """First-pass log10 local sizes: every neighbour counts as a stranger, so a face among
+    many photos of its own person looks dense; no size goes above ``cap``.
+
+    Args:
+        sims, ids, calibration, n, rank: as :func:`local_log_sizes`.
+        cap: largest local size; default the smaller of ``n`` and the median of the
+            uncapped sizes (the collection's typical face: a person with many photos is
+            never asked more than that in the first pass).
+
+    Returns:
+        ((M,) float64 log10 sizes, the cap used).
+    """
+    raw = local_log_sizes(sims, ids, calibration, n, rank=rank, cap=math.inf)
+    if cap is None:
+        typical = TYPICAL_SPREAD * 10.0 ** float(np.median(raw)) if len(raw) else math.inf
+        cap = max(min(float(max(n, MIN_COLLECTION)), typical), MIN_COLLECTION)
+    return np.minimum(raw, math.log10(cap)), float(cap)
+
+
 def local_log_sizes(
     sims: np.ndarray,
     ids: np.ndarray,
@@ -121,6 +152,7 @@ def local_log_sizes(
     group: np.ndarray | None = None,
     rank: int = BACKGROUND_RANK,
     cap: float | None = None,
+    fallback: np.ndarray | None = None,
 ) -> np.ndarray:
     """log10 of each face's local size, from its neighbour list.
 
@@ -135,6 +167,8 @@ def local_log_sizes(
             strangers (None: every neighbour counts).
         rank: the r-th nearest stranger sets the size.
         cap: largest local size (default ``n``); ``math.inf`` for none.
+        fallback: (M,) log10 sizes of faces with fewer than :data:`MIN_STRANGERS`
+            strangers among their neighbours (default: log10 ``n``).
 
     Returns:
         (M,) float64 log10 local sizes, at least log10(:data:`~.thresholds.MIN_COLLECTION`).
@@ -154,7 +188,7 @@ def local_log_sizes(
         masked = -np.sort(-masked, axis=1)
     pick = masked[np.arange(m), np.maximum(j, 1) - 1].astype(np.float64)
     ok = j >= MIN_STRANGERS
-    size = np.full(m, n_eff)
+    size = np.full(m, n_eff) if fallback is None else 10.0 ** np.asarray(fallback, np.float64)
     if ok.any():
         size[ok] = calibration.size_at(pick[ok], j[ok])
     return np.log10(np.clip(size, MIN_COLLECTION, hi))

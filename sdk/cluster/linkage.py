@@ -79,8 +79,7 @@ def average_linkage(
     ca, cb = slot[ga], slot[gb]
     c = len(active)
     rows = np.flatnonzero(slot[group] >= 0)
-    sums = np.zeros((c, x.shape[1]), np.float64)
-    np.add.at(sums, slot[group[rows]], x[rows].astype(np.float64))
+    sums = _group_sums(x, rows, slot[group[rows]], c)
     size = np.bincount(slot[group[rows]], minlength=c).astype(np.float64)
     dsum = None
     if density is not None:
@@ -99,29 +98,33 @@ def average_linkage(
     has_excl[list(excluded)] = True
     root = np.arange(c, dtype=np.int64)
     rounds = merges = 0
-    while True:
-        rounds += 1
-        lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
+
+    def candidates(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Distinct pairs (lo < hi) of different groups, their mean similarity and whether
+        it reaches their bar."""
+        lo, hi = np.minimum(ea, eb), np.maximum(ea, eb)
         key = np.unique(lo[lo != hi] * c + hi[lo != hi])
-        ca, cb = key // c, key % c
-        if len(ca) == 0:
-            break
-        link = _mean_links(sums, size, ca, cb)
+        ea, eb = key // c, key % c
+        link = _mean_links(sums, size, ea, eb)
         if dsum is None:
-            need = merge_at(size[ca], size[cb])
+            need = merge_at(size[ea], size[eb])
         else:
-            need = merge_at(size[ca], size[cb], dsum[ca] / size[ca], dsum[cb] / size[cb])
-        ok = link >= need
-        if not ok.any():
-            break
+            need = merge_at(size[ea], size[eb], dsum[ea] / size[ea], dsum[eb] / size[eb])
+        return ea, eb, link, link >= need
+
+    # a pair's mean similarity and bar change only when one of its groups does: each round
+    # re-evaluates the pairs that touch a group merged in the round before
+    ca, cb, link, ok = candidates(ca, cb)
+    while ok.any():
+        rounds += 1
         u, v = _reciprocal_best(ca[ok], cb[ok], link[ok], c)
         if len(u) == 0:
             break
         allowed = _allowed(u, v, tag, excluded, has_excl)
         if not allowed.all():  # forbidden pairs stay forbidden: drop their edges for good
             bad = set((u[~allowed] * c + v[~allowed]).tolist())
-            drop = np.isin(ca * c + cb, np.fromiter(bad, np.int64, len(bad)))
-            ca, cb = ca[~drop], cb[~drop]
+            keep = ~np.isin(ca * c + cb, np.fromiter(bad, np.int64, len(bad)))
+            ca, cb, link, ok = ca[keep], cb[keep], link[keep], ok[keep]
             u, v = u[allowed], v[allowed]
             if len(u) == 0:
                 continue
@@ -139,12 +142,31 @@ def average_linkage(
         step = np.arange(c, dtype=np.int64)
         step[v] = u
         root = step[root]
+        changed = np.zeros(c, bool)
+        changed[u] = True
         ca, cb = step[ca], step[cb]
+        touched = changed[ca] | changed[cb]
+        ta, tb, tl, tok = candidates(ca[touched], cb[touched])
+        rest = ~touched
+        ca = np.concatenate([ca[rest], ta])
+        cb = np.concatenate([cb[rest], tb])
+        link = np.concatenate([link[rest], tl])
+        ok = np.concatenate([ok[rest], tok])
         merges += len(u)
     log.debug("average linkage: %d merges in %d rounds over %d groups", merges, rounds, c)
     final = np.arange(m, dtype=np.int64)
     final[active] = active[root]
     return _first_member(final[group])
+
+
+def _group_sums(x: np.ndarray, rows: np.ndarray, of: np.ndarray, c: int) -> np.ndarray:
+    """(c, d) float64 sums of the rows ``rows`` of ``x`` by group ``of`` (groups of one row
+    copied, the others accumulated)."""
+    sums = np.zeros((c, x.shape[1]), np.float64)
+    alone = np.bincount(of, minlength=c)[of] == 1
+    sums[of[alone]] = x[rows[alone]]
+    np.add.at(sums, of[~alone], x[rows[~alone]].astype(np.float64))
+    return sums
 
 
 LINK_BLOCK = 1 << 18
