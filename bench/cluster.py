@@ -59,7 +59,7 @@ import numpy as np
 from npcface.calibration import CALIBRATED
 from npcface.cluster import Clusterer, calibrate_clustering, cluster_embeddings
 from npcface.cluster.calibration import calibration_for
-from npcface.cluster.graph import knn_graph
+from npcface.cluster.graph import knn_graph, knn_table
 from npcface.cluster.thresholds import STRANGERS_PER_FACE as SIZE_RULE_EPS
 from npcface.eval.clustering import clustering_scores, noise_as_singletons
 
@@ -481,7 +481,7 @@ def run_tune(args: argparse.Namespace) -> None:
     sets = tuning_sets(cache, args.samples)
     cal = calibration_for(args.model)
     eps_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    grid: list[tuple[bool, float, int, int]] = [(False, e, 0, 0) for e in eps_grid]
+    grid: list[tuple] = [(False, e, 0, 0) for e in eps_grid]
     grid += [(True, e, D.BACKGROUND_RANK, D.REFINE_PASSES) for e in eps_grid]
     grid += [
         (True, D.STRANGERS_PER_FACE, r, p)
@@ -489,12 +489,40 @@ def run_tune(args: argparse.Namespace) -> None:
         for p in (0, 1, 2, 3)
         if (r, p) != (D.BACKGROUND_RANK, D.REFINE_PASSES)
     ]
-    saved = (T.STRANGERS_PER_FACE, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES)
+    grid += [
+        (True, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES, sp)
+        for sp in (3.0, 30.0, 1e9)
+    ]
+    # the spread of local sizes counted among true strangers (labels known): how far above
+    # the median a face's own neighbourhood can genuinely be (TYPICAL_SPREAD)
+    for name, x, lab in sets:
+        xs = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+        sims, ids = knn_table(xs, 32)
+        _, person = np.unique(lab, return_inverse=True)
+        log_n = D.local_log_sizes(
+            sims, ids, cal, len(xs), rows=np.arange(len(xs)), group=person, cap=np.inf
+        )
+        q50, q90 = np.percentile(log_n, [50, 90])
+        print(
+            f"{name}: local sizes among true strangers: median {10**q50:,.0f}, 90th "
+            f"percentile {10**q90:,.0f} ({10 ** (q90 - q50):.1f}x the median)"
+        )
+    saved = (
+        T.STRANGERS_PER_FACE,
+        D.STRANGERS_PER_FACE,
+        D.BACKGROUND_RANK,
+        D.REFINE_PASSES,
+        D.TYPICAL_SPREAD,
+    )
     try:
-        for density, eps, rank, passes in grid:
+        for density, eps, rank, passes, *spread in grid:
             if density:
                 D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES = eps, rank, passes
-                what = f"density rule eps {eps:5.2f} rank {rank:2d} refining passes {passes}"
+                D.TYPICAL_SPREAD = spread[0] if spread else saved[4]
+                what = (
+                    f"density rule eps {eps:5.2f} rank {rank:2d} refining passes {passes} "
+                    f"first-pass cap {D.TYPICAL_SPREAD:g} x median"
+                )
             else:
                 T.STRANGERS_PER_FACE = eps
                 what = f"size-scaled rule eps {eps:5.2f}"
@@ -507,7 +535,13 @@ def run_tune(args: argparse.Namespace) -> None:
                 line += f"  {name} (N={len(x)}) BCubed F {s['bcubed_f']:.2f};"
             print(line + f"  mean {np.mean(fs):.2f}", flush=True)
     finally:
-        T.STRANGERS_PER_FACE, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES = saved
+        (
+            T.STRANGERS_PER_FACE,
+            D.STRANGERS_PER_FACE,
+            D.BACKGROUND_RANK,
+            D.REFINE_PASSES,
+            D.TYPICAL_SPREAD,
+        ) = saved
 
 
 def run_calibrate(args: argparse.Namespace) -> None:

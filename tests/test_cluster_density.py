@@ -9,12 +9,15 @@ import math
 import numpy as np
 import pytest
 
+import npcface.cluster.density as dn
 from npcface.cluster import NOISE, Clusterer, Constraints, cluster_embeddings
 from npcface.cluster.density import (
     BACKGROUND_RANK,
     MIN_STRANGERS,
     STRANGERS_PER_FACE,
+    TYPICAL_SPREAD,
     LocalRule,
+    first_log_sizes,
     local_log_sizes,
 )
 from npcface.cluster.thresholds import MIN_COLLECTION, ClusterCalibration
@@ -63,17 +66,34 @@ def test_local_sizes_and_bars_by_hand() -> None:
     first = local_log_sizes(sims, ids, TOY, n)  # first pass: every neighbour, cap n
     refined = local_log_sizes(sims, ids, TOY, n, rows=rows, group=group, cap=math.inf)
     # face 0, first pass: the 10th neighbour 0.42: 10 / FAR = 10 * 10^(10 * 0.42 - 1)
-    assert 10 * 10 ** (10 * 0.42 - 1) > n  # ... above the cap
+    assert n < 10 * 10 ** (10 * 0.42 - 1)  # ... above the cap
     assert first[0] == pytest.approx(math.log10(n))
     # refined: its 10th stranger is 0.41 (row 1 is its own), no cap
     assert refined[0] == pytest.approx(math.log10(10 * 10 ** (10 * 0.41 - 1)), abs=1e-5)
     # face 1: four neighbours counted in the first pass (j = 4, the 4th at 0.20)
-    assert 4 * 10 ** (10 * 0.20 - 1) < MIN_COLLECTION
+    assert MIN_COLLECTION > 4 * 10 ** (10 * 0.20 - 1)
     assert first[1] == pytest.approx(math.log10(MIN_COLLECTION))
     # refined: two strangers only (< MIN_STRANGERS): the collection's size
     assert refined[1] == pytest.approx(math.log10(n))
     # face 2: 10th neighbour at 0.21: 10 * 10^1.1 = 126 faces, clamped to MIN_COLLECTION
     assert first[2] == pytest.approx(math.log10(MIN_COLLECTION))
+
+    # a face that sees too few strangers keeps the size it is given (its first pass)
+    kept = local_log_sizes(
+        sims, ids, TOY, n, rows=rows, group=group, cap=math.inf, fallback=np.array([9.0, 3.3, 9.0])
+    )
+    assert kept[1] == pytest.approx(3.3) and kept[0] == pytest.approx(refined[0])
+    # first pass: uncapped sizes 10^4.2, 1,000 and 1,000 (clamped); median 1,000, so the
+    # cap is min(N, TYPICAL_SPREAD x 1,000) = min(N, 10,000)
+    assert TYPICAL_SPREAD == 10.0
+    logs, cap = first_log_sizes(sims, ids, TOY, n)
+    assert cap == pytest.approx(n)  # N = 5,000 is the smaller
+    np.testing.assert_allclose(logs, [math.log10(n), 3.0, 3.0], atol=1e-9)
+    logs, cap = first_log_sizes(sims, ids, TOY, 10**6)
+    assert cap == pytest.approx(1e4)  # ten times the median is the smaller
+    np.testing.assert_allclose(logs, [4.0, 3.0, 3.0], atol=1e-9)
+    logs, _ = first_log_sizes(sims, ids, TOY, 10**6, cap=1e9)
+    assert logs[0] == pytest.approx(4.2, abs=1e-5)
 
     rule = LocalRule(TOY, n)
     # the pair bar is the r-th stranger's similarity plus the tail's slope (0.1 a decade)
@@ -165,9 +185,7 @@ def test_density_rule_keeps_corrections_and_incremental_updates() -> None:
     tags = np.full(16, -1)
     tags[[0, 1, 4]] = 5
     tags[2] = 6
-    r = cluster_embeddings(
-        x, calibration=TOY, constraints=Constraints(tags, cannot=((3, 6),))
-    )
+    r = cluster_embeddings(x, calibration=TOY, constraints=Constraints(tags, cannot=((3, 6),)))
     assert r.labels[0] == r.labels[1] == r.labels[4] != NOISE
     assert r.labels[3] != r.labels[2]
 
@@ -176,5 +194,25 @@ def test_density_rule_keeps_corrections_and_incremental_updates() -> None:
 def test_no_faces_or_few_neighbours(rank: int) -> None:
     """Collections smaller than the rank: every face at the smallest local size."""
     x, _ = toy_collection()
-    r = cluster_embeddings(x[:rank // 2], calibration=TOY)
+    r = cluster_embeddings(x[: rank // 2], calibration=TOY)
     assert np.all(r.local_size == pytest.approx(MIN_COLLECTION))
+
+
+def test_first_pass_cap_keeps_a_person_with_many_photos(monkeypatch) -> None:
+    """A person with 12 photos (cosine 0.62 to each other) among 14 faces far from everyone,
+    in a collection expected to reach a million. Counting their own photos as strangers, the
+    person's faces look as dense as 10 / 10^-5.2 = 1.6e6 faces: at that size (capped at
+    1e6) the bar is 0.752 and they would never pair. The first pass caps them at ten times
+    the median local size (1,000: the far faces), 10,000, bar 0.552: they group, and the
+    refinement, counting only strangers outside that group, keeps them."""
+    n = 26
+    g = np.eye(n)
+    g[:12, :12] = 0.62
+    np.fill_diagonal(g, 1.0)
+    x = gram_vectors(g)
+    assert toy_pair(1e4) == pytest.approx(0.5523, abs=1e-4)
+    r = Clusterer(calibration=TOY, expected_size=10**6).fit(x)
+    assert r.groups == 1 and r.sizes[0] == 12 and np.all(r.labels[12:] == NOISE)
+    monkeypatch.setattr(dn, "TYPICAL_SPREAD", math.inf)  # the cap at N alone
+    off = Clusterer(calibration=TOY, expected_size=10**6).fit(x)
+    assert off.groups == 0
