@@ -373,6 +373,11 @@ def run_scale(args: argparse.Namespace) -> None:
         f"(process peak {_vm('VmHWM') / 2**20:.2f} GiB); graph {res.graph}"
     )
     print(f"  thresholds {res.thresholds.to_dict()}")
+    if not np.isnan(res.local_size).all():
+        print(
+            f"  local sizes (density rule), median: LFW faces {np.median(res.local_size[:m]):,.0f}, "
+            f"distractors {np.median(res.local_size[m:]):,.0f}"
+        )
     print(
         f"  LFW faces ({m:,}): BCubed F {s['bcubed_f']:.2f} (P {s['bcubed_precision']:.2f} "
         f"R {s['bcubed_recall']:.2f}) pairwise F {s['pairwise_f']:.2f}; distractors grouped "

@@ -86,14 +86,18 @@ def test_local_sizes_and_bars_by_hand() -> None:
     # first pass: uncapped sizes 10^4.2, 1,000 and 1,000 (clamped); median 1,000, so the
     # cap is min(N, TYPICAL_SPREAD x 1,000) = min(N, 10,000)
     assert TYPICAL_SPREAD == 10.0
-    logs, cap = first_log_sizes(sims, ids, TOY, n)
+    logs, _, cap = first_log_sizes(sims, ids, TOY, n)
     assert cap == pytest.approx(n)  # N = 5,000 is the smaller
     np.testing.assert_allclose(logs, [math.log10(n), 3.0, 3.0], atol=1e-9)
-    logs, cap = first_log_sizes(sims, ids, TOY, 10**6)
+    logs, raw, cap = first_log_sizes(sims, ids, TOY, 10**6)
     assert cap == pytest.approx(1e4)  # ten times the median is the smaller
     np.testing.assert_allclose(logs, [4.0, 3.0, 3.0], atol=1e-9)
-    logs, _ = first_log_sizes(sims, ids, TOY, 10**6, cap=1e9)
+    logs, _, _ = first_log_sizes(sims, ids, TOY, 10**6, cap=1e9)
     assert logs[0] == pytest.approx(4.2, abs=1e-5)
+    np.testing.assert_allclose(raw, [4.2, 3.0, 3.0], atol=1e-5)
+    # an update: the collection's other faces count for the median (here 4 at 10^4.2)
+    _, _, cap = first_log_sizes(sims, ids, TOY, 10**6, also=np.full(4, 4.2))
+    assert cap == pytest.approx(10 * 10**4.2)
 
     rule = LocalRule(TOY, n)
     # the pair bar is the r-th stranger's similarity plus the tail's slope (0.1 a decade)

@@ -294,7 +294,8 @@ class Clusterer:
         self._log_size = np.zeros(0, np.float64)  # density rule: log10 local size per row
         self._applied = np.zeros(0, np.float64)  # the local sizes the last linkage used
         self._first = np.zeros(0, np.float64)  # first-pass log10 local sizes
-        self._cap = math.inf  # the first pass's cap of local sizes
+        self._uncapped = np.zeros(0, np.float64)  # ... before the first pass's cap
+        self._cap = math.inf  # the first pass's latest cap of local sizes
         self._index: NeighbourIndex | None = None
         self._result: Clustering | None = None
 
@@ -352,7 +353,7 @@ class Clusterer:
         if self.density and n:
             rows = np.arange(n, dtype=np.int64)
             sims, ids = knn_table(x, k=self._table_k(), index=self._index)
-            self._first, self._cap = self._first_sizes(sims, ids, n)
+            self._first, self._uncapped, self._cap = self._first_sizes(sims, ids, n)
             self._log_size = self._refined_sizes(sims, ids, rows, n, self._raw, self._first)
         self._applied = self._log_size.copy()
 
@@ -371,13 +372,13 @@ class Clusterer:
         return max(self.k, dn.BACKGROUND_RANK)
 
     def _first_sizes(
-        self, sims: np.ndarray, ids: np.ndarray, n: int, cap: float | None = None
-    ) -> tuple[np.ndarray, float]:
-        """First-pass log10 local sizes (every neighbour counts) and their cap (default
-        the smaller of the collection's size and the median local size)."""
+        self, sims: np.ndarray, ids: np.ndarray, n: int, also: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """First-pass log10 local sizes (every neighbour counts), before the cap, and the
+        cap (:func:`npcface.cluster.density.first_log_sizes`)."""
         size = max(int(n), self.expected_size or 0)
         return dn.first_log_sizes(
-            sims, ids, self.calibration, size, rank=dn.BACKGROUND_RANK, cap=cap
+            sims, ids, self.calibration, size, rank=dn.BACKGROUND_RANK, also=also
         )
 
     def _refined_sizes(
@@ -418,18 +419,20 @@ class Clusterer:
         """The density rule's passes over the neighbour table of ``rows`` (all faces at a
         full clustering, the new ones in :meth:`add`); ``log_size`` holds the other rows'
         local sizes and receives those of ``rows``. Returns (raw groups, edges of the last
-        pass); sets ``self._first`` for ``rows`` (and ``self._cap`` at a full
-        clustering)."""
+        pass); sets ``self._first`` and ``self._uncapped`` for ``rows``."""
         n = len(x)
         rule = dn.LocalRule(
             self.calibration, max(n, self.expected_size or 0), dn.STRANGERS_PER_FACE
         )
         full = len(rows) == n
-        first, cap = self._first_sizes(sims, ids, n, None if full else self._cap)
+        first, uncapped, self._cap = self._first_sizes(
+            sims, ids, n, None if full else self._uncapped
+        )
         if full:
-            self._cap, self._first = cap, first
+            self._first, self._uncapped = first, uncapped
         else:
             self._first = np.concatenate([self._first, first])
+            self._uncapped = np.concatenate([self._uncapped, uncapped])
         raw = start
         edges = 0
         for p in range(1 + dn.REFINE_PASSES):

@@ -123,24 +123,28 @@ def first_log_sizes(
     n: int,
     rank: int = BACKGROUND_RANK,
     cap: float | None = None,
-) -> tuple[np.ndarray, float]:
+    also: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """First-pass log10 local sizes: every neighbour counts as a stranger, so a face among
-    many photos of its own person looks dense; no size goes above ``cap``.
+    many photos of its own person looks dense; no size goes above a cap.
 
     Args:
         sims, ids, calibration, n, rank: as :func:`local_log_sizes`.
-        cap: largest local size; default the smaller of ``n`` and the median of the
-            uncapped sizes (the collection's typical face: a person with many photos is
-            never asked more than that in the first pass).
+        cap: largest local size; default the smaller of ``n`` and :data:`TYPICAL_SPREAD`
+            times the median uncapped size of these faces and ``also`` (the collection's
+            typical face: a person with many photos is never asked much more than that in
+            the first pass).
+        also: (K,) uncapped log10 sizes of the collection's other faces (an update).
 
     Returns:
-        ((M,) float64 log10 sizes, the cap used).
+        ((M,) float64 capped log10 sizes, (M,) the uncapped ones, the cap used).
     """
     raw = local_log_sizes(sims, ids, calibration, n, rank=rank, cap=math.inf)
     if cap is None:
-        typical = TYPICAL_SPREAD * 10.0 ** float(np.median(raw)) if len(raw) else math.inf
+        every = raw if also is None else np.concatenate([also, raw])
+        typical = TYPICAL_SPREAD * 10.0 ** float(np.median(every)) if len(every) else math.inf
         cap = max(min(float(max(n, MIN_COLLECTION)), typical), MIN_COLLECTION)
-    return np.minimum(raw, math.log10(cap)), float(cap)
+    return np.minimum(raw, math.log10(cap)), raw, float(cap)
 
 
 def local_log_sizes(
