@@ -227,9 +227,11 @@ class Clusterer:
     :meth:`add` starts from the current groups: new faces join groups or each other by the
     same average-linkage rule, and groups they bridge may merge; groups are never split
     (a full :meth:`fit` may split what incremental updates joined; ``bench/cluster.py
-    --incremental`` measures how far the two differ). Thresholds follow the collection's
-    size at each call; once it has grown :data:`REFIT_GROWTH` times since the last full
-    clustering, :meth:`add` clusters everything again (or give ``expected_size``).
+    --incremental`` measures how far the two differ). Bars follow the collection's size at
+    each call; with the density rule, new faces' local sizes are measured on arrival and
+    the faces already held keep theirs; once the collection has grown
+    :data:`REFIT_GROWTH` times since the last full clustering, :meth:`add` clusters
+    everything again (or give ``expected_size``).
 
     Not safe to share between threads (one object per collection, one caller at a time).
 

@@ -29,6 +29,10 @@ far tail of the impostor distribution and rise with N. Three rules, all from one
   sit in this tail: on LFW George W. and Jeb Bush average 0.445 over 530 x 12 photos (old
   INT8 graph); the floor at N = 13,233 is 0.456 for sface.
 
+These are the bars of the size-scaled rule (``density=False``). The default rule
+(:mod:`.density`) uses the same three formulas at each face's own *local* size instead of
+N, with its own eps.
+
 Sources: average-linkage clustering of face embeddings (e.g. Shi et al. 2018, "Face
 Clustering: Representation and Pairwise Constraints"); the variance split is the usual
 random-effects decomposition of impostor scores by pair of identities.
