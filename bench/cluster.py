@@ -577,11 +577,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune", action="store_true")
     p.add_argument("--calibrate", action="store_true")
     p.add_argument("--samples", type=int, default=3, help="--tune: long-tailed samples")
+    p.add_argument(
+        "--typical-spread",
+        type=float,
+        default=None,
+        help="override npcface.cluster.density.TYPICAL_SPREAD (inf: first pass capped at N)",
+    )
     p.add_argument("--sweep", type=lambda v: tuple(float(s) for s in v.split(",")), default=None)
     p.add_argument("--slow-peers", action="store_true", help="Chinese Whispers below 0.44 too")
     p.add_argument("--json", default=None, help="write the LFW rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  [%(name)s] %(message)s")
+    if args.typical_spread is not None:
+        import npcface.cluster.density as D
+
+        D.TYPICAL_SPREAD = args.typical_spread
+        print(f"density rule: first-pass cap at {D.TYPICAL_SPREAD:g} x the median local size")
     if args.scale:
         run_scale(args)
     elif args.incremental:
