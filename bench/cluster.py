@@ -59,7 +59,8 @@ import numpy as np
 from npcface.calibration import CALIBRATED
 from npcface.cluster import Clusterer, calibrate_clustering, cluster_embeddings
 from npcface.cluster.calibration import calibration_for
-from npcface.cluster.graph import knn_graph
+from npcface.cluster.graph import knn_graph, knn_table
+from npcface.cluster.thresholds import STRANGERS_PER_FACE as SIZE_RULE_EPS
 from npcface.eval.clustering import clustering_scores, noise_as_singletons
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -271,12 +272,18 @@ def run_lfw(args: argparse.Namespace) -> None:
         )
         return r
 
-    th = calibration_for(args.model).thresholds(len(x))
+    th = Clusterer(model=args.model).thresholds(len(x))  # the density rule's at local size N
     verify = CALIBRATED[args.model]["thresholds"]["default"]  # FAR 1e-3
     row(
         "npcface (default)",
-        f"pair {th.pair:.3f} floor {th.floor:.3f}",
+        f"density; at N pair {th.pair:.3f}",
         lambda: cluster_embeddings(x, model=args.model).labels,
+    )
+    size = calibration_for(args.model).thresholds(len(x), SIZE_RULE_EPS)
+    row(
+        "npcface, size-scaled rule alone",
+        f"pair {size.pair:.3f} floor {size.floor:.3f}",
+        lambda: cluster_embeddings(x, model=args.model, density=False).labels,
     )
     peers: list[tuple[str, Callable[[float], np.ndarray], float | None, str]] = [
         ("average-link HAC (one threshold)", average_link, None, ""),
@@ -366,6 +373,11 @@ def run_scale(args: argparse.Namespace) -> None:
         f"(process peak {_vm('VmHWM') / 2**20:.2f} GiB); graph {res.graph}"
     )
     print(f"  thresholds {res.thresholds.to_dict()}")
+    if not np.isnan(res.local_size).all():
+        print(
+            f"  local sizes (density rule), median: LFW faces {np.median(res.local_size[:m]):,.0f}, "
+            f"distractors {np.median(res.local_size[m:]):,.0f}"
+        )
     print(
         f"  LFW faces ({m:,}): BCubed F {s['bcubed_f']:.2f} (P {s['bcubed_precision']:.2f} "
         f"R {s['bcubed_recall']:.2f}) pairwise F {s['pairwise_f']:.2f}; distractors grouped "
@@ -441,9 +453,11 @@ def run_incremental(args: argparse.Namespace) -> None:
             )
 
 
-def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """celeba-subset + lag, all of it, and three samples with a long-tailed number of photos
-    per person (P(n) ~ n^-2, at most what a person has), like a photo collection."""
+def tuning_sets(
+    cache: dict[str, np.ndarray], samples: int = 3
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """celeba-subset + lag, all of it, and ``samples`` samples with a long-tailed number of
+    photos per person (P(n) ~ n^-2, at most what a person has), like a photo collection."""
     m = cache["source"] != "lfw"
     x, lab = cache["emb"][m], cache["label"][m]
     out = [("celeba+lag", x, lab)]
@@ -451,7 +465,7 @@ def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.
     ns = np.arange(1, 60)
     p = ns**-2.0
     p /= p.sum()
-    for seed in range(3):
+    for seed in range(samples):
         rng = np.random.default_rng(seed)
         keep = []
         for k in range(len(ids)):
@@ -463,23 +477,76 @@ def tuning_sets(cache: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.
 
 
 def run_tune(args: argparse.Namespace) -> None:
+    """eps (and the density rule's rank and passes) by the mean BCubed F over
+    :func:`tuning_sets`; LFW is never read."""
+    import npcface.cluster.density as D
     import npcface.cluster.thresholds as T
 
     cache = load_cache(args.cache)
-    sets = tuning_sets(cache)
+    sets = tuning_sets(cache, args.samples)
     cal = calibration_for(args.model)
-    for eps in (0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
-        T.STRANGERS_PER_FACE = eps
-        fs = []
-        line = f"eps {eps:5.2f}:"
-        for name, x, lab in sets:
-            r = cluster_embeddings(x, calibration=cal)
-            s = scores(lab, r.labels)
-            fs.append(s["bcubed_f"])
-            line += (
-                f"  {name} (N={len(x)}) pair {r.thresholds.pair:.3f} BCubed F {s['bcubed_f']:.2f};"
-            )
-        print(line + f"  mean {np.mean(fs):.2f}", flush=True)
+    eps_grid = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    grid: list[tuple] = [(False, e, 0, 0) for e in eps_grid]
+    grid += [(True, e, D.BACKGROUND_RANK, D.REFINE_PASSES) for e in eps_grid]
+    grid += [
+        (True, D.STRANGERS_PER_FACE, r, p)
+        for r in (10, 20, 30)
+        for p in (0, 1, 2, 3)
+        if (r, p) != (D.BACKGROUND_RANK, D.REFINE_PASSES)
+    ]
+    grid += [
+        (True, D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES, sp)
+        for sp in (3.0, 30.0, 1e9)
+    ]
+    # the spread of local sizes counted among true strangers (labels known): how far above
+    # the median a face's own neighbourhood can genuinely be (TYPICAL_SPREAD)
+    for name, x, lab in sets:
+        xs = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)
+        sims, ids = knn_table(xs, 32)
+        _, person = np.unique(lab, return_inverse=True)
+        log_n = D.local_log_sizes(
+            sims, ids, cal, len(xs), rows=np.arange(len(xs)), group=person, cap=np.inf
+        )
+        q50, q90 = np.percentile(log_n, [50, 90])
+        print(
+            f"{name}: local sizes among true strangers: median {10**q50:,.0f}, 90th "
+            f"percentile {10**q90:,.0f} ({10 ** (q90 - q50):.1f}x the median)"
+        )
+    saved = (
+        T.STRANGERS_PER_FACE,
+        D.STRANGERS_PER_FACE,
+        D.BACKGROUND_RANK,
+        D.REFINE_PASSES,
+        D.TYPICAL_SPREAD,
+    )
+    try:
+        for density, eps, rank, passes, *spread in grid:
+            if density:
+                D.STRANGERS_PER_FACE, D.BACKGROUND_RANK, D.REFINE_PASSES = eps, rank, passes
+                D.TYPICAL_SPREAD = spread[0] if spread else saved[4]
+                what = (
+                    f"density rule eps {eps:5.2f} rank {rank:2d} refining passes {passes} "
+                    f"first-pass cap {D.TYPICAL_SPREAD:g} x median"
+                )
+            else:
+                T.STRANGERS_PER_FACE = eps
+                what = f"size-scaled rule eps {eps:5.2f}"
+            fs = []
+            line = f"{what}:"
+            for name, x, lab in sets:
+                r = cluster_embeddings(x, calibration=cal, density=density)
+                s = scores(lab, r.labels)
+                fs.append(s["bcubed_f"])
+                line += f"  {name} (N={len(x)}) BCubed F {s['bcubed_f']:.2f};"
+            print(line + f"  mean {np.mean(fs):.2f}", flush=True)
+    finally:
+        (
+            T.STRANGERS_PER_FACE,
+            D.STRANGERS_PER_FACE,
+            D.BACKGROUND_RANK,
+            D.REFINE_PASSES,
+            D.TYPICAL_SPREAD,
+        ) = saved
 
 
 def run_calibrate(args: argparse.Namespace) -> None:
@@ -509,11 +576,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--incremental", action="store_true")
     p.add_argument("--tune", action="store_true")
     p.add_argument("--calibrate", action="store_true")
+    p.add_argument("--samples", type=int, default=3, help="--tune: long-tailed samples")
+    p.add_argument(
+        "--typical-spread",
+        type=float,
+        default=None,
+        help="override npcface.cluster.density.TYPICAL_SPREAD (inf: first pass capped at N)",
+    )
     p.add_argument("--sweep", type=lambda v: tuple(float(s) for s in v.split(",")), default=None)
     p.add_argument("--slow-peers", action="store_true", help="Chinese Whispers below 0.44 too")
     p.add_argument("--json", default=None, help="write the LFW rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  [%(name)s] %(message)s")
+    if args.typical_spread is not None:
+        import npcface.cluster.density as D
+
+        D.TYPICAL_SPREAD = args.typical_spread
+        print(f"density rule: first-pass cap at {D.TYPICAL_SPREAD:g} x the median local size")
     if args.scale:
         run_scale(args)
     elif args.incremental:

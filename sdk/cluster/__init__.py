@@ -5,8 +5,8 @@ Like the gallery, this package knows nothing of images: photos become embeddings
 identities through a :class:`~npcface.Gallery`.
 
 * :func:`cluster_embeddings` / :class:`Clusterer`: average linkage over a FAISS neighbour
-  graph, thresholds calibrated from impostor statistics and scaled with the collection's
-  size; incremental updates.
+  graph, thresholds calibrated from impostor statistics and set for each face by how densely
+  strangers surround it (:mod:`npcface.cluster.density`); incremental updates.
 * :class:`FaceGroups`: a collection kept on disk (SQLite) with the corrections people make
   (name, merge, split, move, "not this person"), which every later run respects.
 

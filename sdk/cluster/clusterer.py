@@ -3,14 +3,16 @@
 
 The method, chosen by measurement (``bench/cluster.py``; figures in ``docs/clustering.md``):
 average linkage over a FAISS k-nearest-neighbour graph (:mod:`.graph`, :mod:`.linkage`) with
-merge thresholds calibrated from impostor statistics and scaled with the collection's size
-(:mod:`.thresholds`). Faces left alone are noise (label -1), never forced into a group; so
+merge thresholds calibrated from impostor statistics (:mod:`.thresholds`), each face's set by
+its own neighbourhood's density (:mod:`.density`; ``density=False``: scaled with the
+collection's size alone). Faces left alone are noise (label -1), never forced into a group; so
 are faces below a quality gate, which are not clustered at all.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +22,17 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..validate import check_embeddings, check_threshold
+from . import density as dn
 from .calibration import calibration_for
-from .graph import DEFAULT_K, EXACT_MAX, NeighbourIndex, graph_factory, knn_graph
+from .graph import (
+    DEFAULT_K,
+    EXACT_MAX,
+    NeighbourIndex,
+    graph_factory,
+    knn_graph,
+    knn_table,
+    table_edges,
+)
 from .linkage import average_linkage
 from .thresholds import ClusterCalibration, Thresholds
 
@@ -74,11 +85,18 @@ class Clustering:
             similarity to the group's faces).
         confidence: (N,) float32 mean cosine similarity of each face to the other faces of
             its group (the average linkage that holds it there; compare with
-            ``thresholds.merge(1, size - 1)``); NaN for noise.
+            ``thresholds.merge(1, size - 1)``, or with the density rule's bar at the face's
+            ``local_size``); NaN for noise.
         low_quality: (N,) True for faces left out by the quality gate.
-        thresholds: the merge rule used (``thresholds.n``: faces clustered).
+        thresholds: the size-scaled rule at the collection's size (``thresholds.n``: faces
+            clustered); with the density rule (the default), the bars of a face whose
+            neighbourhood is as dense as the calibration data's at that size.
         graph: the FAISS index of the neighbour graph (``"Flat"``: exact).
         tags: (G,) person tag of each group (-1: none), when constraints were given.
+        local_size: (N,) float32 each face's local collection size, the density rule's
+            measure of how densely strangers surround it (:mod:`npcface.cluster.density`;
+            its bars are the size-scaled rule's at this size); NaN without the density rule
+            (``density=False`` or a flat ``threshold``).
     """
 
     labels: np.ndarray
@@ -89,9 +107,20 @@ class Clustering:
     thresholds: Thresholds
     graph: str
     tags: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    local_size: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("labels", "sizes", "representatives", "confidence", "low_quality", "tags"):
+        if self.local_size is None:
+            object.__setattr__(self, "local_size", np.full(len(self.labels), np.nan, np.float32))
+        for name in (
+            "labels",
+            "sizes",
+            "representatives",
+            "confidence",
+            "low_quality",
+            "tags",
+            "local_size",
+        ):
             getattr(self, name).flags.writeable = False
 
     def __len__(self) -> int:
@@ -150,6 +179,7 @@ def cluster_embeddings(
     threshold: float | None = None,
     constraints: Constraints | None = None,
     k: int = DEFAULT_K,
+    density: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Clustering:
     """Group face embeddings into people.
@@ -165,6 +195,9 @@ def cluster_embeddings(
             size-aware rule (a cosine in [-1, 1]; for comparisons, not for everyday use).
         constraints: must-link tags and cannot-link pairs.
         k: neighbours per face in the graph.
+        density: each face's bars set by its own neighbourhood (:mod:`.density`); False:
+            the size-scaled bars alone, the same for every face (the rule before issue 25's
+            density work). Ignored with ``threshold``.
         progress: called with (faces searched, faces) while the graph is built.
 
     Returns:
@@ -180,6 +213,7 @@ def cluster_embeddings(
         calibration=calibration,
         threshold=threshold,
         k=k,
+        density=density,
         min_quality=min_quality,
         progress=progress,
     )
@@ -193,14 +227,16 @@ class Clusterer:
     :meth:`add` starts from the current groups: new faces join groups or each other by the
     same average-linkage rule, and groups they bridge may merge; groups are never split
     (a full :meth:`fit` may split what incremental updates joined; ``bench/cluster.py
-    --incremental`` measures how far the two differ). Thresholds follow the collection's
-    size at each call; once it has grown :data:`REFIT_GROWTH` times since the last full
-    clustering, :meth:`add` clusters everything again (or give ``expected_size``).
+    --incremental`` measures how far the two differ). Bars follow the collection's size at
+    each call; with the density rule, new faces' local sizes are measured on arrival and
+    the faces already held keep theirs; once the collection has grown
+    :data:`REFIT_GROWTH` times since the last full clustering, :meth:`add` clusters
+    everything again (or give ``expected_size``).
 
     Not safe to share between threads (one object per collection, one caller at a time).
 
     Args:
-        model, calibration, threshold, k, min_quality, progress: as
+        model, calibration, threshold, k, density, min_quality, progress: as
             :func:`cluster_embeddings`.
         factory: FAISS index of the neighbour graph (default :func:`graph_factory` for the
             size at :meth:`fit`).
@@ -217,6 +253,7 @@ class Clusterer:
         calibration: ClusterCalibration | None = None,
         threshold: float | None = None,
         k: int = DEFAULT_K,
+        density: bool = True,
         min_quality: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         factory: str | None = None,
@@ -228,6 +265,7 @@ class Clusterer:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidArgumentError(f"k must be a positive int, got {k!r}", input="k")
         self.k = int(k)
+        self.density = bool(density) and self.threshold is None
         if min_quality is not None and not 0.0 <= float(min_quality) <= 1.0:
             raise InvalidArgumentError(
                 f"min_quality must be in [0, 1], got {min_quality!r}", input="min_quality"
@@ -255,6 +293,11 @@ class Clusterer:
         self._x = np.zeros((0, 0), np.float32)
         self._low = np.zeros(0, bool)
         self._raw = np.zeros(0, np.int64)  # group id per row: its group's first row
+        self._log_size = np.zeros(0, np.float64)  # density rule: log10 local size per row
+        self._applied = np.zeros(0, np.float64)  # the local sizes the last linkage used
+        self._first = np.zeros(0, np.float64)  # first-pass log10 local sizes
+        self._uncapped = np.zeros(0, np.float64)  # ... before the first pass's cap
+        self._cap = math.inf  # the first pass's latest cap of local sizes
         self._index: NeighbourIndex | None = None
         self._result: Clustering | None = None
 
@@ -288,6 +331,10 @@ class Clusterer:
                 faces ids of their own).
             quality: (N,) face quality, for ``min_quality``.
             fitted_at: faces at the last full clustering (default N).
+
+        With the density rule, each face's local size is measured again (a neighbour search
+        of every face, as long as a full clustering's graph): faces of one label are one
+        group.
         """
         x = _unit_rows(embeddings)
         n, dim = x.shape
@@ -304,14 +351,117 @@ class Clusterer:
         self._raw = first[inv.reshape(-1)].astype(np.int64)
         self._fitted_at = n if fitted_at is None else int(fitted_at)
         self._result = None
+        self._log_size = np.full(n, np.nan)
+        if self.density and n:
+            rows = np.arange(n, dtype=np.int64)
+            sims, ids = knn_table(x, k=self._table_k(), index=self._index)
+            self._first, self._uncapped, self._cap = self._first_sizes(sims, ids, n)
+            self._log_size = self._refined_sizes(sims, ids, rows, n, self._raw, self._first)
+        self._applied = self._log_size.copy()
 
     def thresholds(self, n: int) -> Thresholds:
-        """The merge rule for ``n`` faces (at least ``expected_size``)."""
+        """The size-scaled merge rule for ``n`` faces (at least ``expected_size``); with the
+        density rule, its eps (:data:`npcface.cluster.density.STRANGERS_PER_FACE`): the
+        bars of a face whose local size is ``n``."""
         n = max(int(n), self.expected_size or 0)
         if self.threshold is not None:
             t = self.threshold
             return Thresholds(n=n, pair=t, floor=t, mean=self.calibration.mean, rho=1.0)
-        return self.calibration.thresholds(n)
+        return self.calibration.thresholds(n, dn.STRANGERS_PER_FACE if self.density else None)
+
+    # ------------------------------------------------------------------ density rule
+    def _table_k(self) -> int:
+        return max(self.k, dn.BACKGROUND_RANK)
+
+    def _first_sizes(
+        self, sims: np.ndarray, ids: np.ndarray, n: int, also: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """First-pass log10 local sizes (every neighbour counts), before the cap, and the
+        cap (:func:`npcface.cluster.density.first_log_sizes`)."""
+        size = max(int(n), self.expected_size or 0)
+        return dn.first_log_sizes(
+            sims, ids, self.calibration, size, rank=dn.BACKGROUND_RANK, also=also
+        )
+
+    def _refined_sizes(
+        self,
+        sims: np.ndarray,
+        ids: np.ndarray,
+        rows: np.ndarray,
+        n: int,
+        group: np.ndarray,
+        first: np.ndarray,
+    ) -> np.ndarray:
+        """log10 local sizes of ``rows`` counting only strangers outside ``group``,
+        uncapped; ``first`` (their first-pass sizes) where too few strangers are seen."""
+        return dn.local_log_sizes(
+            sims,
+            ids,
+            self.calibration,
+            max(int(n), self.expected_size or 0),
+            rows=rows,
+            group=group,
+            rank=dn.BACKGROUND_RANK,
+            cap=math.inf,
+            fallback=first,
+        )
+
+    def _density_passes(
+        self,
+        x: np.ndarray,
+        sims: np.ndarray,
+        ids: np.ndarray,
+        rows: np.ndarray,
+        log_size: np.ndarray,
+        start: np.ndarray,
+        cons: Constraints,
+        low: np.ndarray,
+        extra: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """The density rule's passes over the neighbour table of ``rows`` (all faces at a
+        full clustering, the new ones in :meth:`add`); ``log_size`` holds the other rows'
+        local sizes and receives those of ``rows``. Returns (raw groups, edges of the last
+        pass); sets ``self._first`` and ``self._uncapped`` for ``rows``."""
+        n = len(x)
+        rule = dn.LocalRule(
+            self.calibration, max(n, self.expected_size or 0), dn.STRANGERS_PER_FACE
+        )
+        full = len(rows) == n
+        first, uncapped, self._cap = self._first_sizes(
+            sims, ids, n, None if full else self._uncapped
+        )
+        if full:
+            self._first, self._uncapped = first, uncapped
+        else:
+            self._first = np.concatenate([self._first, first])
+            self._uncapped = np.concatenate([self._uncapped, uncapped])
+        raw = start
+        edges = 0
+        for p in range(1 + dn.REFINE_PASSES):
+            log_size[rows] = (
+                first if p == 0 else self._refined_sizes(sims, ids, rows, n, raw, first)
+            )
+            # an edge is dropped below the lower of its two faces' lowest bars (the bars
+            # rise with the local size)
+            lowest = rule.lowest(log_size)
+            floor = np.minimum(lowest[rows][:, None], lowest[np.where(ids >= 0, ids, 0)])
+            g = table_edges(sims, ids, rows, floor)
+            a, b = g.a, g.b
+            if extra is not None:
+                a, b = np.concatenate([a, extra[0]]), np.concatenate([b, extra[1]])
+            a, b = _without(a, b, low)
+            edges = len(a)
+            raw = average_linkage(
+                x,
+                a,
+                b,
+                rule.merge,
+                labels=start,
+                tags=cons.tags,
+                cannot=cons.cannot,
+                density=log_size,
+            )
+        return raw, edges
 
     # ------------------------------------------------------------------ clustering
     def fit(
@@ -348,21 +498,39 @@ class Clusterer:
         self._index.add(x)
         t1 = time.perf_counter()
         th = self.thresholds(n)
-        graph = knn_graph(x, k=self.k, min_sim=th.lowest, index=self._index, progress=self.progress)
-        t2 = time.perf_counter()
-        a, b = _without(graph.a, graph.b, low)
-        self._raw = average_linkage(
-            x, a, b, th, labels=_start(cons.tags), tags=cons.tags, cannot=cons.cannot
-        )
+        rows = np.arange(n, dtype=np.int64)
+        if self.density:
+            sims, ids = knn_table(x, k=self._table_k(), index=self._index, progress=self.progress)
+            t2 = time.perf_counter()
+            log_size = np.full(n, np.nan)
+            self._raw, edges = self._density_passes(
+                x, sims, ids, rows, log_size, _start(cons.tags), cons, low
+            )
+            self._applied = log_size.copy()
+            # what the next pass (or an update) would use: strangers outside the groups
+            self._log_size = self._refined_sizes(sims, ids, rows, n, self._raw, self._first)
+            del sims, ids
+        else:
+            graph = knn_graph(
+                x, k=self.k, min_sim=th.lowest, index=self._index, progress=self.progress
+            )
+            t2 = time.perf_counter()
+            a, b = _without(graph.a, graph.b, low)
+            edges = len(a)
+            self._raw = average_linkage(
+                x, a, b, th, labels=_start(cons.tags), tags=cons.tags, cannot=cons.cannot
+            )
+            self._log_size = self._applied = np.full(n, np.nan)
         self._fitted_at = n
         self._result = self._finish(th, cons)
         log.info(
-            "clustered %d faces: index %s %.1f s, graph (%d edges) %.1f s, linkage %.1f s",
+            "clustered %d faces: index %s %.1f s, graph %.1f s, linkage (%d edges%s) %.1f s",
             n,
             self._index.factory,
             t1 - t0,
-            len(graph),
             t2 - t1,
+            edges,
+            f", {1 + dn.REFINE_PASSES} density passes" if self.density else "",
             time.perf_counter() - t2,
         )
         return self._result
@@ -406,22 +574,37 @@ class Clusterer:
         self._index.add(x_new)
         th = self.thresholds(n)
         new_rows = np.arange(n_old, n, dtype=np.int64)
-        sims, ids = self._index.search(x_new, min(self.k + 1, n))
-        ids = ids.astype(np.int64)
-        src = np.repeat(new_rows, ids.shape[1])
-        dst = ids.reshape(-1)
-        ok = (dst >= 0) & (dst != src) & (sims.reshape(-1) >= th.lowest)
-        a, b = src[ok], dst[ok]
-        # groups a new face bridges: its best old neighbour against each other old one
-        hop_a, hop_b = _bridges(ids, sims, new_rows, n_old, th.lowest)
-        a, b = _without(np.concatenate([a, hop_a]), np.concatenate([b, hop_b]), low)
         start = np.concatenate([self._raw, new_rows])
         # faces tagged now that were grouped before: their group takes the tag
         tags = cons.tags
         if (tags >= 0).any():
             start = _start(tags, start)
+        if self.density:
+            sims, ids = knn_table(x, k=self._table_k(), queries=new_rows, index=self._index)
+            log_size = np.concatenate([self._log_size, np.full(m, np.nan)])
+            rule = dn.LocalRule(
+                self.calibration, max(n, self.expected_size or 0), dn.STRANGERS_PER_FACE
+            )
+            # bridges: any new face's old neighbours above the lowest bar any face may have
+            lowest = float(rule.lowest(np.log10(dn.MIN_COLLECTION)))
+            hop = _bridges(ids, sims, new_rows, n_old, lowest)
+            self._raw, _ = self._density_passes(
+                x, sims, ids, new_rows, log_size, start, cons, low, extra=hop
+            )
+            self._applied = log_size.copy()
+            log_size[new_rows] = self._refined_sizes(
+                sims, ids, new_rows, n, self._raw, self._first[new_rows]
+            )
+            self._log_size = log_size
+        else:
+            sims, ids = knn_table(x, k=self.k, queries=new_rows, index=self._index)
+            g = table_edges(sims, ids, new_rows, th.lowest)
+            # groups a new face bridges: its best old neighbour against each other old one
+            hop_a, hop_b = _bridges(ids, sims, new_rows, n_old, th.lowest)
+            a, b = _without(np.concatenate([g.a, hop_a]), np.concatenate([g.b, hop_b]), low)
+            self._raw = average_linkage(x, a, b, th, labels=start, tags=tags, cannot=cons.cannot)
+            self._log_size = self._applied = np.full(n, np.nan)
         self._x, self._low = x, low
-        self._raw = average_linkage(x, a, b, th, labels=start, tags=tags, cannot=cons.cannot)
         self._result = self._finish(th, cons)
         return self._result
 
@@ -477,6 +660,7 @@ class Clusterer:
             thresholds=th,
             graph=self._index.factory if self._index is not None else "Flat",
             tags=tags,
+            local_size=(10.0**self._applied).astype(np.float32),
         )
 
 

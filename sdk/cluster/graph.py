@@ -101,6 +101,69 @@ class NeighbourIndex:
         return self._index.search(np.ascontiguousarray(q, dtype=np.float32), k)
 
 
+def knn_table(
+    x: np.ndarray,
+    k: int = DEFAULT_K,
+    queries: np.ndarray | None = None,
+    index: NeighbourIndex | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's (or each of ``queries``') ``k`` most similar other faces.
+
+    Args:
+        x: (N, d) float32 unit rows: the faces.
+        k: neighbours per face (itself excluded).
+        queries: rows of ``x`` to search from (default: all).
+        index: an index holding the rows of ``x`` (default: one built here with
+            :func:`graph_factory`).
+        progress: called with (queries done, queries) after each block.
+
+    Returns:
+        (sims, ids): (M, k) float32 cosines, best first, and (M, k) int64 rows; -1 (and
+        -inf) where fewer than k others exist.
+    """
+    n, dim = x.shape
+    rows = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, np.int64)
+    if index is None:
+        index = NeighbourIndex(dim, graph_factory(n, dim))
+        index.add(x)
+    kk = min(k + 1, n)
+    out_s = np.full((len(rows), k), -np.inf, np.float32)
+    out_i = np.full((len(rows), k), -1, np.int64)
+    for start in range(0, len(rows), BLOCK):
+        q = rows[start : start + BLOCK]
+        sims, ids = index.search(x[q], kk)
+        ids = ids.astype(np.int64)
+        drop = (ids == q[:, None]) | (ids < 0)
+        # a query not found among its own results (ties, approximate search): drop the last
+        missing = ~(ids == q[:, None]).any(1)
+        drop[missing, -1] = True
+        order = np.argsort(drop, axis=1, kind="stable")  # kept entries first, in order
+        s2 = np.take_along_axis(np.where(drop, -np.inf, sims), order, 1)[:, :k]
+        i2 = np.take_along_axis(np.where(drop, -1, ids), order, 1)[:, :k]
+        out_s[start : start + len(q), : s2.shape[1]] = s2
+        out_i[start : start + len(q), : i2.shape[1]] = i2
+        if progress is not None:
+            progress(min(start + BLOCK, len(rows)), len(rows))
+    return out_s, out_i
+
+
+def table_edges(
+    sims: np.ndarray, ids: np.ndarray, rows: np.ndarray, min_sim: np.ndarray | float
+) -> Graph:
+    """The undirected graph of a neighbour table (:func:`knn_table`): an edge from each
+    ``rows[i]`` to each neighbour whose similarity reaches ``min_sim`` (a float, or (M, k)
+    per entry)."""
+    keep = (ids >= 0) & (sims >= min_sim)
+    src = np.broadcast_to(np.asarray(rows, np.int64)[:, None], ids.shape)[keep]
+    dst = ids[keep]
+    s = sims[keep].astype(np.float32)
+    n = int(max(src.max(initial=-1), dst.max(initial=-1))) + 1
+    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
+    key, first = np.unique(lo * n + hi, return_index=True)
+    return Graph(key // max(n, 1), key % max(n, 1), s[first], "")
+
+
 def knn_graph(
     x: np.ndarray,
     k: int = DEFAULT_K,

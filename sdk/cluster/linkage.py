@@ -40,6 +40,7 @@ def average_linkage(
     labels: np.ndarray | None = None,
     tags: np.ndarray | None = None,
     cannot: Sequence[tuple[int, int]] = (),
+    density: np.ndarray | None = None,
 ) -> np.ndarray:
     """Merge faces into groups by average linkage.
 
@@ -53,6 +54,9 @@ def average_linkage(
         tags: (N,) int person tag per row (-1: none); all rows of a starting group carry one
             tag.
         cannot: (row, tag) pairs: the row's group never merges with the group of the tag.
+        density: (N,) a number per row (:mod:`npcface.cluster.density`: log10 of the face's
+            local collection size); with it, ``thresholds`` is a function of the two group
+            sizes and the two groups' means of it: ``f(size_a, size_b, mean_a, mean_b)``.
 
     Returns:
         (N,) int64 group id per row: the first (smallest) row of its group.
@@ -75,9 +79,12 @@ def average_linkage(
     ca, cb = slot[ga], slot[gb]
     c = len(active)
     rows = np.flatnonzero(slot[group] >= 0)
-    sums = np.zeros((c, x.shape[1]), np.float64)
-    np.add.at(sums, slot[group[rows]], x[rows].astype(np.float64))
+    sums = _group_sums(x, rows, slot[group[rows]], c)
     size = np.bincount(slot[group[rows]], minlength=c).astype(np.float64)
+    dsum = None
+    if density is not None:
+        dens = np.asarray(density, np.float64)
+        dsum = np.bincount(slot[group[rows]], weights=dens[rows], minlength=c)
     tag = np.full(c, -1, np.int64)
     if tags is not None:
         t = np.asarray(tags, np.int64)
@@ -91,25 +98,33 @@ def average_linkage(
     has_excl[list(excluded)] = True
     root = np.arange(c, dtype=np.int64)
     rounds = merges = 0
-    while True:
-        rounds += 1
-        lo, hi = np.minimum(ca, cb), np.maximum(ca, cb)
+
+    def candidates(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Distinct pairs (lo < hi) of different groups, their mean similarity and whether
+        it reaches their bar."""
+        lo, hi = np.minimum(ea, eb), np.maximum(ea, eb)
         key = np.unique(lo[lo != hi] * c + hi[lo != hi])
-        ca, cb = key // c, key % c
-        if len(ca) == 0:
-            break
-        link = np.einsum("ij,ij->i", sums[ca], sums[cb]) / (size[ca] * size[cb])
-        ok = link >= merge_at(size[ca], size[cb])
-        if not ok.any():
-            break
+        ea, eb = key // c, key % c
+        link = _mean_links(sums, size, ea, eb)
+        if dsum is None:
+            need = merge_at(size[ea], size[eb])
+        else:
+            need = merge_at(size[ea], size[eb], dsum[ea] / size[ea], dsum[eb] / size[eb])
+        return ea, eb, link, link >= need
+
+    # a pair's mean similarity and bar change only when one of its groups does: each round
+    # re-evaluates the pairs that touch a group merged in the round before
+    ca, cb, link, ok = candidates(ca, cb)
+    while ok.any():
+        rounds += 1
         u, v = _reciprocal_best(ca[ok], cb[ok], link[ok], c)
         if len(u) == 0:
             break
         allowed = _allowed(u, v, tag, excluded, has_excl)
         if not allowed.all():  # forbidden pairs stay forbidden: drop their edges for good
             bad = set((u[~allowed] * c + v[~allowed]).tolist())
-            drop = np.isin(ca * c + cb, np.fromiter(bad, np.int64, len(bad)))
-            ca, cb = ca[~drop], cb[~drop]
+            keep = ~np.isin(ca * c + cb, np.fromiter(bad, np.int64, len(bad)))
+            ca, cb, link, ok = ca[keep], cb[keep], link[keep], ok[keep]
             u, v = u[allowed], v[allowed]
             if len(u) == 0:
                 continue
@@ -117,6 +132,9 @@ def average_linkage(
         size[u] += size[v]
         sums[v] = 0.0
         size[v] = 0.0
+        if dsum is not None:
+            dsum[u] += dsum[v]
+            dsum[v] = 0.0
         tag[u] = np.maximum(tag[u], tag[v])
         for uu, vv in zip(u[has_excl[v]].tolist(), v[has_excl[v]].tolist(), strict=True):
             excluded.setdefault(uu, set()).update(excluded.pop(vv))
@@ -124,12 +142,45 @@ def average_linkage(
         step = np.arange(c, dtype=np.int64)
         step[v] = u
         root = step[root]
+        changed = np.zeros(c, bool)
+        changed[u] = True
         ca, cb = step[ca], step[cb]
+        touched = changed[ca] | changed[cb]
+        ta, tb, tl, tok = candidates(ca[touched], cb[touched])
+        rest = ~touched
+        ca = np.concatenate([ca[rest], ta])
+        cb = np.concatenate([cb[rest], tb])
+        link = np.concatenate([link[rest], tl])
+        ok = np.concatenate([ok[rest], tok])
         merges += len(u)
     log.debug("average linkage: %d merges in %d rounds over %d groups", merges, rounds, c)
     final = np.arange(m, dtype=np.int64)
     final[active] = active[root]
     return _first_member(final[group])
+
+
+def _group_sums(x: np.ndarray, rows: np.ndarray, of: np.ndarray, c: int) -> np.ndarray:
+    """(c, d) float64 sums of the rows ``rows`` of ``x`` by group ``of`` (groups of one row
+    copied, the others accumulated)."""
+    sums = np.zeros((c, x.shape[1]), np.float64)
+    alone = np.bincount(of, minlength=c)[of] == 1
+    sums[of[alone]] = x[rows[alone]]
+    np.add.at(sums, of[~alone], x[rows[~alone]].astype(np.float64))
+    return sums
+
+
+LINK_BLOCK = 1 << 18
+"""Candidate pairs per block of the mean-similarity computation (bounds the gathered sum
+vectors: 2 x 256k x d float64)."""
+
+
+def _mean_links(sums: np.ndarray, size: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """Mean cross-pair similarity of groups ``ca[i]`` and ``cb[i]`` from their sum vectors."""
+    out = np.empty(len(ca), np.float64)
+    for s0 in range(0, len(ca), LINK_BLOCK):
+        u, v = ca[s0 : s0 + LINK_BLOCK], cb[s0 : s0 + LINK_BLOCK]
+        out[s0 : s0 + len(u)] = np.einsum("ij,ij->i", sums[u], sums[v]) / (size[u] * size[v])
+    return out
 
 
 def _reciprocal_best(

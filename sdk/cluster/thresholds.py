@@ -29,6 +29,10 @@ far tail of the impostor distribution and rise with N. Three rules, all from one
   sit in this tail: on LFW George W. and Jeb Bush average 0.445 over 530 x 12 photos (old
   INT8 graph); the floor at N = 13,233 is 0.456 for sface.
 
+These are the bars of the size-scaled rule (``density=False``). The default rule
+(:mod:`.density`) uses the same three formulas at each face's own *local* size instead of
+N, with its own eps.
+
 Sources: average-linkage clustering of face embeddings (e.g. Shi et al. 2018, "Face
 Clustering: Representation and Pairwise Constraints"); the variance split is the usual
 random-effects decomposition of impostor scores by pair of identities.
@@ -96,29 +100,38 @@ class ClusterCalibration:
     source: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 
-    def pair_threshold(self, n: int) -> float:
+    def pair_threshold(self, n: int, eps: float | None = None) -> float:
         """Two single faces merge at or above this in a collection of ``n`` faces: the
-        similarity at pair FAR :data:`STRANGERS_PER_FACE` / n (the tail's log-linear
-        interpolation, extrapolated with its slope beyond the measured FARs)."""
+        similarity at pair FAR ``eps / n`` (``eps`` default :data:`STRANGERS_PER_FACE`; the
+        tail's log-linear interpolation, extrapolated with its slope beyond the measured
+        FARs)."""
         n = max(_check_n(n), MIN_COLLECTION)
-        return _tail_at(self.pair_tail, STRANGERS_PER_FACE / n)
+        return float(pair_thresholds(self, np.float64(n), eps))
 
-    def group_floor(self, n: int) -> float:
+    def group_floor(self, n: int, eps: float | None = None) -> float:
         """No two groups merge below this in a collection of ``n`` faces: the identity-level
-        tail at FAR 8/n^2 (n^2/8 bounds the pairs of groups of 2+ faces)."""
+        tail at FAR 8/n^2 (n^2/8 bounds the pairs of groups of 2+ faces), never above
+        :meth:`pair_threshold`."""
         n = max(_check_n(n), MIN_COLLECTION)
-        return min(_tail_at(self.identity_tail, 8.0 / (n * n)), self.pair_threshold(n))
+        return float(group_floors(self, np.float64(n), eps))
 
-    def thresholds(self, n: int) -> Thresholds:
-        """The merge rule for a collection of ``n`` faces."""
+    def thresholds(self, n: int, eps: float | None = None) -> Thresholds:
+        """The merge rule for a collection of ``n`` faces (``eps``: strangers per face, default
+        :data:`STRANGERS_PER_FACE`)."""
         n = _check_n(n)
         return Thresholds(
             n=n,
-            pair=self.pair_threshold(n),
-            floor=self.group_floor(n),
+            pair=self.pair_threshold(n, eps),
+            floor=self.group_floor(n, eps),
             mean=self.mean,
             rho=self.rho,
         )
+
+    def size_at(self, sim: np.ndarray, rank: np.ndarray | int) -> np.ndarray:
+        """The collection size at which a face with ``rank`` strangers at or above cosine
+        ``sim`` is typical: ``rank / FAR(sim)``, FAR from the pair tail (element-wise; the
+        inverse of :meth:`pair_threshold` at ``eps = rank``). Not clamped."""
+        return np.asarray(rank, np.float64) / far_at(self.pair_tail, sim)
 
 
 @dataclass(frozen=True)
@@ -163,18 +176,52 @@ def _check_n(n: int) -> int:
 
 
 def _tail_at(tail: Sequence[tuple[float, float]], far: float) -> float:
-    """Threshold at ``far`` on a tail given as (FAR, threshold) points, FAR decreasing:
-    linear in log10(FAR) between points; beyond them, the least-squares slope of all points
-    (the last point alone rests on the fewest pairs: 27 pairs of people at 1e-4 in the
-    shipped calibration)."""
+    return float(tail_at(tail, np.float64(far)))
+
+
+def _tail_line(tail: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray, float]:
     fars = np.log10([p[0] for p in tail])
-    thr = np.array([p[1] for p in tail])
-    x = math.log10(far)
-    if fars[-1] <= x <= fars[0]:
-        return float(np.interp(-x, -fars, thr))
+    thr = np.array([p[1] for p in tail], np.float64)
     slope = float(np.polyfit(fars, thr, 1)[0])  # threshold per decade of FAR (negative)
-    end = -1 if x < fars[-1] else 0
-    return float(thr[end] + slope * (x - fars[end]))
+    return fars, thr, slope
+
+
+def tail_at(tail: Sequence[tuple[float, float]], far: np.ndarray) -> np.ndarray:
+    """Threshold at ``far`` (element-wise) on a tail given as (FAR, threshold) points, FAR
+    decreasing: linear in log10(FAR) between points; beyond them, the least-squares slope of
+    all points (the last point alone rests on the fewest pairs: 27 pairs of people at 1e-4
+    in the shipped calibration)."""
+    fars, thr, slope = _tail_line(tail)
+    x = np.log10(np.asarray(far, np.float64))
+    inside = np.interp(-x, -fars, thr)
+    below = thr[-1] + slope * (x - fars[-1])  # rarer than the last measured FAR
+    above = thr[0] + slope * (x - fars[0])
+    return np.where(x < fars[-1], below, np.where(x > fars[0], above, inside))
+
+
+def far_at(tail: Sequence[tuple[float, float]], sim: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`tail_at`: the FAR at which the tail's threshold is ``sim``
+    (element-wise; beyond the measured points the same slope, so it may exceed 1 for low
+    similarities)."""
+    fars, thr, slope = _tail_line(tail)
+    s = np.asarray(sim, np.float64)
+    inside = np.interp(s, thr, fars)
+    beyond = fars[-1] + (s - thr[-1]) / slope
+    before = fars[0] + (s - thr[0]) / slope
+    return 10.0 ** np.where(s > thr[-1], beyond, np.where(s < thr[0], before, inside))
+
+
+def pair_thresholds(cal: ClusterCalibration, n: np.ndarray, eps: float | None = None) -> np.ndarray:
+    """:meth:`ClusterCalibration.pair_threshold` element-wise over collection sizes ``n``
+    (floats, taken as they are: no clamping)."""
+    e = STRANGERS_PER_FACE if eps is None else float(eps)
+    return tail_at(cal.pair_tail, e / np.asarray(n, np.float64))
+
+
+def group_floors(cal: ClusterCalibration, n: np.ndarray, eps: float | None = None) -> np.ndarray:
+    """:meth:`ClusterCalibration.group_floor` element-wise over collection sizes ``n``."""
+    n = np.asarray(n, np.float64)
+    return np.minimum(tail_at(cal.identity_tail, 8.0 / (n * n)), pair_thresholds(cal, n, eps))
 
 
 # ----------------------------------------------------------------------- measuring them
