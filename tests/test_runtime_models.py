@@ -378,3 +378,20 @@ def test_openvino_is_imported_without_its_converter_which_stays_usable(lfw_dir):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_openvino_with_set_threads_does_not_pin_them_to_cores(tmp_path, monkeypatch):
+    """OpenVINO pins inference threads to the same cores in every process: two enrolment
+    workers of one thread each then shared one core (2x slower). A runner given its threads
+    leaves them to the OS; one with OpenVINO's default threads keeps OpenVINO's default."""
+    pytest.importorskip("openvino")
+    from npcface.runtime import OpenVINORunner
+
+    monkeypatch.setenv("NPCFACE_HOME", str(tmp_path / "home"))
+    path = tmp_path / "model.onnx"
+    _scale_model(path, 2.0)
+    one = OpenVINORunner(path, threads=1)
+    assert one.compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert one.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    x = np.ones((1, 3, 4, 4), np.float32)
+    np.testing.assert_array_equal(one.run(x)[0], x * 2.0)
