@@ -122,12 +122,8 @@ def knn_table(
         (sims, ids): (M, k) float32 cosines, best first, and (M, k) int64 rows; -1 (and
         -inf) where fewer than k others exist.
     """
-    n, dim = x.shape
-    rows = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, np.int64)
-    if index is None:
-        index = NeighbourIndex(dim, graph_factory(n, dim))
-        index.add(x)
-    kk = min(k + 1, n)
+    rows, index = _queries_and_index(x, queries, index)
+    kk = min(k + 1, len(x))
     out_s = np.full((len(rows), k), -np.inf, np.float32)
     out_i = np.full((len(rows), k), -1, np.int64)
     for start in range(0, len(rows), BLOCK):
@@ -159,9 +155,7 @@ def table_edges(
     dst = ids[keep]
     s = sims[keep].astype(np.float32)
     n = int(max(src.max(initial=-1), dst.max(initial=-1))) + 1
-    lo, hi = np.minimum(src, dst), np.maximum(src, dst)
-    key, first = np.unique(lo * n + hi, return_index=True)
-    return Graph(key // max(n, 1), key % max(n, 1), s[first], "")
+    return _undirected(src, dst, s, n, "")
 
 
 def knn_graph(
@@ -187,12 +181,8 @@ def knn_graph(
     Returns:
         The :class:`Graph`.
     """
-    n, dim = x.shape
-    rows = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, np.int64)
-    if index is None:
-        index = NeighbourIndex(dim, graph_factory(n, dim))
-        index.add(x)
-    kk = min(k + 1, n)
+    rows, index = _queries_and_index(x, queries, index)
+    kk = min(k + 1, len(x))
     out_a, out_b, out_s = [], [], []
     for start in range(0, len(rows), BLOCK):
         q = rows[start : start + BLOCK]
@@ -209,9 +199,29 @@ def knn_graph(
     a = np.concatenate(out_a) if out_a else np.zeros(0, np.int64)
     b = np.concatenate(out_b) if out_b else np.zeros(0, np.int64)
     s = np.concatenate(out_s) if out_s else np.zeros(0, np.float32)
+    return _undirected(a, b, s, len(x), index.factory)
+
+
+def _queries_and_index(
+    x: np.ndarray, queries: np.ndarray | None, index: NeighbourIndex | None
+) -> tuple[np.ndarray, NeighbourIndex]:
+    """The rows to search from (default: all of ``x``) and an index over ``x`` (default: one
+    built here with :func:`graph_factory`)."""
+    n, dim = x.shape
+    rows = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, np.int64)
+    if index is None:
+        index = NeighbourIndex(dim, graph_factory(n, dim))
+        index.add(x)
+    return rows, index
+
+
+def _undirected(a: np.ndarray, b: np.ndarray, s: np.ndarray, n: int, factory: str) -> Graph:
+    """One edge per unordered pair of the directed edges ``a -> b`` (similarity ``s``), the
+    first listed kept; ``n`` bounds the row numbers."""
+    n = max(n, 1)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     key, first = np.unique(lo * n + hi, return_index=True)
-    return Graph(key // n, key % n, s[first], index.factory)
+    return Graph(key // n, key % n, s[first], factory)
 
 
 def _build(x: np.ndarray, factory: str, seed: int) -> faiss.Index:
