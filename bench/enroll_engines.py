@@ -1,4 +1,4 @@
-"""Bulk enrolment: the Ray Data engine against the local engine, on the same LFW photos.
+"""Bulk enrolment: the Ray engine against the local engine, on the same LFW photos.
 
 Both engines enrol the same ``--n`` LFW photos (people in name order, every photo) into a
 fresh gallery each, with the same recogniser (YuNet + SFace); beside them the peer both

@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
         "--engine",
         default="local",
         choices=("local", "ray"),
-        help="local: decoding processes + this process; ray: a Ray Data actor pool "
+        help="local: pipeline processes + this process; ray: a pool of Ray actors "
         "(pip install 'npcface[ray]')",
     )
     e.add_argument(

@@ -1,4 +1,4 @@
-"""Bulk enrolment on Ray Data (a local Ray, 2 CPUs) against the local engine, real faces.
+"""Bulk enrolment on Ray actors (a local Ray, 2 CPUs) against the local engine, real faces.
 
 The Ray engine writes into Milvus Lite, the local engine into the local gallery; both must
 give the same galleries (same identities, same similarities for held-back photos), the
@@ -229,3 +229,85 @@ def test_ray_1000_lfw_photos_into_milvus_lite_same_rank1_as_local(
     rank1_local = np.mean([a == b for a, b in zip(local_top, truth, strict=True)])
     assert ray_top == local_top
     assert rank1_ray == rank1_local > 0.9
+
+
+# ----------------------------------------------------- actors that die or never start
+def _actor_pids() -> list[int]:
+    """Processes of the engine's actors (Ray titles them ``ray::BatchEmbedder...``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                title = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if title.startswith(b"ray::BatchEmbedder"):
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_actor_s_batches_go_to_the_other_and_the_run_completes(
+    tmp_path: Path, lfw_dir: Path, recognizer, local_ray: None
+) -> None:
+    """SIGKILL one of the two actors after the first commit: its batches in flight go to the
+    other actor, every photo ends up enrolled or reported, as the local engine does."""
+    import signal
+
+    from npcface.enroll.ray_engine import enroll_images_ray
+
+    images = tmp_path / "images"
+    _copy(lfw_dir, images, {p: sorted((lfw_dir / "images" / p).iterdir())[:10] for p in PEOPLE})
+    items = list_images(images)
+    assert len(items) == 40
+    killed: list[int] = []
+
+    def kill_one(ids, its, hashes) -> None:
+        if not killed:
+            pids = _actor_pids()
+            assert len(pids) == 2, pids  # both actors running
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    with Gallery.create(tmp_path / "ray", 128) as g:
+        summary = enroll_images_ray(
+            g, recognizer, items, batch_size=2, progress=False, on_commit=kill_one
+        )
+        ray_hashes = g.content_hashes()
+    assert killed
+    with Gallery.create(tmp_path / "local", 128) as g:
+        local = enroll_images(g, recognizer, items, workers=0, progress=False)
+        local_hashes = g.content_hashes()
+    assert (summary.enrolled, summary.failed, summary.skipped) == (
+        local.enrolled,
+        local.failed,
+        local.skipped,
+    )
+    assert summary.enrolled + summary.failed == 40
+    assert ray_hashes == local_hashes
+
+
+def test_no_actor_that_can_start_is_a_typed_error(tmp_path: Path, lfw_dir: Path, local_ray):
+    """A recogniser whose model file is gone by the time the actors load it: every actor
+    fails to start, and the engine stops with one typed error naming the cause (no hang)."""
+    import onnx
+
+    from npcface import FaceRecognizer
+    from npcface.enroll.ray_engine import enroll_images_ray
+    from npcface.errors import NpcfaceError
+    from npcface.modelinfo import write_onnx_info
+    from npcface.models import get_model_spec, resolve_model_file
+
+    model = tmp_path / "sface-copy.onnx"
+    proto = onnx.load(str(resolve_model_file("sface", allow_download=False)))
+    write_onnx_info(proto, get_model_spec("sface").info)  # a model file of one's own
+    onnx.save(proto, str(model))
+    rec = FaceRecognizer(preset="fast", recognizer=str(model))
+    images = tmp_path / "images"
+    _copy(lfw_dir, images, {PEOPLE[0]: sorted((lfw_dir / "images" / PEOPLE[0]).iterdir())[:2]})
+    with Gallery.create(tmp_path / "g", 128, model=rec.info.name) as g:
+        model.unlink()  # the recogniser here has loaded it; the actors will not find it
+        with pytest.raises(NpcfaceError, match="no enrolment actor is alive") as err:
+            enroll_images_ray(g, rec, list_images(images), progress=False)
+        assert "sface-copy.onnx" in str(err.value)
+        assert g.info().templates == 0

@@ -381,16 +381,61 @@ def enroll_images(
     prefixes = known_prefixes(known)
     t0 = time.monotonic()
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(items), unit="img", disable=not progress, smoothing=0.05)
     here = BatchEmbedder.of(recognizer, prefixes)
     if n_workers:
         rows = _in_workers(items, n_workers, recognizer_recipe(recognizer), prefixes, batch_size)
     else:
         rows = _in_process(items, here, batch_size)
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(report_path, "w", newline="", encoding="utf-8") as fh:
+    counts = write_rows(
+        gallery,
+        rows,
+        total=len(items),
+        known=known,
+        here=here,
+        report=report_path,
+        batch_size=batch_size,
+        progress=progress,
+        save_interval=save_interval,
+        on_commit=on_commit,
+    )
+    return summarize(len(items), counts, t0, report_path)
+
+
+def write_rows(
+    gallery: Any,
+    rows: Iterable[Row],
+    *,
+    total: int,
+    known: set[str],
+    here: BatchEmbedder,
+    report: Path,
+    batch_size: int,
+    progress: bool,
+    save_interval: float | None,
+    on_commit: Callable[[list[int], list[EnrollItem], list[str]], None] | None,
+) -> dict[str, int]:
+    """The one writer of every engine: books the workers' rows (in input order) in a
+    :class:`Ledger`, commits faces in batches (:class:`BatchWriter`), writes the failure
+    report, shows progress, and saves the gallery at the end. An interruption
+    (KeyboardInterrupt) commits and saves what was embedded before it goes on.
+
+    Args:
+        rows: (item, content hash, status, reason, embedding) of every listed file, in order.
+        total: files listed (the progress bar's length).
+        known: content hashes in the gallery before the run.
+        here: a :class:`~npcface.enroll.worker.BatchEmbedder` in this process, for the rare
+            file whose 64-bit hash prefix collided with a known one (never embedded by the
+            workers; its model loads only then).
+        report: CSV file for per-file failures.
+
+    Returns:
+        The run's counts (``enrolled``, ``skipped``, ``failed``, ``low_quality``).
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", disable=not progress, smoothing=0.05)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "kind", "reason"])
         ledger = Ledger(known, writer, fh)
@@ -417,7 +462,7 @@ def enroll_images(
             bar.set_postfix(counts, refresh=False)
             bar.close()
     gallery.save()
-    return summarize(len(items), counts, t0, report_path)
+    return counts
 
 
 class BatchWriter:
