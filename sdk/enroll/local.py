@@ -3,8 +3,8 @@
 * Worker processes (one per CPU, one inference thread each) run the whole pipeline on
   batches of files: read, hash (SHA-256 of the bytes), decode, detect, align, embed
   (:class:`~npcface.enroll.worker.BatchEmbedder`, the Ray engine's actors' job too). On 2
-  cores they enrolled 1.46x the photos/s of one process with two inference threads
-  (``bench/enroll_engines.py``, fast preset; their start-up included).
+  cores they enrolled 1.14x (accurate preset) to 1.43x (fast) the photos/s of one process
+  with two inference threads (``bench/enroll_engines.py``; their start-up included).
 * This process is the one writer: results come back in input order and each batch is
   committed to the gallery in one transaction; a template is acknowledged (``on_commit``)
   only once it is durable.

@@ -16,9 +16,9 @@
   report as the local engine's; a tqdm bar shows images/s.
 
 Ray Core actors rather than a Ray Data pipeline: on 2 cores the same actors driven through
-Ray Data's streaming executor enrolled 0.73-0.77x the local engine's photos/s, its executor
+Ray Data's streaming executor enrolled 0.73-0.93x the local engine's photos/s, its executor
 and helper actors (stats, autoscaling coordinator) competing for the cores; driven directly
-they match it (``bench/enroll_engines.py``).
+they match it: 0.92-1.02x (fast preset), 1.00x (accurate) (``bench/enroll_engines.py``).
 
 The same call runs on a local Ray (started on this machine, see :func:`start_ray`) and,
 unchanged, against a cluster (``address="ray://head:10001"`` or ``"auto"``): every node must
