@@ -365,16 +365,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 def _compact(args: argparse.Namespace) -> int:
     from .gallery import Gallery
-    from .gallery.uri import is_milvus_uri
 
     with Gallery.open(args.path) as g:
-        before = g.tombstones
-        g.compact(vacuum=not args.no_vacuum)
-        if is_milvus_uri(g.path):
-            print(
-                f"compacted {g.path}: the server compacted the gallery's collections; removed "
-                "vectors leave its files with its garbage collection (docs/scale-out.md, Erasure)"
-            )
-        else:
-            print(f"compacted {g.path}: dropped {before} deleted templates; index {g.factory}")
+        print(f"compacted {g.path}: {g.compact(vacuum=not args.no_vacuum).detail}")
     return 0

@@ -181,7 +181,12 @@ def test_deletion_matches_brute_force(tmp_path: Path, index: str, params: dict) 
     # the deletions survive a reopen, and compact() keeps them so
     with Gallery.open(tmp_path / "g") as g2:
         assert_same(g2.search(q, k=5), expected, tids)
-        g2.compact()
+        before = g2.tombstones
+        report = g2.compact()
+        assert (report.dropped, report.detail.split(";")[0]) == (
+            before,
+            f"dropped {before} deleted templates",
+        )
         assert g2.info().tombstones == 0 and g2.check().ok
         assert_same(g2.search(q, k=5), expected, tids)
         with pytest.raises(GalleryError, match="no identity named"):

@@ -116,6 +116,20 @@ class ConsistencyReport:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class CompactReport:
+    """What :meth:`~npcface.gallery.Gallery.compact` did, as its backend reports it.
+
+    Attributes:
+        dropped: deleted templates dropped from the index; ``None`` where the backend cannot
+            count them (a Milvus server rewrites its segments itself).
+        detail: one sentence on what was done and what follows (the CLI prints it).
+    """
+
+    dropped: int | None
+    detail: str
+
+
 class Backend(Protocol):
     """What the :class:`~npcface.gallery.Gallery` facade needs from storage and search.
 
@@ -186,7 +200,7 @@ class Backend(Protocol):
     def set_model(self, name: str) -> None: ...
     def set_search_params(self, params: Mapping[str, int | None]) -> None: ...
     def rebuild(self, index: str | None) -> None: ...
-    def compact(self, vacuum: bool) -> None: ...
+    def compact(self, vacuum: bool) -> CompactReport: ...
     def save(self) -> None: ...
     def refresh(self) -> int:
         """Catch up with changes committed elsewhere; returns how many were applied."""

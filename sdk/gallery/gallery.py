@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..results import Match
 from . import index as ix
-from .backend import BACKENDS, Backend, ConsistencyReport, GalleryInfo
+from .backend import BACKENDS, Backend, CompactReport, ConsistencyReport, GalleryInfo
 from .checks import (
     METRICS,
     as_list,
@@ -466,7 +466,7 @@ class Gallery:
         with self._writing() as backend:
             backend.rebuild(index)
 
-    def compact(self, vacuum: bool = True) -> None:
+    def compact(self, vacuum: bool = True) -> CompactReport:
         """Drop tombstones by rebuilding the index, and optionally shrink the database file.
 
         ``auto`` galleries may move back to a smaller index type here. On a Milvus server:
@@ -474,6 +474,9 @@ class Gallery:
         complete (``vacuum`` is ignored); removed vectors then leave the server's files with
         its garbage collection and message-queue retention (``docs/scale-out.md``,
         "Erasure").
+
+        Returns:
+            What was done (:class:`CompactReport`: templates dropped, one sentence).
 
         Raises:
             GalleryArgumentError: ``vacuum`` is not a bool.
@@ -484,7 +487,7 @@ class Gallery:
         if not isinstance(vacuum, (bool, np.bool_)):
             raise GalleryArgumentError(f"vacuum must be True or False, got {vacuum!r}")
         with self._writing() as backend:
-            backend.compact(bool(vacuum))
+            return backend.compact(bool(vacuum))
 
     def refresh(self) -> int:
         """Catch up with changes another process committed since the last call.

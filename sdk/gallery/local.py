@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..fsutil import fsync_dir
 from . import index as ix
-from .backend import ConsistencyReport, GalleryInfo
+from .backend import CompactReport, ConsistencyReport, GalleryInfo
 from .fsutil import WriterLock
 from .idmap import IdMap
 from .store import SCHEMA_VERSION, VECTOR_DTYPES, AddOnce, Store
@@ -392,11 +392,17 @@ class LocalBackend:
             self.store.set_meta(index_spec=_index_spec(index, self.dim), search_params={})
         self.compact(vacuum=False)
 
-    def compact(self, vacuum: bool) -> None:
+    def compact(self, vacuum: bool) -> CompactReport:
+        dropped = self.keeper.tombstones
         spec = str(self.store.meta("index_spec"))
         self.keeper.rebuild(ix.target_factory(spec, self.ids.templates, self.dim))
         if vacuum:
             self.store.vacuum()
+        return CompactReport(
+            dropped,
+            f"dropped {dropped} deleted templates; index {self.keeper.factory}"
+            + ("; database vacuumed" if vacuum else ""),
+        )
 
     def save(self) -> None:
         self.keeper.save()

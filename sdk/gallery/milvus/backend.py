@@ -20,7 +20,7 @@ from ...errors import (
     GalleryNotFoundError,
     IdentityNotFoundError,
 )
-from ..backend import GalleryInfo
+from ..backend import CompactReport, GalleryInfo
 from ..uri import MILVUS_LITE, GalleryLocation, parse_gallery_uri
 from .connection import (
     GuardedClient,
@@ -455,7 +455,7 @@ class MilvusBackend:
             "compares a local gallery's FAISS index with its database)"
         )
 
-    def compact(self, vacuum: bool = True) -> None:
+    def compact(self, vacuum: bool = True) -> CompactReport:
         """Flush and compact both collections of the gallery (templates and identities) and
         wait until Milvus reports both compactions completed (at most
         :data:`COMPACT_TIMEOUT` seconds in all; ``vacuum`` is ignored). Each collection's
@@ -502,6 +502,11 @@ class MilvusBackend:
                 self._wait_compaction(coll, job, deadline)
         except MilvusException as exc:
             raise GalleryError(f"{self.location}: Milvus failed to compact: {exc}") from exc
+        return CompactReport(
+            None,
+            "the server compacted the gallery's collections; removed vectors leave its files "
+            "with its garbage collection (docs/scale-out.md, Erasure)",
+        )
 
     def _wait_indexed(self, collection: str, deadline: float) -> None:
         """Until no flushed row of ``collection`` waits for its index to be built."""
