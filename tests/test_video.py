@@ -301,6 +301,47 @@ def test_a_face_that_takes_over_a_track_leaves_it(fast, gallery, tmp_path):
     assert late and set(late) <= hers and first.track_id not in late
 
 
+def test_a_face_whose_box_jumps_is_checked_at_once(fast, gallery, tmp_path):
+    """Hopper appears the frame the astronaut leaves, a little aside (her box overlaps
+    the astronaut's last box at IoU < 0.6, so ByteTrack still hands her the astronaut's
+    track): the jump is checked in that frame and her face never shows under the
+    astronaut's track; with the jump check off it does until the next periodic check."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    here, aside = (0.45, 0.5), (0.54, 0.545)
+    actors = [
+        Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), 0.0, 1.6, here, here,
+              (0.45, 0.45)),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.6, 3.6, aside, aside,
+              (0.45, 0.45)),
+    ]  # fmt: skip
+    path = tmp_path / "jump.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+    hers = {t.frame: t.box for t in truth if t.identity == "hopper"}
+
+    def tracks_on_her(jump_iou: float) -> tuple[set[int], set[int]]:
+        analyzer = VideoAnalyzer(fast, gallery, jump_iou=jump_iou)
+        with open_source(path) as src:
+            results, _ = _run(analyzer, src)
+        on_her, before = set(), set()
+        for r in results:
+            for f in r.faces if r.frame is not None else ():
+                if r.frame.index not in hers:
+                    before.add(f.track_id)
+                elif _iou(f.face.box, hers[r.frame.index]) >= 0.5:
+                    on_her.add(f.track_id)
+        return before, on_her
+
+    before, on_her = tracks_on_her(0.6)
+    assert len(before) == 1 and on_her and not on_her & before
+    before, on_her = tracks_on_her(0.0)  # never a jump
+    assert on_her & before
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"
