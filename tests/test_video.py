@@ -342,6 +342,54 @@ def test_a_face_whose_box_jumps_is_checked_at_once(fast, gallery, tmp_path):
     assert on_her & before
 
 
+def test_a_crowded_face_enters_no_template(fast, gallery, tmp_path):
+    """The astronaut stands still, blurred until 1.2 s and sharp from then on; Grace
+    Hopper walks past in front of her from 0.8 to 2.6 s. Her sharp faces while Hopper is
+    near (partly covered: no evidence of who she is) stay out of her track's template;
+    those after Hopper has passed enter it. With crowding off (``crowd_margin`` < 0) the
+    sharp, covered faces enter it."""
+    import cv2
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+    from npcface.video.analyze import _crowded
+
+    imgs = photos()
+    sharp = imgs["astronaut"]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 7)
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    blurred_box = tuple(float(v) for v in fast.detect(blurred)[0].box)
+    still = ((0.5, 0.45), (0.5, 0.45), (0.4, 0.4))
+    actors = [
+        Actor("astronaut", (blurred, sharp, sharp), (blurred_box, box["astronaut"],
+              box["astronaut"]), 0.0, 3.6, *still, 1.2),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 0.8, 2.6, (0.95, 0.8),
+              (0.05, 0.8), (0.4, 0.4)),
+    ]  # fmt: skip
+    path = tmp_path / "crowd.mp4"
+    Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+
+    def samples(margin: float) -> tuple[set[int], set[int], str | None]:
+        """Frames of the astronaut track's kept faces, frames where she was crowded, and
+        the track's identity."""
+        analyzer = VideoAnalyzer(fast, gallery, crowd_margin=margin)
+        crowded, ended = set(), []
+        with open_source(path) as src:
+            for r in analyzer.run(src):
+                ended += [e for e in r.events if isinstance(e, TrackEnded)]
+                if r.frame is not None and len(r.faces) == 2:
+                    crowded.add(r.frame.index) if _crowded([f.face for f in r.faces], 0.25) else 0
+        (first,) = [e for e in ended if e.start == 0.0]
+        track = analyzer._ended[first.track_id]
+        return {s.frame for s in track.faces.samples}, crowded, first.identity
+
+    kept, crowded, identity = samples(0.25)
+    assert crowded and kept and not kept & crowded
+    assert identity == "astronaut"
+    kept, crowded, _ = samples(-1.0)
+    assert kept & crowded
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"

@@ -366,6 +366,7 @@ class VideoAnalyzer:
             and (
                 tid is None
                 or i in checks
+                or self._tracks[tid].tentative
                 or (i not in crowded and self._tracks[tid].faces.wants(_q(faces[i])))
             )
         ]
@@ -410,7 +411,8 @@ class VideoAnalyzer:
         for i, tid in enumerate(ids):
             track = self._tracks[tid]
             if track.tentative and i not in new:
-                ids[i] = self._settle(frame, track, faces[i], events, changed)
+                alone = embs.get(i) if i in crowded else None
+                ids[i] = self._settle(frame, track, faces[i], alone, events, changed)
         changed = {k: t for k, t in changed.items() if not t.tentative and k in self._tracks}
         if self.gallery is not None and changed:
             self._identify(frame, list(changed.values()), events)
@@ -611,12 +613,17 @@ class VideoAnalyzer:
         frame: Frame,
         track: _Track,
         face: Face,
+        crowded_emb: np.ndarray | None,
         events: list[TrackEvent],
         changed: dict[int, _Track],
     ) -> int:
         """A tentative track seen again: merged into the lost or ended track its template
-        now matches, confirmed once ``relink_wait`` has passed, or left waiting."""
+        (or, for a crowded face, which never enters a template, the face's own embedding)
+        now matches, confirmed once ``relink_wait`` has passed and it has a template, or
+        left waiting."""
         old = self._relink_candidate(frame, track.faces.template, exclude=track)
+        if old is None and crowded_emb is not None:
+            old = self._relink_candidate(frame, crowded_emb, exclude=track)
         log.debug(
             "frame %d: tentative %d matches %s", frame.index, track.track_id, old and old.track_id
         )
