@@ -390,6 +390,46 @@ def test_a_crowded_face_enters_no_template(fast, gallery, tmp_path):
     assert kept & crowded
 
 
+def test_a_track_of_crowded_faces_is_found_again(fast, gallery, tmp_path):
+    """The astronaut walks alone, leaves, and comes back in front of Grace Hopper, whose
+    face is near hers (crowded, mostly covered), then hidden behind her for over a second,
+    then walks away alone. Hopper's track has only crowded faces (no template) when it
+    ends: the template of those faces resumes it when she is found again, so the clip has
+    two tracks; without it (a track of crowded faces cannot be resumed) three."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+
+    def astronaut(t0, t1, p0, p1):
+        return Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), t0, t1, p0, p1,
+                     (0.35, 0.35))  # fmt: skip
+
+    actors = [
+        astronaut(0.0, 1.0, (0.2, 0.5), (0.3, 0.5)),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.4, 4.0, (0.85, 0.446),
+              (0.1, 0.5), (0.35, 0.35)),
+        astronaut(1.4, 4.0, (0.67, 0.5), (0.65, 0.5)),
+    ]  # fmt: skip
+    path = tmp_path / "crowded.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 4.0, seed=5).write(path)
+    hers = {t.frame: t.box for t in truth if t.identity == "hopper"}
+    analyzer = VideoAnalyzer(fast, gallery)
+    with open_source(path) as src:
+        results, _ = _run(analyzer, src)
+    tracks = {f.track_id for r in results for f in r.faces}
+    on_her = {
+        f.track_id
+        for r in results
+        if r.frame is not None and r.frame.index in hers
+        for f in r.faces
+        if _iou(f.face.box, hers[r.frame.index]) >= 0.5
+    }
+    assert len(tracks) == 2 and len(on_her) == 1  # the astronaut's, and Hopper's
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"

@@ -132,6 +132,24 @@ class _Track:
     first_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     first_wall: float = 0.0
     last_box: tuple[float, float, float, float] | None = None
+    crowded: TrackFaces | None = None
+    """Best crowded faces, kept while the track has no other: they never make its
+    template or identify it, but let a track of only crowded faces be relinked."""
+
+    def wants(self, quality: float, crowded: bool) -> bool:
+        """Is a face of this quality worth embedding for the track's templates?"""
+        if self.tentative:  # it may relink the track at once
+            return True
+        if not crowded:
+            return self.faces.wants(quality)
+        return not self.faces.samples and (self.crowded is None or self.crowded.wants(quality))
+
+    @property
+    def appearance(self) -> np.ndarray | None:
+        """The template, or while there is none, the template of its crowded faces."""
+        if self.faces.template is not None:
+            return self.faces.template
+        return self.crowded.template if self.crowded is not None else None
 
 
 class VideoAnalyzer:
@@ -363,12 +381,7 @@ class VideoAnalyzer:
             i
             for i, tid in enumerate(known)
             if self.embed
-            and (
-                tid is None
-                or i in checks
-                or self._tracks[tid].tentative
-                or (i not in crowded and self._tracks[tid].faces.wants(_q(faces[i])))
-            )
+            and (tid is None or i in checks or self._tracks[tid].wants(_q(faces[i]), i in crowded))
         ]
         embs: dict[int, np.ndarray] = {}
         if todo:
@@ -402,17 +415,21 @@ class VideoAnalyzer:
             self._tracks[ids[i]].last_box = _box(faces[i])
         changed: dict[int, _Track] = {}
         for i in todo:
-            if i in crowded:  # partly hidden, perhaps: no evidence of who it is
-                continue
             track = self._tracks[ids[i]]
+            if i in crowded:  # partly hidden, perhaps: no evidence of who it is
+                if not track.faces.samples:
+                    track.crowded = track.crowded or TrackFaces(self.keep, self.margin)
+                    track.crowded.add(
+                        FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
+                    )
+                continue
             sample = FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
             if track.faces.add(sample):
                 changed[track.track_id] = track
         for i, tid in enumerate(ids):
             track = self._tracks[tid]
             if track.tentative and i not in new:
-                alone = embs.get(i) if i in crowded else None
-                ids[i] = self._settle(frame, track, faces[i], alone, events, changed)
+                ids[i] = self._settle(frame, track, faces[i], events, changed)
         changed = {k: t for k, t in changed.items() if not t.tentative and k in self._tracks}
         if self.gallery is not None and changed:
             self._identify(frame, list(changed.values()), events)
@@ -512,7 +529,7 @@ class VideoAnalyzer:
         claimed = set(known)
         others = [t for t in self._pool(frame) if t.track_id not in claimed]
         if others and self.relink_threshold is not None:
-            best = float(np.max(np.stack([t.faces.template for t in others]) @ emb))
+            best = float(np.max(np.stack([t.appearance for t in others]) @ emb))
             if best >= self.relink_threshold:
                 return True
         if self.gallery is None or own.identity is None:
@@ -613,17 +630,13 @@ class VideoAnalyzer:
         frame: Frame,
         track: _Track,
         face: Face,
-        crowded_emb: np.ndarray | None,
         events: list[TrackEvent],
         changed: dict[int, _Track],
     ) -> int:
         """A tentative track seen again: merged into the lost or ended track its template
-        (or, for a crowded face, which never enters a template, the face's own embedding)
-        now matches, confirmed once ``relink_wait`` has passed and it has a template, or
-        left waiting."""
-        old = self._relink_candidate(frame, track.faces.template, exclude=track)
-        if old is None and crowded_emb is not None:
-            old = self._relink_candidate(frame, crowded_emb, exclude=track)
+        (or that of its crowded faces) now matches, confirmed once ``relink_wait`` has
+        passed and it has a template (a face that is not crowded), or left waiting."""
+        old = self._relink_candidate(frame, track.appearance, exclude=track)
         log.debug(
             "frame %d: tentative %d matches %s", frame.index, track.track_id, old and old.track_id
         )
@@ -632,6 +645,10 @@ class VideoAnalyzer:
             for sample in track.faces.samples:
                 if merged.faces.add(sample):
                     changed[merged.track_id] = merged
+            if track.crowded is not None and not merged.faces.samples:
+                merged.crowded = merged.crowded or TrackFaces(self.keep, self.margin)
+                for sample in track.crowded.samples:
+                    merged.crowded.add(sample)
             merged.detections += track.detections - 1
             del self._tracks[track.track_id]
             for k in [k for k, v in self._alias.items() if v == track.track_id]:
@@ -655,7 +672,7 @@ class VideoAnalyzer:
             t
             for t in (*self._tracks.values(), *self._ended.values())
             if t.last < frame.time
-            and t.faces.template is not None
+            and t.appearance is not None
             and not t.tentative
             and t is not exclude
         ]
@@ -673,7 +690,7 @@ class VideoAnalyzer:
         if not pool:
             return None
         assert self.relink_threshold is not None
-        sims = np.stack([t.faces.template for t in pool]) @ emb
+        sims = np.stack([t.appearance for t in pool]) @ emb
         best = int(np.argmax(sims))
         if sims[best] >= self.relink_threshold:
             return pool[best]
@@ -740,7 +757,7 @@ class VideoAnalyzer:
             del self._alias[k]
         if track.tentative:
             return None
-        if self.relink_threshold is not None and track.faces.template is not None:
+        if self.relink_threshold is not None and track.appearance is not None:
             self._ended[track.track_id] = track
         if track.identity is not None:
             self._identified.add(track.track_id)
