@@ -133,6 +133,10 @@ class _Track:
     first_wall: float = 0.0
     last_box: tuple[float, float, float, float] | None = None
     crowded: TrackFaces | None = None
+    suspect: bool = False
+    """Its last checked face was crowded and did not match its template, with no
+    evidence of whom it is: its faces are checked, and not reported, until one matches
+    or evidence comes."""
     """Best crowded faces, kept while the track has no other: they never make its
     template or identify it, but let a track of only crowded faces be relinked."""
 
@@ -389,7 +393,7 @@ class VideoAnalyzer:
             out = self.rec.embed_crops(np.stack([crops[i] for i in todo]))
             self._add("embed", time.perf_counter() - t2)
             embs = dict(zip(todo, out, strict=True))
-        self._split(frame, known, tids, checks, embs, crowded)
+        withheld = self._split(frame, known, tids, checks, embs, crowded)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "frame %d faces: %s",
@@ -434,9 +438,9 @@ class VideoAnalyzer:
         if self.gallery is not None and changed:
             self._identify(frame, list(changed.values()), events)
         out_faces = []
-        for tid, face in zip(ids, faces, strict=True):
+        for i, (tid, face) in enumerate(zip(ids, faces, strict=True)):
             track = self._tracks[tid]
-            if track.tentative:
+            if track.tentative or i in withheld:
                 continue
             tf = TrackedFace(tid, face, track.identity, track.similarity, True)
             track.last_face = tf
@@ -449,8 +453,7 @@ class VideoAnalyzer:
         a face that appeared where its own face vanished, behind someone or out of the
         picture), the tracker found the track again after missing it (a lost track's
         predicted box lands on another face), every 10th detection, and every face of a
-        track that two faces claim in one frame. A crowded face (see :func:`_crowded`)
-        is only checked in the last case."""
+        track that two faces claim in one frame."""
         if self.split_below is None:
             return set()
         out = set()
@@ -460,7 +463,10 @@ class VideoAnalyzer:
                 continue
             seen.setdefault(tid, []).append(i)
             t = self._tracks[tid]
-            if t.tentative or not t.faces.samples or i in crowded:
+            if t.tentative or not t.faces.samples:
+                continue
+            if t.suspect:
+                out.add(i)
                 continue
             jumped = t.last_box is not None and _iou(t.last_box, _box(faces[i])) < self.jump_iou
             if jumped or (
@@ -481,16 +487,21 @@ class VideoAnalyzer:
         checks: set[int],
         embs: dict[int, np.ndarray],
         crowded: set[int],
-    ) -> None:
+    ) -> set[int]:
         """Checked faces that do not match their track's template (below
         :attr:`split_below`) and are someone else (another lost or ended track's template
-        matches at :attr:`relink_threshold`, or the gallery names another identity than
-        the track's) leave it: their tracker id starts (or relinks) a track of its own. A
-        turned face of the same person can fall below the threshold too: without that
-        evidence it stays. Of several faces claiming one track, all but the most similar
-        leave."""
+        matches at :attr:`relink_threshold`, or, for a face that is not crowded, the
+        gallery names another identity than the track's) leave it: their tracker id starts
+        (or relinks) a track of its own. A turned face of the same person can fall below
+        the threshold too: without that evidence it stays. A partly hidden face can be
+        named as anyone by the gallery (once at the decision threshold, on the 24-video
+        set): a crowded face needs another track's template; without it, it stays but
+        is withheld (returned: not reported) and its track is checked at every detection
+        until a face matches or leaves (:attr:`_Track.suspect`). Of several faces claiming
+        one track, all but the most similar leave."""
+        withheld: set[int] = set()
         if not checks:
-            return
+            return withheld
         sims = {}
         for i in checks:
             template = self._tracks[known[i]].faces.template  # type: ignore[index]
@@ -504,11 +515,15 @@ class VideoAnalyzer:
         for i in checks:
             assert self.split_below is not None
             own = self._tracks[known[i]]  # type: ignore[index]
-            if best[own.track_id] == i and (
-                sims[i] >= self.split_below
-                or i in crowded
-                or not self._someone_else(frame, own, embs[i], known)
+            if best[own.track_id] == i and sims[i] >= self.split_below:
+                own.suspect = False
+                continue
+            if best[own.track_id] == i and not self._someone_else(
+                frame, own, embs[i], known, i not in crowded
             ):
+                own.suspect = i in crowded
+                if own.suspect:
+                    withheld.add(i)
                 continue
             log.debug(
                 "frame %d: tracker id %d left track %s (similarity %.3f)",
@@ -520,19 +535,26 @@ class VideoAnalyzer:
             self._alias.pop(tids[i], None)
             known[i] = None
             self.splits += 1
+            own.suspect = False
+        return withheld
 
     def _someone_else(
-        self, frame: Frame, own: _Track, emb: np.ndarray, known: list[int | None]
+        self,
+        frame: Frame,
+        own: _Track,
+        emb: np.ndarray,
+        known: list[int | None],
+        gallery: bool = True,
     ) -> bool:
-        """``emb`` matches another lost or ended track, or the gallery names someone other
-        than ``own``'s identity."""
+        """``emb`` matches another lost or ended track, or (``gallery``) the gallery names
+        someone other than ``own``'s identity."""
         claimed = set(known)
         others = [t for t in self._pool(frame) if t.track_id not in claimed]
         if others and self.relink_threshold is not None:
             best = float(np.max(np.stack([t.appearance for t in others]) @ emb))
             if best >= self.relink_threshold:
                 return True
-        if self.gallery is None or own.identity is None:
+        if self.gallery is None or own.identity is None or not gallery:
             return False
         t1 = time.perf_counter()
         found = self.gallery.search(emb[None], k=1)[0]
