@@ -395,16 +395,7 @@ class VideoAnalyzer:
             embs = dict(zip(todo, out, strict=True))
         withheld = self._split(frame, known, tids, checks, embs, crowded)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "frame %d faces: %s",
-                frame.index,
-                " ".join(
-                    f"{tids[i]}->{known[i]}(q{_q(f):.2f} s{f.score:.2f} y{f.quality.yaw:.0f}"  # type: ignore[union-attr]
-                    f"{' c' if i in checks else ''}{' X' if i in crowded else ''}"
-                    f"{' sim%.2f' % float(self._tracks[known[i]].faces.template @ embs[i]) if i in embs and known[i] in self._tracks and self._tracks[known[i]].faces.template is not None else ''})"
-                    for i, f in enumerate(faces)
-                ),
-            )
+            log.debug("frame %d faces: %s", frame.index, self._describe(known, tids, faces, embs))
         ids: list[int] = [0] * len(tids)
         new = [i for i, tid in enumerate(known) if tid is None]
         for i, tid in enumerate(known):
@@ -446,6 +437,18 @@ class VideoAnalyzer:
             track.last_face = tf
             out_faces.append(tf)
         return out_faces
+
+    def _describe(self, known, tids, faces, embs) -> str:
+        """tracker id -> track (quality, detector score, similarity to the template) of
+        each face, for the debug log."""
+        out = []
+        for i, face in enumerate(faces):
+            track = self._tracks.get(known[i]) if known[i] is not None else None
+            sim = ""
+            if i in embs and track is not None and track.faces.template is not None:
+                sim = f" sim {float(track.faces.template @ embs[i]):.2f}"
+            out.append(f"{tids[i]}->{known[i]} (q {_q(face):.2f} s {face.score:.2f}{sim})")
+        return ", ".join(out)
 
     def _checks(self, known: list[int | None], faces: list[Face], crowded: set[int]) -> set[int]:
         """Faces whose track must be confirmed by appearance: the face's box jumped from
