@@ -406,7 +406,9 @@ class VideoAnalyzer:
                 track.detections += 1
                 track.last_box = _box(faces[i])
         for i in new:
-            ids[i] = self._start_or_relink(frame, tids[i], faces[i], embs.get(i), events)
+            ids[i] = self._start_or_relink(
+                frame, tids[i], faces[i], embs.get(i), events, i in crowded
+            )
             self._tracks[ids[i]].last_box = _box(faces[i])
         changed: dict[int, _Track] = {}
         for i in todo:
@@ -414,9 +416,10 @@ class VideoAnalyzer:
             if i in crowded:  # partly hidden, perhaps: no evidence of who it is
                 if not track.faces.samples:
                     track.crowded = track.crowded or TrackFaces(self.keep, self.margin)
-                    track.crowded.add(
+                    if track.crowded.add(
                         FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
-                    )
+                    ):
+                        changed[track.track_id] = track
                 continue
             sample = FaceSample(_q(faces[i]), frame.time, frame.index, crops[i], embs[i])
             if track.faces.add(sample):
@@ -576,11 +579,13 @@ class VideoAnalyzer:
         face: Face,
         emb: np.ndarray | None,
         events: list[TrackEvent],
+        crowded: bool = False,
     ) -> int:
         """A face the tracker gave a new id: the continuation of a track lost in the last
         ``lost_after`` seconds or ended in the last ``relink_after`` seconds, when it
         matches that track (see ``relink_far`` in the class docstring); else a new track,
-        tentative while such a track could still be matched."""
+        tentative while such a track could still be matched, or while it has no face that
+        is not ``crowded`` (its first usable face may still match a track lost later)."""
         box = _box(face)
         old = self._relink_candidate(frame, emb)
         log.debug(
@@ -603,7 +608,7 @@ class VideoAnalyzer:
             first_wall=frame.wall,
         )
         self._tracks[tid] = track
-        if emb is not None and self._pool(frame) and self.relink_wait > 0:
+        if emb is not None and self.relink_wait > 0 and (crowded or self._pool(frame)):
             track.tentative = True
             log.debug("frame %d: track %d tentative", frame.index, tid)
         else:
@@ -742,14 +747,17 @@ class VideoAnalyzer:
 
     def _identify(self, frame: Frame, tracks: list[_Track], events: list[TrackEvent]) -> None:
         t1 = time.perf_counter()
-        templates = np.stack([t.faces.template for t in tracks])
+        templates = np.stack([t.appearance for t in tracks])
         results = self.gallery.search(templates, k=1)
         self._add("identify", time.perf_counter() - t1)
         assert self.threshold is not None
         for track, matches in zip(tracks, results, strict=True):
+            threshold = self.threshold
+            if track.faces.template is None:  # only crowded faces: a stricter decision
+                threshold = max(threshold, self.relink_threshold or threshold)
             best = matches[0] if matches else None
             sim = best.similarity if best is not None else None
-            identity = best.identity if best is not None and sim >= self.threshold else None
+            identity = best.identity if best is not None and sim >= threshold else None
             previous = track.identity
             track.similarity = sim
             if identity is not None and identity != previous:
@@ -762,7 +770,7 @@ class VideoAnalyzer:
                         frame.wall,
                         identity,
                         float(sim),
-                        self.threshold,
+                        threshold,
                         self._far_of(float(sim)),
                         len(track.faces.samples),
                         previous,
