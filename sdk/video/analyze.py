@@ -196,6 +196,17 @@ class VideoAnalyzer:
             only (faces are aligned and embedded from the full frame); None: the
             detector's own limit. Video faces are rarely small, and detection is most of
             the cost (``bench/video.py``).
+        crowd_margin: a face whose box, grown by this share of its width and height on
+            every side, meets another face's grown box is *crowded* (where people cross,
+            the one behind is partly hidden): it never enters a track's template, the
+            gallery's word on it is no evidence that a track holds someone else, and a
+            new track of only crowded faces is not reported until it has another face or
+            ``crowded_wait`` seconds have passed (see ``docs/video.md``); < 0: off.
+        jump_iou: a face whose box overlaps its track's last box at a lower IoU is
+            checked by appearance in that frame (the tracker handed the track to a face
+            that appeared where its own vanished).
+        crowded_wait: seconds after which a new track of only crowded faces is reported
+            all the same (identified from them at the FAR 1e-4 threshold).
 
     Raises:
         InvalidArgumentError: a bad number, or both ``threshold`` and ``far``.
@@ -221,6 +232,7 @@ class VideoAnalyzer:
         detect_side: int | None = 640,
         crowd_margin: float = 0.25,
         jump_iou: float = 0.6,
+        crowded_wait: float = 1.0,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InvalidArgumentError(f"every must be an int >= 1, got {every!r}", input="every")
@@ -253,6 +265,7 @@ class VideoAnalyzer:
         self.relink_after = float(relink_after)
         self.crowd_margin = float(crowd_margin)
         self.jump_iou = float(jump_iou)
+        self.crowded_wait = float(crowded_wait)
         self.relink_wait = float(relink_wait)
         self.relinked = 0
         """New tracker ids that were continuations of lost or ended tracks."""
@@ -665,7 +678,9 @@ class VideoAnalyzer:
     ) -> int:
         """A tentative track seen again: merged into the lost or ended track its template
         (or that of its crowded faces) now matches, confirmed once ``relink_wait`` has
-        passed and it has a template (a face that is not crowded), or left waiting."""
+        passed and it has a template (a face that is not crowded), or once
+        ``crowded_wait`` has passed with crowded faces only (someone who walks beside
+        another the whole time), or left waiting."""
         old = self._relink_candidate(frame, track.appearance, exclude=track)
         log.debug(
             "frame %d: tentative %d matches %s", frame.index, track.track_id, old and old.track_id
@@ -684,9 +699,11 @@ class VideoAnalyzer:
             for k in [k for k, v in self._alias.items() if v == track.track_id]:
                 self._alias[k] = merged.track_id
             return merged.track_id
-        if track.faces.template is not None and (
-            frame.time - track.start >= self.relink_wait or not self._pool(frame)
-        ):
+        waited = frame.time - track.start
+        if (
+            track.faces.template is not None
+            and (waited >= self.relink_wait or not self._pool(frame))
+        ) or (track.appearance is not None and waited >= self.crowded_wait):
             self._confirm(track, events)
             changed[track.track_id] = track
         return track.track_id
