@@ -136,6 +136,8 @@ def run_accuracy(args: argparse.Namespace) -> None:
     for v in range(args.videos):
         group = everyone[v * PEOPLE : (v + 1) * PEOPLE]
         sc = scene(group, ACCURACY_SIZE, SECONDS, rng, SEED + v)
+        if args.only and v not in args.only:  # drawn all the same: the set stays the same
+            continue
         path = work / f"video{v}.mp4"
         truth = sc.write(path)
         gt = collections.defaultdict(list)
@@ -147,9 +149,12 @@ def run_accuracy(args: argparse.Namespace) -> None:
         analyzer = VideoAnalyzer(rec, g)
         ended = []
         faces_of: dict[int, list] = {}
+        events_of: dict[int, list] = collections.defaultdict(list)
         with open_source(path) as src:
             for r in analyzer.run(src):
                 ended += [e for e in r.events if e.kind == "ended"]
+                if r.frame is not None:
+                    events_of[r.frame.index] += r.events
                 if r.frame is None:
                     continue
                 for f in r.faces:
@@ -164,6 +169,14 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     ]
         s = tracking_scores(gt, pred)
         idf1s.append(s.idf1)
+        switches = switch_frames(s.matches)
+        for f, actor, before, after in switches:
+            print(f"  switch: frame {f}, {sc.actors[actor].identity}: track {before} -> {after}")
+        if args.dump:
+            dump(args.dump, v, sc, gt, pred, events_of, switches)
+        mm_switches = motmetrics_switches(gt, pred)
+        if mm_switches is not None and mm_switches != s.id_switches:
+            print(f"  py-motmetrics counts {mm_switches} switches, this bench {s.id_switches}")
         votes = collections.defaultdict(collections.Counter)
         for frame, actor, track in s.matches:
             votes[track][actor] += 1
@@ -203,6 +216,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
         )
     g.close()
     t = totals
+    track_minutes = track_minutes or 1e-9
     idf1 = 2 * t["idtp"] / (t["gt_boxes"] + t["pred_boxes"])
     print(f"\npreset {args.preset}, {args.videos} videos of {SECONDS:.0f} s at {ACCURACY_SIZE}")
     print(f"ground-truth track-minutes: {track_minutes:.2f}")
@@ -221,6 +235,68 @@ def run_accuracy(args: argparse.Namespace) -> None:
         f"{t['pf_right'] / t['pf_total']:.4f}"
     )
     print(f"new tracker ids relinked to a lost or ended track: {t['relinked']}")
+
+
+def switch_frames(matches) -> list[tuple[int, int, int, int]]:
+    """(frame, actor, track before, track after) of each ID switch in ``matches``
+    ((frame, actor, track), in frame order)."""
+    last: dict[int, int] = {}
+    out = []
+    for f, g, p in matches:
+        if g in last and last[g] != p:
+            out.append((f, g, last[g], p))
+        last[g] = p
+    return out
+
+
+def motmetrics_switches(gt, pred) -> int | None:
+    """ID switches by py-motmetrics (the independent count; None if not installed)."""
+    try:
+        import motmetrics as mm
+    except ImportError:
+        return None
+    from npcface.eval.tracking import iou_matrix
+
+    acc = mm.MOTAccumulator(auto_id=False)
+    for f in sorted(set(gt) | set(pred)):
+        g, p = gt.get(f, []), pred.get(f, [])
+        d = 1.0 - iou_matrix(
+            np.array([b for _, b in g]).reshape(-1, 4), np.array([b for _, b in p]).reshape(-1, 4)
+        )
+        d[d > 0.5] = np.nan
+        acc.update([k for k, _ in g], [k for k, _ in p], d, frameid=f)
+    return int(mm.metrics.create().compute(acc, metrics=["num_switches"]).num_switches.iloc[0])
+
+
+def dump(folder: Path, v: int, sc: Scene, gt, pred, events_of, switches):
+    """Per frame: truth (actor: box) and tracks
+    (id: box) and the analyzer's events, to ``folder/video{v}.txt``."""
+    from npcface.eval.tracking import iou_matrix
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = sorted(set(gt) | set(pred))
+    with open(folder / f"video{v}.txt", "w") as out:
+        for f, g, a, b in switches:
+            out.write(f"switch frame {f}: {sc.actors[g].identity} track {a} -> {b}\n")
+        for f in frames:
+            g, p = gt.get(f, []), pred.get(f, [])
+            m = iou_matrix(
+                np.array([b for _, b in g]).reshape(-1, 4),
+                np.array([b for _, b in p]).reshape(-1, 4),
+            )
+            cells = []
+            for i, (actor, box) in enumerate(g):
+                best = f"t{p[int(np.argmax(m[i]))][0]}@{m[i].max():.2f}" if p else "-"
+                cells.append(
+                    f"{sc.actors[actor].identity[:12]}[{int(box[0])},{int(box[1])}]={best}"
+                )
+            extra = [f"t{k}[{int(b[0])},{int(b[1])}]" for k, b in p]
+            ev = "; ".join(
+                f"{e.kind} t{e.track_id} {getattr(e, 'identity', '') or ''}"
+                f"{' resumed' if getattr(e, 'resumed', False) else ''}"
+                for e in events_of.get(f, [])
+            )
+            out.write(f"{f}: {' | '.join(cells)} || {' '.join(extra)} {ev}\n")
 
 
 def run_speed(args: argparse.Namespace) -> None:
@@ -269,11 +345,18 @@ def main() -> None:
     a = sub.add_parser("accuracy")
     a.add_argument("--preset", default="fast")
     a.add_argument("--videos", type=int, default=6)
+    a.add_argument("--only", type=int, nargs="+", help="run only these videos of the set (0-based)")
+    a.add_argument("--dump", type=Path, help="write frames around each switch to this folder")
     s = sub.add_parser("speed")
     s.add_argument("--presets", nargs="+", default=["fast", "accurate"])
     s.add_argument("--every", nargs="+", type=int, default=[1])
     args = p.parse_args()
     np.random.seed(SEED)
+    if getattr(args, "dump", None):
+        import logging
+
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("npcface.video").setLevel(logging.DEBUG)
     run_accuracy(args) if args.what == "accuracy" else run_speed(args)
 
 

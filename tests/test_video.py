@@ -301,6 +301,135 @@ def test_a_face_that_takes_over_a_track_leaves_it(fast, gallery, tmp_path):
     assert late and set(late) <= hers and first.track_id not in late
 
 
+def test_a_face_whose_box_jumps_is_checked_at_once(fast, gallery, tmp_path):
+    """Hopper appears the frame the astronaut leaves, a little aside (her box overlaps
+    the astronaut's last box at IoU < 0.6, so ByteTrack still hands her the astronaut's
+    track): the jump is checked in that frame and her face never shows under the
+    astronaut's track; with the jump check off it does until the next periodic check."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    here, aside = (0.45, 0.5), (0.54, 0.545)
+    actors = [
+        Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), 0.0, 1.6, here, here,
+              (0.45, 0.45)),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.6, 3.6, aside, aside,
+              (0.45, 0.45)),
+    ]  # fmt: skip
+    path = tmp_path / "jump.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+    hers = {t.frame: t.box for t in truth if t.identity == "hopper"}
+
+    def tracks_on_her(jump_iou: float) -> tuple[set[int], set[int]]:
+        analyzer = VideoAnalyzer(fast, gallery, jump_iou=jump_iou)
+        with open_source(path) as src:
+            results, _ = _run(analyzer, src)
+        on_her, before = set(), set()
+        for r in results:
+            for f in r.faces if r.frame is not None else ():
+                if r.frame.index not in hers:
+                    before.add(f.track_id)
+                elif _iou(f.face.box, hers[r.frame.index]) >= 0.5:
+                    on_her.add(f.track_id)
+        return before, on_her
+
+    before, on_her = tracks_on_her(0.6)
+    assert len(before) == 1 and on_her and not on_her & before
+    before, on_her = tracks_on_her(0.0)  # never a jump
+    assert on_her & before
+
+
+def test_a_crowded_face_enters_no_template(fast, gallery, tmp_path):
+    """The astronaut stands still, blurred until 1.2 s and sharp from then on; Grace
+    Hopper walks past in front of her from 0.8 to 2.6 s. Her sharp faces while Hopper is
+    near (partly covered: no evidence of who she is) stay out of her track's template;
+    those after Hopper has passed enter it. With crowding off (``crowd_margin`` < 0) the
+    sharp, covered faces enter it."""
+    import cv2
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+    from npcface.video.analyze import _crowded
+
+    imgs = photos()
+    sharp = imgs["astronaut"]
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 7)
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+    blurred_box = tuple(float(v) for v in fast.detect(blurred)[0].box)
+    still = ((0.5, 0.45), (0.5, 0.45), (0.4, 0.4))
+    actors = [
+        Actor("astronaut", (blurred, sharp, sharp), (blurred_box, box["astronaut"],
+              box["astronaut"]), 0.0, 3.6, *still, 1.2),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 0.8, 2.6, (0.95, 0.8),
+              (0.05, 0.8), (0.4, 0.4)),
+    ]  # fmt: skip
+    path = tmp_path / "crowd.mp4"
+    Scene(actors, 320, 240, 25.0, 3.6, seed=5).write(path)
+
+    def samples(margin: float) -> tuple[set[int], set[int], str | None]:
+        """Frames of the astronaut track's kept faces, frames where she was crowded, and
+        the track's identity."""
+        analyzer = VideoAnalyzer(fast, gallery, crowd_margin=margin)
+        crowded, ended = set(), []
+        with open_source(path) as src:
+            for r in analyzer.run(src):
+                ended += [e for e in r.events if isinstance(e, TrackEnded)]
+                if r.frame is not None and len(r.faces) == 2:
+                    crowded.add(r.frame.index) if _crowded([f.face for f in r.faces], 0.25) else 0
+        (first,) = [e for e in ended if e.start == 0.0]
+        track = analyzer._ended[first.track_id]
+        return {s.frame for s in track.faces.samples}, crowded, first.identity
+
+    kept, crowded, identity = samples(0.25)
+    assert crowded and kept and not kept & crowded
+    assert identity == "astronaut"
+    kept, crowded, _ = samples(-1.0)
+    assert kept & crowded
+
+
+def test_a_track_of_crowded_faces_is_found_again(fast, gallery, tmp_path):
+    """The astronaut walks alone, leaves, and comes back in front of Grace Hopper, whose
+    face is near hers (crowded, mostly covered), then hidden behind her for over a second,
+    then walks away alone. Hopper's track has only crowded faces (no template) when it
+    ends: the template of those faces resumes it when she is found again, so the clip has
+    two tracks; without it (a track of crowded faces cannot be resumed) three."""
+    from video_clips import photos
+
+    from npcface.eval.videoset import Actor, Scene
+
+    imgs = photos()
+    box = {k: tuple(float(v) for v in fast.detect(i)[0].box) for k, i in imgs.items()}
+
+    def astronaut(t0, t1, p0, p1):
+        return Actor("astronaut", (imgs["astronaut"],), (box["astronaut"],), t0, t1, p0, p1,
+                     (0.35, 0.35))  # fmt: skip
+
+    actors = [
+        astronaut(0.0, 1.0, (0.2, 0.5), (0.3, 0.5)),
+        Actor("hopper", (imgs["hopper"],), (box["hopper"],), 1.4, 4.0, (0.85, 0.446),
+              (0.1, 0.5), (0.35, 0.35)),
+        astronaut(1.4, 4.0, (0.67, 0.5), (0.65, 0.5)),
+    ]  # fmt: skip
+    path = tmp_path / "crowded.mp4"
+    truth = Scene(actors, 320, 240, 25.0, 4.0, seed=5).write(path)
+    hers = {t.frame: t.box for t in truth if t.identity == "hopper"}
+    analyzer = VideoAnalyzer(fast, gallery)
+    with open_source(path) as src:
+        results, _ = _run(analyzer, src)
+    tracks = {f.track_id for r in results for f in r.faces}
+    on_her = {
+        f.track_id
+        for r in results
+        if r.frame is not None and r.frame.index in hers
+        for f in r.faces
+        if _iou(f.face.box, hers[r.frame.index]) >= 0.5
+    }
+    assert len(tracks) == 2 and len(on_her) == 1  # the astronaut's, and Hopper's
+
+
 # ---------------------------------------------------------------------- live sources
 def test_rtsp_stream_from_ffmpeg(fast, clip, gallery):
     url = f"rtsp://127.0.0.1:{free_port()}/live"

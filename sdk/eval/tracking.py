@@ -6,9 +6,13 @@ Input: per frame, the ground-truth boxes ``{frame: [(gt_id, box), ...]}`` and th
 tracker's ``{frame: [(track_id, box), ...]}``; boxes are (x1, y1, x2, y2) pixels. A tracker
 box matches a ground-truth box at IoU >= ``iou`` (0.5).
 
-- **ID switches**: per frame, matches made the CLEAR MOT way (a pair matched in the previous
-  frame is kept while its IoU holds; the rest by maximum total IoU); a switch is a
-  ground-truth object matched to another track than at its last match.
+- **ID switches**: per frame, matches made the CLEAR MOT way (an object's last
+  correspondence, made in any earlier frame, is kept while its IoU holds and that track is
+  not already taken; the rest by the most pairs at IoU >= ``iou``, then the least total
+  distance 1 - IoU); a switch is a ground-truth object matched to another track than at its
+  last match. An object missed for a while and found again by the same track is a
+  fragmentation, not a switch. The same rules as py-motmetrics' ``MOTAccumulator``
+  (``tests/test_eval_tracking.py`` checks the two agree on random scenes).
 - **Fragmentations**: times a ground-truth trajectory goes from matched to unmatched and is
   matched again later.
 - **IDF1**: one-to-one assignment of whole ground-truth trajectories to whole tracks that
@@ -83,11 +87,11 @@ def _frame_matches(
     gids, pids = [g for g, _ in gt], [p for p, _ in pred]
     out: list[tuple[int, int]] = []
     used_g, used_p = set(), set()
-    for i, g in enumerate(gids):  # CLEAR MOT: last frame's pairs stay while they overlap
+    for i, g in enumerate(gids):  # CLEAR MOT: established pairs stay while they overlap
         p = keep.get(g)
         if p is not None and p in pids:
             j = pids.index(p)
-            if m[i, j] >= iou:
+            if j not in used_p and m[i, j] >= iou:
                 out.append((g, p))
                 used_g.add(i)
                 used_p.add(j)
@@ -95,7 +99,11 @@ def _frame_matches(
     rest_p = [j for j in range(len(pids)) if j not in used_p]
     if rest_g and rest_p:
         sub = m[np.ix_(rest_g, rest_p)]
-        rows, cols = linear_sum_assignment(-sub)
+        # the most pairs at IoU >= iou, then the least total distance (1 - IoU) among them:
+        # a pair under the threshold costs more than any set of valid pairs can save, so it
+        # never displaces a valid pairing (maximising the plain IoU sum could)
+        cost = np.where(sub >= iou, 1.0 - sub, float(len(sub) + len(sub[0]) + 1))
+        rows, cols = linear_sum_assignment(cost)
         for r, c in zip(rows, cols, strict=True):
             if sub[r, c] >= iou:
                 out.append((gids[rest_g[r]], pids[rest_p[c]]))
@@ -108,12 +116,11 @@ def tracking_scores(gt: Boxes, pred: Boxes, iou: float = 0.5) -> TrackingScores:
 
     frames = sorted(set(gt) | set(pred))
     last: dict[int, int] = {}  # gt id -> track id at its last match
-    prev: dict[int, int] = {}  # matches of the previous frame
     switches = 0
     matches: list[tuple[int, int, int]] = []
     matched_frames: dict[int, list[tuple[int, bool]]] = {}
     for f in frames:
-        pairs = _frame_matches(gt.get(f, ()), pred.get(f, ()), prev, iou)
+        pairs = _frame_matches(gt.get(f, ()), pred.get(f, ()), last, iou)
         now = dict(pairs)
         for g, p in pairs:
             if g in last and last[g] != p:
@@ -122,7 +129,6 @@ def tracking_scores(gt: Boxes, pred: Boxes, iou: float = 0.5) -> TrackingScores:
             matches.append((f, g, p))
         for g, _ in gt.get(f, ()):
             matched_frames.setdefault(g, []).append((f, g in now))
-        prev = now
     frag = 0
     for seq in matched_frames.values():
         flags = [m for _, m in seq]
