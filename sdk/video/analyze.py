@@ -703,7 +703,11 @@ class VideoAnalyzer:
         if (
             track.faces.template is not None
             and (waited >= self.relink_wait or not self._pool(frame))
-        ) or (track.appearance is not None and waited >= self.crowded_wait):
+        ) or (
+            track.appearance is not None
+            and waited >= self.crowded_wait
+            and not self._pool(frame)  # a lost track may yet be theirs (video 18, fast)
+        ):
             self._confirm(track, events)
             changed[track.track_id] = track
         return track.track_id
