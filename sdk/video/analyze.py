@@ -206,7 +206,8 @@ class VideoAnalyzer:
             checked by appearance in that frame (the tracker handed the track to a face
             that appeared where its own vanished).
         crowded_wait: seconds after which a new track of only crowded faces is reported
-            all the same (identified from them at the FAR 1e-4 threshold).
+            all the same (identified from them at the FAR 1e-4 threshold), once no lost
+            or ended track could still be theirs.
 
     Raises:
         InvalidArgumentError: a bad number, or both ``threshold`` and ``far``.
