@@ -18,7 +18,8 @@
 Ray Core actors rather than a Ray Data pipeline: on 2 cores the same actors driven through
 Ray Data's streaming executor enrolled 0.73-0.93x the local engine's photos/s, its executor
 and helper actors (stats, autoscaling coordinator) competing for the cores; driven directly
-they match it: 0.92-1.02x (fast preset), 1.00x (accurate) (``bench/enroll_engines.py``).
+they match it: 1.02-1.04x over 4,000 photos and 0.90-0.92x over 2,000 (their start-up
+weighs more) with the fast preset, 1.00x with the accurate one (``bench/enroll_engines.py``).
 
 The same call runs on a local Ray (started on this machine, see :func:`start_ray`) and,
 unchanged, against a cluster (``address="ray://head:10001"`` or ``"auto"``): every node must
