@@ -24,6 +24,7 @@ import numpy as np
 
 from ..align import align_faces
 from ..errors import InvalidArgumentError
+from ..eval.tracking import iou_matrix
 from ..quality import assess
 from ..results import Face
 from .events import TrackEnded, TrackEvent, TrackIdentified, TrackStarted
@@ -133,12 +134,12 @@ class _Track:
     first_wall: float = 0.0
     last_box: tuple[float, float, float, float] | None = None
     crowded: TrackFaces | None = None
+    """Best crowded faces, kept while the track has no other: they never make its
+    template or identify it, but let a track of only crowded faces be relinked."""
     suspect: bool = False
     """Its last checked face was crowded and did not match its template, with no
     evidence of whom it is: its faces are checked, and not reported, until one matches
     or evidence comes."""
-    """Best crowded faces, kept while the track has no other: they never make its
-    template or identify it, but let a track of only crowded faces be relinked."""
 
     def wants(self, quality: float, crowded: bool) -> bool:
         """Is a face of this quality worth embedding for the track's templates?"""
@@ -488,7 +489,10 @@ class VideoAnalyzer:
             if t.suspect:
                 out.add(i)
                 continue
-            jumped = t.last_box is not None and _iou(t.last_box, _box(faces[i])) < self.jump_iou
+            jumped = (
+                t.last_box is not None
+                and float(iou_matrix(t.last_box, _box(faces[i]))[0, 0]) < self.jump_iou
+            )
             if jumped or (
                 len(t.faces.samples) >= 2
                 and (t.last < self._prev_detect_time or t.detections % 10 == 9)
@@ -754,12 +758,13 @@ class VideoAnalyzer:
             assert self.threshold is not None
             if found and found[0].similarity >= self.threshold:
                 identity = found[0].identity
-        log.debug(
-            "relink? %s template sims %s, gallery %s",
-            frame.index,
-            {t.track_id: round(float(x), 3) for t, x in zip(pool, sims, strict=True)},
-            identity,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "relink? %s template sims %s, gallery %s",
+                frame.index,
+                {t.track_id: round(float(x), 3) for t, x in zip(pool, sims, strict=True)},
+                identity,
+            )
         if identity is None:
             return None
         same = [
@@ -881,16 +886,6 @@ def _crowded(faces: list[Face], margin: float) -> set[int]:
     near = (ix > 0) & (iy > 0)
     np.fill_diagonal(near, False)
     return {int(i) for i in np.flatnonzero(near.any(axis=1))}
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _box(face: Face) -> tuple[float, float, float, float]:
