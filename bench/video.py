@@ -169,7 +169,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     ]
         s = tracking_scores(gt, pred)
         idf1s.append(s.idf1)
-        switches = switch_frames(s.matches)
+        switches = s.switches
         for f, actor, before, after in switches:
             print(f"  switch: frame {f}, {sc.actors[actor].identity}: track {before} -> {after}")
         if args.dump:
@@ -235,18 +235,6 @@ def run_accuracy(args: argparse.Namespace) -> None:
         f"{t['pf_right'] / t['pf_total']:.4f}"
     )
     print(f"new tracker ids relinked to a lost or ended track: {t['relinked']}")
-
-
-def switch_frames(matches) -> list[tuple[int, int, int, int]]:
-    """(frame, actor, track before, track after) of each ID switch in ``matches``
-    ((frame, actor, track), in frame order)."""
-    last: dict[int, int] = {}
-    out = []
-    for f, g, p in matches:
-        if g in last and last[g] != p:
-            out.append((f, g, last[g], p))
-        last[g] = p
-    return out
 
 
 def motmetrics_switches(gt, pred) -> int | None:

@@ -25,7 +25,7 @@ def test_hand_worked_case():
         pred[f].append((10, FP))
     s = tracking_scores(gt, pred)
     assert (s.gt_boxes, s.pred_boxes) == (12, 13)
-    assert s.id_switches == 1
+    assert s.id_switches == 1 and s.switches == ((3, 1, 7, 8),)
     assert s.fragmentations == 1
     assert s.idtp == 8 and s.idf1 == pytest.approx(16 / 25)
     assert s.recall == pytest.approx(11 / 12)

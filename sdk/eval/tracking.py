@@ -55,6 +55,7 @@ class TrackingScores:
         gt_boxes, pred_boxes: boxes counted on each side.
         matches: (frame, gt id, track id) of every per-frame match.
         id_switches: CLEAR MOT identity switches.
+        switches: (frame, gt id, track before, track after) of each of them.
         fragmentations: interruptions of matched ground-truth trajectories.
         idtp: frames matched under the best one-to-one trajectory assignment.
         idf1: 2 idtp / (gt_boxes + pred_boxes), in [0, 1].
@@ -71,6 +72,7 @@ class TrackingScores:
     idf1: float
     recall: float
     assignment: dict[int, int]
+    switches: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def _frame_matches(
@@ -116,7 +118,7 @@ def tracking_scores(gt: Boxes, pred: Boxes, iou: float = 0.5) -> TrackingScores:
 
     frames = sorted(set(gt) | set(pred))
     last: dict[int, int] = {}  # gt id -> track id at its last match
-    switches = 0
+    switches: list[tuple[int, int, int, int]] = []
     matches: list[tuple[int, int, int]] = []
     matched_frames: dict[int, list[tuple[int, bool]]] = {}
     for f in frames:
@@ -124,7 +126,7 @@ def tracking_scores(gt: Boxes, pred: Boxes, iou: float = 0.5) -> TrackingScores:
         now = dict(pairs)
         for g, p in pairs:
             if g in last and last[g] != p:
-                switches += 1
+                switches.append((f, g, last[g], p))
             last[g] = p
             matches.append((f, g, p))
         for g, _ in gt.get(f, ()):
@@ -162,10 +164,11 @@ def tracking_scores(gt: Boxes, pred: Boxes, iou: float = 0.5) -> TrackingScores:
         n_gt,
         n_pred,
         tuple(matches),
-        switches,
+        len(switches),
         frag,
         idtp,
         idf1,
         len(matches) / n_gt if n_gt else 1.0,
         assignment,
+        tuple(switches),
     )
