@@ -235,7 +235,8 @@ def _on_actors(
                 i, actor = flying.pop(ref)
                 try:
                     done[i] = ray.get(ref)
-                    load[actor] -= 1
+                    if actor in load:  # not dropped meanwhile (a later chunk of it failed)
+                        load[actor] -= 1
                 except (RayActorError, ObjectLostError) as exc:
                     # its node or process went away: the chunk goes to another actor
                     last_error = _actor_error(exc)
